@@ -1,0 +1,237 @@
+"""Turning a model reference into a loaded (model, processor) pair.
+
+A reference is `tiny-random` (or `tiny-random:FAMILY`), a local folder, or a hub id. Every
+reference ends in the same `from_pretrained` calls on a local folder: the tiny checkpoints are
+built into a cache folder first, and hub ids are downloaded first (with byte progress), so a
+tiny checkpoint exercises exactly the path a real one takes.
+
+Quantization is chosen here: "auto" is 4-bit NF4 with double quantization and bf16 compute on
+CUDA and none on CPU. The family table says which modules stay unquantized. After loading, a
+`LoadReport` says what was quantized and how much memory the model takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from engine.errors import ModelLoadError
+from engine.families import Family, family_for
+
+log = logging.getLogger(__name__)
+
+Quantize = Literal["auto", "4bit", "8bit", "none"]
+TINY_PREFIX = "tiny-random"
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    stage: Literal["resolving", "building", "downloading", "loading", "ready", "failed"]
+    message: str
+    bytes_done: int = 0
+    bytes_total: int = 0
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    model_id: str
+    path: str
+    family: str
+    quantization: str
+    quantized_modules: int
+    kept_unquantized: tuple[str, ...]
+    footprint_bytes: int
+    device: str
+    load_seconds: float
+    cuda_peak_bytes: int | None = None
+    revision: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+ProgressCallback = Callable[[LoadProgress], None]
+
+
+def default_model_id() -> str:
+    """The Qwen3.5 checkpoint sized to the hardware found.
+
+    On a GPU the model runs in 4-bit, so the size follows its memory: 9B needs about 7 GB in
+    4-bit, 4B about 3.5 GB, 2B fits anywhere. On a CPU only the smallest is usable interactively.
+    """
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            total_gb = torch.cuda.get_device_properties(0).total_memory / 2**30
+            if total_gb >= 16:
+                return "Qwen/Qwen3.5-9B"
+            if total_gb >= 8:
+                return "Qwen/Qwen3.5-4B"
+            return "Qwen/Qwen3.5-2B"
+    except Exception:  # a broken CUDA setup must not stop the app from starting on CPU
+        log.exception("could not inspect the GPU; choosing the CPU default model")
+    return "Qwen/Qwen3.5-0.8B"
+
+
+def resolve_quantization(quantize: Quantize, device: str) -> str:
+    if quantize == "auto":
+        return "4bit" if device == "cuda" else "none"
+    return quantize
+
+
+def _local_path(model_ref: str, cache_dir: Path | None, progress: ProgressCallback) -> Path:
+    if model_ref == TINY_PREFIX or model_ref.startswith(TINY_PREFIX + ":"):
+        from engine.tiny import ensure_tiny
+
+        family = model_ref.partition(":")[2] or "qwen3_5"
+        progress(LoadProgress("building", f"Preparing the tiny random {family} checkpoint"))
+        return ensure_tiny(family, cache_dir)
+    path = Path(model_ref).expanduser()
+    if path.is_dir():
+        return path
+    if model_ref.startswith((".", "/", "~")):
+        raise ModelLoadError(f"No model folder at {model_ref}.")
+    return _download(model_ref, progress)
+
+
+def _download(repo_id: str, progress: ProgressCallback) -> Path:
+    from huggingface_hub import snapshot_download
+    from tqdm.auto import tqdm
+
+    class _Progress(tqdm):
+        """Forwards the aggregated byte counter to the caller instead of drawing a bar."""
+
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            if self.unit == "B":
+                progress(
+                    LoadProgress(
+                        "downloading",
+                        f"Downloading {repo_id}",
+                        bytes_done=int(self.n),
+                        bytes_total=int(self.total or 0),
+                    )
+                )
+            return shown
+
+    progress(LoadProgress("downloading", f"Downloading {repo_id}"))
+    try:
+        return Path(snapshot_download(repo_id, tqdm_class=_Progress))
+    except Exception as exc:  # offline, unknown repo, gated repo, disk full: all end the same way
+        log.warning("download of %s failed: %s", repo_id, exc)
+        raise ModelLoadError(
+            f"Could not download {repo_id} ({type(exc).__name__}). If this machine is offline, "
+            "download the weights elsewhere and start with "
+            "`python app.py --model /path/to/folder`, or try the app with "
+            "`python app.py --model tiny-random`."
+        ) from exc
+
+
+def _quantization_config(quantization: str, family: Family):
+    from transformers import BitsAndBytesConfig
+
+    keep = list(family.keep_unquantized)
+    if quantization == "4bit":
+        import torch
+
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            llm_int8_skip_modules=keep,
+        )
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep)
+    return None
+
+
+def load_model(
+    model_ref: str,
+    *,
+    quantize: Quantize = "auto",
+    device: str | None = None,
+    cache_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+):
+    """Load (model, processor, family, report). Raises ModelLoadError with an actionable message."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    progress = progress or (lambda p: None)
+    started = time.perf_counter()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    quantization = resolve_quantization(quantize, device)
+    if quantization != "none" and device == "cpu":
+        log.warning("bitsandbytes %s on CPU is slow; it is meant for GPUs", quantization)
+
+    progress(LoadProgress("resolving", f"Looking for {model_ref}"))
+    path = _local_path(model_ref, cache_dir, progress)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as exc:
+        raise ModelLoadError(f"{model_ref} is not a transformers model folder ({exc}).") from exc
+    family = family_for(config.model_type)
+
+    progress(LoadProgress("loading", f"Loading {model_ref} ({quantization})"))
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    kwargs: dict = {"dtype": dtype}
+    quant_config = _quantization_config(quantization, family)
+    if quant_config is not None:
+        kwargs["quantization_config"] = quant_config
+        kwargs["device_map"] = {"": device if device != "cuda" else 0}
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        log.exception("loading %s failed", model_ref)
+        raise ModelLoadError(f"Could not load {model_ref}: {type(exc).__name__}: {exc}") from exc
+    if quant_config is None:
+        model.to(device)
+    model.eval()
+
+    quantized = _count_quantized(model)
+    report = LoadReport(
+        model_id=model_ref,
+        path=str(path),
+        family=family.name,
+        quantization=quantization,
+        quantized_modules=quantized,
+        kept_unquantized=family.keep_unquantized if quant_config is not None else (),
+        footprint_bytes=int(model.get_memory_footprint()),
+        device=device,
+        load_seconds=time.perf_counter() - started,
+        cuda_peak_bytes=torch.cuda.max_memory_allocated() if device == "cuda" else None,
+        revision=_revision(path),
+    )
+    log.info(
+        "loaded %s (%s) on %s: %s, %d quantized linear layers, %.1f MB, %.1f s",
+        model_ref, family.name, device, quantization, quantized,
+        report.footprint_bytes / 1e6, report.load_seconds,
+    )
+    progress(LoadProgress("ready", f"{model_ref} is ready"))
+    return model, processor, family, report
+
+
+def _count_quantized(model) -> int:
+    try:
+        import bitsandbytes as bnb
+    except Exception:  # bitsandbytes missing or broken: then nothing can be quantized either
+        return 0
+    kinds = (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
+    return sum(isinstance(module, kinds) for module in model.modules())
+
+
+def _revision(path: Path) -> str | None:
+    """The hub commit for a downloaded snapshot (its folder name), else None."""
+    parts = path.resolve().parts
+    if len(parts) >= 2 and parts[-2] == "snapshots":
+        return parts[-1]
+    return None

@@ -1,0 +1,201 @@
+"""The local engine on real tiny checkpoints: streaming, thinking, budget, stop, seeds, queue."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from PIL import Image
+
+from engine.errors import ModelNotReady, RequestError
+from engine.local import LocalEngine
+from engine.types import GenerationRequest, Message, Sampling
+
+
+def _image(color=(200, 30, 30)) -> Image.Image:
+    return Image.new("RGB", (64, 48), color)
+
+
+def _request(thinking=False, budget=None, max_new=40, seed=7, temperature=0.0, images=1,
+             text="What is in the picture?") -> GenerationRequest:
+    return GenerationRequest(
+        messages=(Message("user", text, tuple(_image() for _ in range(images))),),
+        thinking=thinking, thinking_budget=budget,
+        sampling=Sampling(max_new_tokens=max_new, temperature=temperature, seed=seed))
+
+
+def _collect(events):
+    texts = {"reasoning": "", "answer": ""}
+    kinds = []
+    done = None
+    for event in events:
+        if event.kind == "done":
+            done = event
+        else:
+            texts[event.kind] += event.text
+            kinds.append(event.kind)
+    return texts, kinds, done
+
+
+def test_answer_streams_in_several_events_with_stats(tiny_engine):
+    texts, kinds, done = _collect(tiny_engine.stream(_request(max_new=30)))
+    assert done is not None and done.error is None
+    assert len(kinds) > 3 and set(kinds) == {"answer"}
+    assert texts["answer"].strip()
+    stats = done.stats
+    assert stats.answer_tokens + stats.reasoning_tokens == 30
+    assert stats.finish_reason == "length"
+    assert stats.time_to_first_token_s is not None and stats.time_to_first_token_s > 0
+    assert stats.tokens_per_s > 0
+    assert stats.seed == 7
+
+
+def test_thinking_on_streams_reasoning_first(tiny_engine):
+    texts, kinds, done = _collect(tiny_engine.stream(_request(thinking=True, max_new=30)))
+    # The template pre-fills the opening tag, so the model starts inside its reasoning.
+    assert kinds[0] == "reasoning"
+    assert done.stats.reasoning_tokens > 0
+    assert "<think>" not in texts["reasoning"]
+
+
+def test_thinking_off_has_no_reasoning(tiny_engine):
+    texts, kinds, done = _collect(tiny_engine.stream(_request(thinking=False, max_new=20)))
+    assert "reasoning" not in kinds
+    assert done.stats.reasoning_tokens == 0
+
+
+def test_budget_caps_reasoning_and_the_answer_follows(tiny_engine):
+    texts, kinds, done = _collect(tiny_engine.stream(_request(thinking=True, budget=12,
+                                                              max_new=40)))
+    stats = done.stats
+    assert stats.budget_exhausted
+    assert stats.reasoning_tokens <= 12
+    assert stats.answer_tokens > 0
+    # One continuous stream: all reasoning, then all answer.
+    assert kinds.index("answer") > 0
+    assert "reasoning" not in kinds[kinds.index("answer"):]
+    assert texts["answer"].strip()
+
+
+def test_zero_budget_answers_directly(tiny_engine):
+    texts, kinds, done = _collect(tiny_engine.stream(_request(thinking=True, budget=0,
+                                                              max_new=15)))
+    assert done.stats.reasoning_tokens == 0
+    assert done.stats.answer_tokens > 0
+    assert set(kinds) == {"answer"}
+
+
+def test_same_seed_same_answer_and_other_seed_differs(tiny_engine):
+    first = _collect(tiny_engine.stream(_request(temperature=1.0, seed=123, max_new=25)))
+    again = _collect(tiny_engine.stream(_request(temperature=1.0, seed=123, max_new=25)))
+    other = _collect(tiny_engine.stream(_request(temperature=1.0, seed=999, max_new=25)))
+    assert first[0] == again[0]
+    assert first[0] != other[0]
+
+
+def test_random_seed_is_reported_and_reproduces(tiny_engine):
+    first = _collect(tiny_engine.stream(_request(temperature=1.0, seed=None, max_new=20)))
+    seed = first[2].stats.seed
+    assert isinstance(seed, int)
+    again = _collect(tiny_engine.stream(_request(temperature=1.0, seed=seed, max_new=20)))
+    assert first[0] == again[0]
+
+
+def test_cancel_stops_the_generation_thread(tiny_engine):
+    request = _request(max_new=4000)
+    events = tiny_engine.stream(request)
+    next(events)
+    tiny_engine.cancel(request.request_id)
+    texts, kinds, done = _collect(events)
+    assert done.stats.finish_reason == "cancelled"
+    assert done.stats.answer_tokens < 4000
+    # The model is free again: the next request runs to completion.
+    _, _, after = _collect(tiny_engine.stream(_request(max_new=5)))
+    assert after.stats.finish_reason == "length"
+
+
+def test_closing_the_stream_frees_the_engine(tiny_engine):
+    request = _request(max_new=4000)
+    events = tiny_engine.stream(request)
+    next(events)
+    events.close()  # what a closed browser tab does to the iterator
+    finished = threading.Event()
+
+    def ask_again():
+        _collect(tiny_engine.stream(_request(max_new=5)))
+        finished.set()
+
+    threading.Thread(target=ask_again, daemon=True).start()
+    assert finished.wait(timeout=60), "the engine stayed busy after its stream was closed"
+
+
+def test_requests_run_one_at_a_time_in_arrival_order(tiny_engine):
+    order = []
+    first = _request(max_new=200)
+    events = tiny_engine.stream(first)
+    next(events)  # the first request now holds the model
+    second = _request(max_new=5)
+
+    def run_second():
+        order.append(("second-start", tiny_engine.queue_position(second.request_id)))
+        _collect(tiny_engine.stream(second))
+        order.append(("second-done", None))
+
+    thread = threading.Thread(target=run_second, daemon=True)
+    thread.start()
+    _collect(events)
+    order.append(("first-done", None))
+    thread.join(timeout=60)
+    assert [name for name, _ in order].index("first-done") < [
+        name for name, _ in order].index("second-done")
+
+
+def test_too_many_images_is_refused_with_a_message(tiny_engine):
+    limit = tiny_engine.capabilities().max_images
+    with pytest.raises(RequestError, match=f"at most {limit} image"):
+        tiny_engine.stream(_request(images=limit + 1))
+
+
+def test_not_loaded_engine_says_it_is_loading():
+    engine = LocalEngine("tiny-random")
+    with pytest.raises(ModelNotReady, match="still loading"):
+        engine.stream(_request())
+
+
+def test_too_long_conversation_arrives_as_an_error_event(tiny_engine):
+    context = tiny_engine.capabilities().context_length
+    huge = " ".join(["word"] * (context * 2))
+    texts, kinds, done = _collect(tiny_engine.stream(_request(text=huge, max_new=5, images=0)))
+    assert done.stats.finish_reason == "error"
+    assert "too long for the model" in done.error
+
+
+def test_failure_inside_the_worker_arrives_as_an_error_event(tiny_engine):
+    # An image that is not an image (which the safe loader never lets through) breaks the
+    # processor inside the generation thread: the caller gets a done event with a generic
+    # message, nothing hangs, and the engine keeps working.
+    request = GenerationRequest(messages=(Message("user", "hi", ("/no/such/image.png",)),),
+                                sampling=Sampling(max_new_tokens=5, temperature=0.0))
+    texts, kinds, done = _collect(tiny_engine.stream(request))
+    assert done.stats.finish_reason == "error"
+    assert done.error == "The model failed while answering. The error was logged on the server."
+    _, _, after = _collect(tiny_engine.stream(_request(max_new=5)))
+    assert after.error is None
+
+
+def test_capabilities_describe_the_model(tiny_engine):
+    caps = tiny_engine.capabilities()
+    assert caps.family == "qwen3_5"
+    assert caps.thinking is True
+    assert caps.multi_image is True
+    assert caps.context_length > 0
+
+
+def test_llava_streams_without_thinking(llava_engine):
+    caps = llava_engine.capabilities()
+    assert caps.family == "llava"
+    assert caps.thinking is False
+    texts, kinds, done = _collect(llava_engine.stream(_request(thinking=True, max_new=20)))
+    assert done.error is None
+    assert done.stats.reasoning_tokens == 0
+    assert texts["answer"].strip()
