@@ -37,6 +37,8 @@ _ANSWER = "answer"
 
 
 class ThinkingParser:
+    """One parser per generated stream: `feed` each delta, then `flush` once."""
+
     def __init__(
         self,
         open_tag: str = "<think>",
@@ -51,7 +53,12 @@ class ThinkingParser:
         self._held = ""
         # True while whitespace at the start of the current section is still to be dropped.
         self._strip_leading = start_in_reasoning
-        self.seen_close = False
+        self._seen_close = False
+
+    @property
+    def seen_close(self) -> bool:
+        """True once the closing tag has gone by."""
+        return self._seen_close
 
     @property
     def in_reasoning(self) -> bool:
@@ -116,7 +123,7 @@ class ThinkingParser:
         if end >= 0:
             _emit(pieces, "reasoning", self._held[:end].rstrip())
             self._held = self._held[end + len(self.close_tag) :]
-            self.seen_close = True
+            self._seen_close = True
             self._enter(_ANSWER)
             return True
         if final:
