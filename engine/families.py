@@ -53,14 +53,8 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "blip2",
         ("blip-2",),
-        (
-            "model.vision_model",
-            "model.qformer",
-            "model.language_projection",
-            "model.query_tokens",
-            "lm_head",
-            "model.language_model.lm_head",
-        ),
+        # BLIP-2 keeps its parts at the top level (no "model." prefix).
+        ("vision_model", "qformer", "language_projection", "language_model.lm_head"),
         prompt_style="question_answer",
         max_images=1,
     ),

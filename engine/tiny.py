@@ -32,11 +32,13 @@ class TinyNote:
 
     model_class: str  # transformers class that loads the folder
     processor_class: str  # what AutoProcessor returns
-    thinking: bool  # the chat template honours enable_thinking
-    chat_template: bool  # False: plain "Question: ... Answer:" prompts
+    thinking: bool  # the chat template honours enable_thinking (default on)
+    chat_template: bool  # False: no template; prompt with "Question: ... Answer:"
+    # The placeholder the processor repeats in input_ids where image features go.
     image_token: str
-    # Module-path prefixes to leave out of bitsandbytes quantization (vision tower, projector,
-    # lm_head, and any layer too narrow for the 4-bit kernels).
+    # Full module-path prefixes, as in model.named_modules(), to leave out of bitsandbytes
+    # quantization: vision tower, projector, lm_head. Every other linear of the tiny models
+    # has the widths 4-bit kernels need on CPU.
     keep_unquantized: tuple[str, ...]
 
 
@@ -49,7 +51,7 @@ class _Recipe:
 
 _RECIPES: dict[str, _Recipe] = {
     "qwen3_5": _Recipe(
-        1,
+        2,
         "engine.tiny_qwen:build_qwen3_5",
         TinyNote(
             model_class="Qwen3_5ForConditionalGeneration",
@@ -57,11 +59,11 @@ _RECIPES: dict[str, _Recipe] = {
             thinking=True,
             chat_template=True,
             image_token="<|image_pad|>",
-            keep_unquantized=("model.visual", "in_proj_a", "in_proj_b", "lm_head"),
+            keep_unquantized=("model.visual", "lm_head"),
         ),
     ),
     "llava": _Recipe(
-        1,
+        2,
         "engine.tiny_llava:build_llava",
         TinyNote(
             model_class="LlavaForConditionalGeneration",
@@ -70,6 +72,107 @@ _RECIPES: dict[str, _Recipe] = {
             chat_template=True,
             image_token="<image>",
             keep_unquantized=("model.vision_tower", "model.multi_modal_projector", "lm_head"),
+        ),
+    ),
+    "qwen3_vl": _Recipe(
+        1,
+        "engine.tiny_qwen:build_qwen3_vl",
+        TinyNote(
+            model_class="Qwen3VLForConditionalGeneration",
+            processor_class="Qwen3VLProcessor",
+            thinking=True,
+            chat_template=True,
+            image_token="<|image_pad|>",
+            keep_unquantized=("model.visual", "lm_head"),
+        ),
+    ),
+    "qwen2_5_vl": _Recipe(
+        1,
+        "engine.tiny_qwen:build_qwen2_5_vl",
+        TinyNote(
+            model_class="Qwen2_5_VLForConditionalGeneration",
+            processor_class="Qwen2_5_VLProcessor",
+            thinking=False,
+            chat_template=True,
+            image_token="<|image_pad|>",
+            keep_unquantized=("model.visual", "lm_head"),
+        ),
+    ),
+    "llava_next": _Recipe(
+        1,
+        "engine.tiny_llava:build_llava_next",
+        TinyNote(
+            model_class="LlavaNextForConditionalGeneration",
+            processor_class="LlavaNextProcessor",
+            thinking=False,
+            chat_template=True,
+            image_token="<image>",
+            keep_unquantized=("model.vision_tower", "model.multi_modal_projector", "lm_head"),
+        ),
+    ),
+    "llava_onevision": _Recipe(
+        1,
+        "engine.tiny_llava:build_llava_onevision",
+        TinyNote(
+            model_class="LlavaOnevisionForConditionalGeneration",
+            processor_class="LlavaOnevisionProcessor",
+            thinking=False,
+            chat_template=True,
+            image_token="<image>",
+            keep_unquantized=("model.vision_tower", "model.multi_modal_projector", "lm_head"),
+        ),
+    ),
+    "idefics3": _Recipe(
+        1,
+        "engine.tiny_idefics:build_idefics3",
+        TinyNote(
+            model_class="Idefics3ForConditionalGeneration",
+            processor_class="Idefics3Processor",
+            thinking=False,
+            chat_template=True,
+            image_token="<image>",
+            keep_unquantized=("model.vision_model", "model.connector", "lm_head"),
+        ),
+    ),
+    "smolvlm": _Recipe(
+        1,
+        "engine.tiny_idefics:build_smolvlm",
+        TinyNote(
+            model_class="SmolVLMForConditionalGeneration",
+            processor_class="SmolVLMProcessor",
+            thinking=False,
+            chat_template=True,
+            image_token="<image>",
+            keep_unquantized=("model.vision_model", "model.connector", "lm_head"),
+        ),
+    ),
+    "ovis2": _Recipe(
+        1,
+        "engine.tiny_ovis2:build_ovis2",
+        TinyNote(
+            model_class="Ovis2ForConditionalGeneration",
+            processor_class="Ovis2Processor",
+            thinking=False,
+            chat_template=True,
+            image_token="<IMG_ATOM>",
+            keep_unquantized=("model.vision_tower", "model.visual_embeddings_table", "lm_head"),
+        ),
+    ),
+    "blip2": _Recipe(
+        1,
+        "engine.tiny_blip2:build_blip2",
+        TinyNote(
+            model_class="Blip2ForConditionalGeneration",
+            processor_class="Blip2Processor",
+            thinking=False,
+            chat_template=False,
+            image_token="<image>",
+            keep_unquantized=(
+                "vision_model",
+                "qformer",
+                "language_projection",
+                "language_model.lm_head",
+            ),
         ),
     ),
 }
@@ -96,11 +199,13 @@ def ensure_tiny(family: str, cache_dir: Path | None = None) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any model cache
     try:
         _build(family, staging)
         (staging / MARKER).write_text(f"{family} v{_recipe(family).version}\n")
         if target.exists() and not (target / MARKER).is_file():
-            shutil.rmtree(target)  # left behind by an interrupted build
+            # Left behind by an interrupted build (or being cleared by a concurrent one).
+            shutil.rmtree(target, ignore_errors=True)
         try:
             staging.rename(target)
         except OSError:
@@ -129,7 +234,11 @@ def _build(family: str, folder: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     families = (argv if argv is not None else sys.argv[1:]) or list(TINY_FAMILIES)
     for family in families:
-        print(f"{family}\t{ensure_tiny(family)}")
+        try:
+            print(f"{family}\t{ensure_tiny(family)}")
+        except ValueError as error:
+            print(error, file=sys.stderr)
+            return 2
     return 0
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
 SEED = 1234
+VOCAB_SIZE = 640  # trained entries; special tokens come on top
 THINK_TOKENS = ("<think>", "</think>")
 
 
@@ -123,12 +125,105 @@ def train_byte_level_bpe(
     return dict(model["vocab"]), merges
 
 
+def qwen_style_tokenizer(tokenizer_class, split_pattern: str, specials, chat_template: str):
+    """A Qwen2/Qwen3.5 tokenizer: <|endoftext|> pads, <|im_end|> ends a turn.
+
+    `specials` are added as special tokens (never split, dropped by skip_special_tokens).
+    """
+    vocab, merges = train_byte_level_bpe(VOCAB_SIZE, ["<|endoftext|>"], split_pattern)
+    tokenizer = tokenizer_class(vocab=vocab, merges=merges)
+    tokenizer.add_special_tokens(
+        {
+            "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>",
+            "extra_special_tokens": ["<|im_start|>", "<|im_end|>", *specials],
+        }
+    )
+    add_think_tokens(tokenizer)
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def llama_style_tokenizer(
+    specials,
+    chat_template: str | None,
+    bos_token: str = "<s>",
+    eos_token: str = "</s>",
+    add_bos: bool = True,
+):
+    """A Llama-3-like byte-level tokenizer with bos, eos, <unk> and <pad>.
+
+    With `add_bos`, encoding prepends the bos token, as Llama and Mistral tokenizers do.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab, merges = train_byte_level_bpe(VOCAB_SIZE, ["<unk>", bos_token, eos_token])
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    if add_bos:
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{bos_token} $A",
+            pair=f"{bos_token} $A {bos_token} $B",
+            special_tokens=[(bos_token, vocab[bos_token])],
+        )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=bos_token, eos_token=eos_token, unk_token="<unk>"
+    )
+    tokenizer.add_special_tokens({"pad_token": "<pad>", "extra_special_tokens": list(specials)})
+    add_think_tokens(tokenizer)
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def add_think_tokens(tokenizer) -> None:
+    # Whole tokens but not special ones, as in the Qwen vocabularies: decoding with
+    # skip_special_tokens keeps them, so reasoning can be told apart from the answer.
+    tokenizer.add_tokens(list(THINK_TOKENS))
+
+
+def decoder_config(model_type: str, tokenizer) -> dict:
+    """A 2-layer text decoder whose linears suit bitsandbytes 4-bit on CPU."""
+    return {
+        "model_type": model_type,
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 32,
+        "max_position_embeddings": 4096,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
 def seed_everything(seed: int = SEED) -> None:
     """Seed Python and torch so a rebuilt checkpoint has the same weights."""
     import torch
 
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def save_checkpoint(folder: Path, model, processor, tokenizer, eos_tokens: Iterable[str]) -> None:
+    """Quiet the control tokens, attach a generation config, write everything to `folder`."""
+    from transformers import GenerationConfig
+
+    # Every added token (specials, image layout markers, think tags) plus named specials.
+    silent = list(tokenizer.added_tokens_decoder)
+    silent += [tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens]
+    silence_tokens(model, silent + unprintable_ids(tokenizer))
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids(list(eos_tokens)),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
 
 
 def silence_tokens(model: torch.nn.Module, token_ids: Iterable[int]) -> None:
@@ -138,8 +233,7 @@ def silence_tokens(model: torch.nn.Module, token_ids: Iterable[int]) -> None:
     often as words, so greedy answers would stop after a token or two or decode to nothing.
     With these rows at zero their logit is 0 while ordinary tokens spread around it, so greedy
     decoding always yields visible text; sampling can still end a turn now and then.
-    Must run before weights are tied or saved; with tied embeddings the input rows go too,
-    which only matters for tokens the model never reads.
+    The tiny models keep input and output embeddings apart, so inputs are untouched.
     """
     import torch
 
@@ -162,6 +256,6 @@ def unprintable_ids(tokenizer) -> list[int]:
     return ids
 
 
-def folder_size(path) -> int:
+def folder_size(path: Path) -> int:
     """Total bytes of the files under `path`."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

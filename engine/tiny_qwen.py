@@ -10,24 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.tiny_common import (
-    THINK_TOKENS,
-    seed_everything,
-    silence_tokens,
-    train_byte_level_bpe,
-    unprintable_ids,
-)
+from engine.tiny_common import qwen_style_tokenizer, save_checkpoint, seed_everything
 
-VOCAB_SIZE = 640  # trained part; the special tokens come on top
-SPECIAL_TOKENS = (
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
-IMAGE_TOKEN = "<|image_pad|>"
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+EOS_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
 # Qwen chat format. Images become vision_start/image_pad/vision_end; earlier assistant turns lose
 # their reasoning, as in the Qwen templates. With thinking (Qwen3.5 and the Qwen3-VL thinking
@@ -91,37 +77,28 @@ PLAIN_TEMPLATE = (
 _MIN_TOKENS, _MAX_TOKENS = 4, 64
 
 
-def _qwen_tokenizer(tokenizer_class, split_pattern: str, chat_template: str):
-    vocab, merges = train_byte_level_bpe(VOCAB_SIZE, ["<|endoftext|>"], split_pattern)
-    tokenizer = tokenizer_class(vocab=vocab, merges=merges)
-    tokenizer.add_special_tokens(
-        {
-            "eos_token": "<|im_end|>",
-            "pad_token": "<|endoftext|>",
-            "extra_special_tokens": list(SPECIAL_TOKENS),
-        }
-    )
-    # Not special, as in the Qwen vocabularies: decoding with skip_special_tokens keeps them, so
-    # reasoning can be told apart from the answer.
-    tokenizer.add_tokens(list(THINK_TOKENS))
-    tokenizer.chat_template = chat_template
-    return tokenizer
-
-
-def _image_processors(patch_size: int, merge_size: int):
+def _processor(processor_class, video_processor_class, tokenizer, patch_size: int):
+    """The family's processor with image and video sides sized for a few dozen tokens."""
     from transformers import Qwen2VLImageProcessor
 
+    merge_size = 2
     unit = (patch_size * merge_size) ** 2
-    size = {"shortest_edge": unit * _MIN_TOKENS, "longest_edge": unit * _MAX_TOKENS}
-    image_processor = Qwen2VLImageProcessor(
-        size=size, patch_size=patch_size, temporal_patch_size=2, merge_size=merge_size
+    sizes = {
+        "size": {"shortest_edge": unit * _MIN_TOKENS, "longest_edge": unit * _MAX_TOKENS},
+        "patch_size": patch_size,
+        "temporal_patch_size": 2,
+        "merge_size": merge_size,
+    }
+    return processor_class(
+        image_processor=Qwen2VLImageProcessor(**sizes),
+        tokenizer=tokenizer,
+        video_processor=video_processor_class(**sizes),
+        chat_template=tokenizer.chat_template,
     )
-    return image_processor, size
 
 
 def _token_ids(tokenizer) -> dict[str, int]:
-    names = ("<|vision_start|>", "<|vision_end|>", IMAGE_TOKEN, "<|video_pad|>")
-    start, end, image, video = tokenizer.convert_tokens_to_ids(list(names))
+    start, end, image, video = tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
     return {
         "vision_start_token_id": start,
         "vision_end_token_id": end,
@@ -130,34 +107,12 @@ def _token_ids(tokenizer) -> dict[str, int]:
     }
 
 
-def _silent_ids(tokenizer) -> list[int]:
-    """Tokens a random model should not pick when decoding greedily."""
-    control = tokenizer.convert_tokens_to_ids(["<|endoftext|>", *SPECIAL_TOKENS, *THINK_TOKENS])
-    return control + unprintable_ids(tokenizer)
-
-
-def _generation_config(tokenizer):
-    from transformers import GenerationConfig
-
-    return GenerationConfig(
-        eos_token_id=tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"]),
-        pad_token_id=tokenizer.pad_token_id,
-    )
-
-
-def _save(folder: Path, model, processor, tokenizer) -> None:
-    silence_tokens(model, _silent_ids(tokenizer))
-    model.generation_config = _generation_config(tokenizer)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-
-
 def build_qwen3_5(folder: Path) -> None:
     """Qwen3_5ForConditionalGeneration: 3 linear-attention layers + 1 full attention, ViT depth 2.
 
-    Text linears have in_features % 64 == 0 and out_features % 32 == 0 so bitsandbytes 4-bit
-    runs on CPU, except linear_attn.in_proj_a / in_proj_b whose width is the number of value
-    heads (keep those unquantized).
+    Every text linear has in_features % 64 == 0 and out_features % 32 == 0, so bitsandbytes
+    4-bit runs on CPU with only the vision tower and lm_head kept unquantized, as for the real
+    checkpoints.
     """
     from transformers import (
         Qwen3_5Config,
@@ -170,18 +125,10 @@ def build_qwen3_5(folder: Path) -> None:
         Qwen3_5Tokenizer,
     )
 
-    tokenizer = _qwen_tokenizer(Qwen3_5Tokenizer, PRETOKENIZE_REGEX, THINKING_TEMPLATE)
-    patch_size, merge_size = 16, 2
-    image_processor, size = _image_processors(patch_size, merge_size)
-    video_processor = Qwen3VLVideoProcessor(
-        size=size, patch_size=patch_size, temporal_patch_size=2, merge_size=merge_size
+    tokenizer = qwen_style_tokenizer(
+        Qwen3_5Tokenizer, PRETOKENIZE_REGEX, VISION_TOKENS, THINKING_TEMPLATE
     )
-    processor = Qwen3VLProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        video_processor=video_processor,
-        chat_template=THINKING_TEMPLATE,
-    )
+    processor = _processor(Qwen3VLProcessor, Qwen3VLVideoProcessor, tokenizer, patch_size=16)
     hidden = 64
     text_config = {
         "vocab_size": len(tokenizer),
@@ -193,9 +140,11 @@ def build_qwen3_5(folder: Path) -> None:
         "num_key_value_heads": 1,
         "head_dim": 32,
         "linear_num_key_heads": 2,
-        "linear_num_value_heads": 2,
+        # 32 narrow value heads: in_proj_a / in_proj_b have one output per value head, and
+        # 4-bit kernels on CPU need out_features % 32 == 0, as the real widths have.
+        "linear_num_value_heads": 32,
         "linear_key_head_dim": 32,
-        "linear_value_head_dim": 32,
+        "linear_value_head_dim": 4,
         "linear_conv_kernel_dim": 4,
         "max_position_embeddings": 4096,
         "rope_parameters": {
@@ -214,8 +163,8 @@ def build_qwen3_5(folder: Path) -> None:
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_heads": 2,
-        "patch_size": patch_size,
-        "spatial_merge_size": merge_size,
+        "patch_size": 16,
+        "spatial_merge_size": 2,
         "temporal_patch_size": 2,
         "out_hidden_size": hidden,
         "num_position_embeddings": 256,
@@ -228,4 +177,118 @@ def build_qwen3_5(folder: Path) -> None:
     )
     seed_everything()
     model = Qwen3_5ForConditionalGeneration(config).eval()
-    _save(folder, model, processor, tokenizer)
+    save_checkpoint(folder, model, processor, tokenizer, EOS_TOKENS)
+
+
+def build_qwen3_vl(folder: Path) -> None:
+    """Qwen3VLForConditionalGeneration (thinking variant): 2 text layers, ViT depth 2, DeepStack."""
+    from transformers import (
+        Qwen2Tokenizer,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    tokenizer = qwen_style_tokenizer(
+        Qwen2Tokenizer, PRETOKENIZE_REGEX, VISION_TOKENS, THINKING_TEMPLATE
+    )
+    processor = _processor(Qwen3VLProcessor, Qwen3VLVideoProcessor, tokenizer, patch_size=16)
+    hidden = 64
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 32,
+        "max_position_embeddings": 4096,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 5_000_000.0,
+            # Must sum to head_dim / 2.
+            "mrope_section": [6, 5, 5],
+            "mrope_interleaved": True,
+        },
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    vision_config = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "patch_size": 16,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "out_hidden_size": hidden,
+        "num_position_embeddings": 256,
+        "deepstack_visual_indexes": [0],
+    }
+    config = Qwen3VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        tie_word_embeddings=False,
+        **_token_ids(tokenizer),
+    )
+    seed_everything()
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    save_checkpoint(folder, model, processor, tokenizer, EOS_TOKENS)
+
+
+def build_qwen2_5_vl(folder: Path) -> None:
+    """Qwen2_5_VLForConditionalGeneration: 2 text layers, windowed ViT of depth 2, no thinking."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2Tokenizer,
+        Qwen2VLVideoProcessor,
+    )
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    tokenizer = qwen_style_tokenizer(
+        Qwen2Tokenizer, PRETOKENIZE_REGEX, VISION_TOKENS, PLAIN_TEMPLATE
+    )
+    processor = _processor(Qwen2_5_VLProcessor, Qwen2VLVideoProcessor, tokenizer, patch_size=14)
+    hidden = 64
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 4096,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 1_000_000.0,
+            # Must sum to head_dim / 2 (head_dim = hidden / heads = 32).
+            "mrope_section": [4, 6, 6],
+        },
+        "bos_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    vision_config = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [1],
+        "out_hidden_size": hidden,
+    }
+    config = Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        tie_word_embeddings=False,
+        **_token_ids(tokenizer),
+    )
+    seed_everything()
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    save_checkpoint(folder, model, processor, tokenizer, EOS_TOKENS)

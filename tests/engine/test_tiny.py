@@ -1,0 +1,229 @@
+"""Tiny random checkpoints: built once, cached, and loadable like hub checkpoints."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from PIL import Image
+
+from engine.tiny import MARKER, TINY_FAMILIES, TINY_NOTES, ensure_tiny, tiny_path
+
+THINKING = [family for family in TINY_FAMILIES if TINY_NOTES[family].thinking]
+NOT_THINKING = [family for family in TINY_FAMILIES if not TINY_NOTES[family].thinking]
+CHAT = [family for family in TINY_FAMILIES if TINY_NOTES[family].chat_template]
+QUESTION = "What is in the picture?"
+
+
+def _image() -> Image.Image:
+    """A small non-square gradient, so resizing and patching have real work to do."""
+    width, height = 80, 56
+    image = Image.new("RGB", (width, height))
+    image.putdata(
+        [(x * 3 % 256, y * 4 % 256, (x + y) % 256) for y in range(height) for x in range(width)]
+    )
+    return image
+
+
+def _messages(image: Image.Image | None) -> list[dict]:
+    content = [{"type": "text", "text": QUESTION}]
+    if image is not None:
+        content.insert(0, {"type": "image", "image": image})
+    return [{"role": "user", "content": content}]
+
+
+@functools.cache
+def _load(folder, family):
+    """Processor and model of a built folder, loaded once per test session."""
+    import transformers
+    from transformers import AutoProcessor
+
+    torch.set_num_threads(1)
+    processor = AutoProcessor.from_pretrained(folder)
+    model_class = getattr(transformers, TINY_NOTES[family].model_class)
+    return processor, model_class.from_pretrained(folder).eval()
+
+
+def _inputs(processor, family, image):
+    if TINY_NOTES[family].chat_template:
+        return processor.apply_chat_template(
+            _messages(image),
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+        )
+    return processor(images=image, text=f"Question: {QUESTION} Answer:", return_tensors="pt")
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_second_call_reuses_the_folder(tiny_checkpoint, tiny_cache, family):
+    folder = tiny_checkpoint(family)
+    assert folder == tiny_path(family, tiny_cache)
+    assert folder.name.startswith(f"{family}-v")
+    marker = folder / MARKER
+    weights = folder / "model.safetensors"
+    before = (marker.stat().st_mtime_ns, weights.stat().st_mtime_ns)
+
+    assert ensure_tiny(family, tiny_cache) == folder
+    assert (marker.stat().st_mtime_ns, weights.stat().st_mtime_ns) == before
+    # Nothing left over from staging next to the finished folder.
+    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_loads_and_generates_eight_tokens(tiny_checkpoint, family):
+    note = TINY_NOTES[family]
+    processor, model = _load(tiny_checkpoint(family), family)
+    assert type(processor).__name__ == note.processor_class
+    assert type(model).__name__ == note.model_class
+    # Random models emit every id they have; each must be a real token.
+    assert model.get_output_embeddings().weight.shape[0] == len(processor.tokenizer)
+
+    inputs = _inputs(processor, family, _image())
+    image_id = processor.tokenizer.convert_tokens_to_ids(note.image_token)
+    assert (inputs["input_ids"] == image_id).sum() > 0
+
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    new_tokens = output[0, inputs["input_ids"].shape[1] :]
+    assert new_tokens.shape[0] == 8
+    # Control tokens are never the greedy choice, so every new token is visible text.
+    assert not set(new_tokens.tolist()) & set(processor.tokenizer.added_tokens_decoder)
+    text = processor.decode(new_tokens, skip_special_tokens=True)
+    assert isinstance(text, str) and text.strip()
+    assert "\ufffd" not in text
+
+
+@pytest.mark.parametrize("family", CHAT)
+def test_conversation_with_history_and_an_image_per_turn_generates(tiny_checkpoint, family):
+    processor, model = _load(tiny_checkpoint(family), family)
+    small = Image.new("RGB", (40, 90), (10, 200, 10))
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        *_messages(_image()),
+        {"role": "assistant", "content": [{"type": "text", "text": "A gradient."}]},
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": small}, {"type": "text", "text": "And?"}],
+        },
+    ]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert "Be brief." in prompt and "A gradient." in prompt and "And?" in prompt
+    inputs = processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert output.shape[1] == inputs["input_ids"].shape[1] + 4
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_unquantized_prefixes_name_real_modules(tiny_checkpoint, family):
+    _, model = _load(tiny_checkpoint(family), family)
+    names = [name for name, _ in model.named_modules()]
+    for entry in TINY_NOTES[family].keep_unquantized:
+        assert any(
+            name == entry or name.startswith(entry + ".") or name.endswith("." + entry)
+            for name in names
+        ), entry
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_four_bit_text_model_generates_with_the_listed_modules_kept(tiny_checkpoint, family):
+    import transformers
+    from bitsandbytes.nn import Linear4bit
+    from transformers import BitsAndBytesConfig
+
+    note = TINY_NOTES[family]
+    folder = tiny_checkpoint(family)
+    processor, _ = _load(folder, family)
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_compute_dtype=torch.float32,
+        llm_int8_skip_modules=list(note.keep_unquantized),
+    )
+    model = getattr(transformers, note.model_class).from_pretrained(
+        folder, quantization_config=quantization, device_map="cpu"
+    )
+    quantized = [name for name, module in model.named_modules() if isinstance(module, Linear4bit)]
+    assert quantized
+    for name in quantized:
+        assert not any(name.startswith(entry) or entry in name for entry in note.keep_unquantized)
+
+    inputs = _inputs(processor, family, _image())
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert output.shape[1] == inputs["input_ids"].shape[1] + 4
+
+
+@pytest.mark.parametrize("family", THINKING)
+def test_thinking_switch_changes_the_generation_prompt(tiny_checkpoint, family):
+    processor, _ = _load(tiny_checkpoint(family), family)
+    messages = _messages(None)
+    on = processor.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=True)
+    off = processor.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False)
+    default = processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert on.endswith("<think>\n") and not on.endswith("</think>\n\n")
+    assert off.endswith("<think>\n\n</think>\n\n")
+    assert default == on
+    assert QUESTION in on and QUESTION in off
+
+
+@pytest.mark.parametrize("family", THINKING)
+def test_earlier_reasoning_is_dropped_from_history(tiny_checkpoint, family):
+    processor, _ = _load(tiny_checkpoint(family), family)
+    messages = [
+        *_messages(None),
+        {"role": "assistant", "content": "<think>\nsecret steps\n</think>\n\nA red car."},
+        {"role": "user", "content": "And the sky?"},
+    ]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert "A red car." in prompt and "secret steps" not in prompt
+
+
+@pytest.mark.parametrize("family", NOT_THINKING)
+def test_templates_without_thinking_ignore_the_switch(tiny_checkpoint, family):
+    processor, _ = _load(tiny_checkpoint(family), family)
+    if not TINY_NOTES[family].chat_template:
+        assert processor.chat_template is None
+        return
+    messages = _messages(None)
+    on = processor.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=True)
+    off = processor.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False)
+    assert on == off
+    assert "<think>" not in on and QUESTION in on
+
+
+@pytest.mark.parametrize("family", THINKING)
+def test_think_tokens_survive_decoding_without_specials(tiny_checkpoint, family):
+    processor, _ = _load(tiny_checkpoint(family), family)
+    tokenizer = processor.tokenizer
+    ids = tokenizer("<think>\nhmm\n</think>\n\nA cat.", add_special_tokens=False).input_ids
+    assert tokenizer.convert_tokens_to_ids("<think>") in ids
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "<think>\nhmm\n</think>\n\nA cat."
+
+
+def test_interrupted_build_is_redone_with_identical_weights(tiny_checkpoint, tmp_path):
+    reference = tiny_checkpoint("qwen3_5")
+    half_written = tiny_path("qwen3_5", tmp_path)
+    half_written.mkdir(parents=True)
+    (half_written / "config.json").write_text("{")
+
+    folder = ensure_tiny("qwen3_5", tmp_path)
+
+    assert folder == half_written and (folder / MARKER).is_file()
+    assert (folder / "config.json").read_text() != "{"
+    rebuilt = (folder / "model.safetensors").read_bytes()
+    assert rebuilt == (reference / "model.safetensors").read_bytes()
+
+
+def test_cache_dir_defaults_to_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("VQA_STUDIO_CACHE", str(tmp_path))
+    assert tiny_path("llava") == tmp_path / "tiny" / tiny_path("llava", tmp_path).name
+
+
+def test_unknown_family_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="qwen3_5"):
+        ensure_tiny("no-such-family", tmp_path)
