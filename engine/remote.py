@@ -1,0 +1,565 @@
+"""The remote engine: a model served by an OpenAI-compatible server (vLLM, SGLang, transformers).
+
+Same contract as `engine.local.LocalEngine`: `load()` checks the server, `stream(request)` yields
+reasoning / answer deltas and then one "done" event with `Stats`, `cancel(request_id)` stops a
+running request from any thread, and closing the stream iterator stops it too. The server does
+its own queueing, so `queue_position` knows nothing (None).
+
+What is sent, to POST {base_url}/chat/completions (base_url ends in /v1, as for every OpenAI
+client): the whole conversation, images as PNG data URLs; `stream: true` with usage requested;
+max_tokens, temperature, top_p and a seed (one is picked and reported when the request has
+none); top_k and repetition_penalty only when they differ from their neutral values, as extra
+fields (vLLM and SGLang take them; `transformers serve` refuses unknown fields with HTTP 422);
+thinking as `chat_template_kwargs: {"enable_thinking": ...}`; a request's adapter as the model
+name, since vLLM serves each LoRA adapter under a model name of its own. There is no standard
+field for a thinking budget, so none is sent unless the engine is told the server's field
+(`thinking_budget_field`).
+
+What is read: server-sent events. Reasoning arrives in `reasoning_content` or `reasoning`
+deltas when the server separates it (vLLM and SGLang with a reasoning parser, transformers
+serve for the families it knows), or between `<think>` tags in the content when it does not;
+both go through one ThinkingParser, so whitespace and tags are treated as in the local engine.
+Token counts come from the usage the server reports, else from the chunks seen.
+
+Failures (server down, timeouts, HTTP error statuses, a stream broken off) end the stream with a
+"done" event whose finish reason is "error" and whose message says what happened; nothing is
+raised mid-stream and the engine keeps working. Knows nothing of torch, the UI or the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import queue
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+
+from engine.errors import ModelLoadError, ModelNotReady, RemoteError, RequestError
+from engine.images import encode_png
+from engine.loading import LoadProgress
+from engine.thinking import ThinkingParser
+from engine.types import Capabilities, Event, FinishReason, GenerationRequest, Message, Stats
+
+log = logging.getLogger(__name__)
+
+OPEN_TAG, CLOSE_TAG = "<think>", "</think>"
+DEFAULT_TIMEOUT_S = 120.0
+# Connecting is quick or it is not going to happen; waiting for tokens may take long.
+CONNECT_TIMEOUT_S = 10.0
+# Server error texts are shown to the user; a stack trace in a 500 body is cut short.
+MAX_DETAIL_CHARS = 300
+
+# Put on a request's queue by `cancel` so that a waiting consumer wakes at once.
+_WAKE = object()
+
+
+@dataclass
+class _Call:
+    """One request in flight: shared by the reading thread, the consumer and `cancel`."""
+
+    request_id: str
+    seed: int
+    out: queue.Queue = field(default_factory=queue.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    started: float = 0.0
+    first_token_at: float | None = None
+    reasoning_chunks: int = 0
+    answer_chunks: int = 0
+    usage: dict | None = None
+    # The open HTTP response while it is being read; guarded by `lock` so that `interrupt`
+    # never touches a connection that has gone back to the pool for another request.
+    response: httpx.Response | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def interrupt(self) -> None:
+        """Stop this request: wake the consumer and cut the connection under the reader."""
+        self.cancelled.set()
+        with self.lock:
+            if self.response is not None:
+                _shutdown(self.response)
+        self.out.put(_WAKE)
+
+    def stats(self, finish: FinishReason) -> Stats:
+        reasoning, answer = self.reasoning_chunks, self.answer_chunks
+        completion = (self.usage or {}).get("completion_tokens")
+        if isinstance(completion, int) and completion >= 0:
+            # Servers stream about one token per chunk; the reported total is exact, and the
+            # reasoning share is taken from the server when it reports one.
+            details = (self.usage or {}).get("completion_tokens_details") or {}
+            reported = details.get("reasoning_tokens") if isinstance(details, dict) else None
+            reasoning = min(reported if isinstance(reported, int) else reasoning, completion)
+            answer = completion - reasoning
+        first = self.first_token_at
+        return Stats(
+            reasoning_tokens=reasoning,
+            answer_tokens=answer,
+            time_to_first_token_s=(first - self.started) if first else None,
+            duration_s=(time.perf_counter() - self.started) if self.started else 0.0,
+            finish_reason=finish,
+            seed=self.seed,
+        )
+
+
+def _shutdown(response: httpx.Response) -> None:
+    """Shut the response's socket down: a read blocked on it in another thread returns at once.
+
+    Closing the socket instead would not wake that read on Linux, and the server would not
+    see the client leave until its next write.
+    """
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is None:
+        return
+    # The plain socket call also works for TLS sockets, without touching TLS state that the
+    # reading thread is using. A socket already closed has nothing left to stop.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _data_url(image) -> str:
+    return "data:image/png;base64," + base64.b64encode(encode_png(image)).decode("ascii")
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's own words about an error: FastAPI `detail`, OpenAI `error.message`, text."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+    else:
+        text = ""
+        if isinstance(body, dict):
+            error = body.get("error")
+            if isinstance(error, dict):
+                error = error.get("message")
+            text = body.get("detail") or error or body.get("message") or ""
+        if not isinstance(text, str):
+            text = json.dumps(text)
+        text = text or json.dumps(body)
+    text = " ".join(text.split())
+    return text[:MAX_DETAIL_CHARS] + ("..." if len(text) > MAX_DETAIL_CHARS else "")
+
+
+class RemoteEngine:
+    """A model behind an OpenAI-compatible chat completions API. `load()` only checks the server."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_new_tokens_limit: int = 4096,
+        max_images: int = 8,
+        thinking: bool = True,
+        thinking_budget_field: str | None = None,
+    ) -> None:
+        """`timeout_s` is how long the server may stay silent: before the answer starts and
+        between two chunks. `thinking=False` says the served model cannot think, and then no
+        `chat_template_kwargs` are sent at all (some servers refuse the field).
+        `thinking_budget_field` names the request field that caps reasoning tokens on this
+        server, for example "thinking_token_budget" for a vLLM started with
+        `--reasoning-config`; without it the engine reports that it takes no budget."""
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"The model server address {base_url!r} must start with http:// "
+                             "or https://, for example http://127.0.0.1:8000/v1")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.model_ref = model
+        self.timeout_s = timeout_s
+        self.max_new_tokens_limit = max_new_tokens_limit
+        self.max_images = max_images
+        self.thinking = thinking
+        self.thinking_budget_field = thinking_budget_field
+        self.progress = LoadProgress("resolving", f"Waiting to contact the model server at "
+                                                  f"{self.base_url}")
+        self.load_error: str | None = None
+        self.context_length = 0
+        self.adapters: tuple[str, ...] = ()
+        self._ready = threading.Event()
+        self._calls: dict[str, _Call] = {}
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S)),
+        )
+
+    def close(self) -> None:
+        """Stop every running request and close the connections."""
+        for call in list(self._calls.values()):
+            call.interrupt()
+        self._client.close()
+
+    # -- loading -------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def load(self) -> Capabilities:
+        """Ask the server which models it serves (blocking). Raises ModelLoadError when it
+        cannot be reached or does not answer like an OpenAI-compatible server."""
+        if not self.ready:
+            self.progress = LoadProgress("loading",
+                                         f"Contacting the model server at {self.base_url}")
+        try:
+            entries = self._list_models()
+        except ModelLoadError as exc:
+            if not self.ready:  # an engine that works keeps working; requests report failures
+                self.load_error = str(exc)
+                self.progress = LoadProgress("failed", str(exc))
+            raise
+        listed = {e.get("id"): e for e in entries if isinstance(e, dict)}
+        entry = listed.get(self.model)
+        if entry is None:
+            # transformers serve lists the models in its download cache, not the one it was
+            # started with, so an unlisted name is not an error; a wrong one fails per request.
+            log.warning("the model server at %s does not list %r (it lists: %s)",
+                        self.base_url, self.model, ", ".join(map(str, listed)) or "nothing")
+        else:
+            length = entry.get("max_model_len")  # vLLM and SGLang report the context window
+            self.context_length = length if isinstance(length, int) else 0
+        # vLLM lists each LoRA adapter it serves with the base model as its parent.
+        self.adapters = tuple(str(name) for name, e in listed.items()
+                              if name != self.model and e.get("parent") == self.model)
+        self.load_error = None
+        self.progress = LoadProgress("ready", f"Served by {self.base_url}")
+        self._ready.set()
+        return self.capabilities()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def capabilities(self) -> Capabilities:
+        if not self.ready:
+            raise ModelNotReady(self._not_ready_message())
+        return Capabilities(
+            model_id=self.model,
+            family="openai",
+            thinking=self.thinking,
+            multi_image=self.max_images > 1,
+            max_images=self.max_images,
+            context_length=self.context_length,
+            thinking_budget=self.thinking and self.thinking_budget_field is not None,
+            adapters=self.adapters,
+            quantization="unknown",
+        )
+
+    def _not_ready_message(self) -> str:
+        if self.load_error:
+            return self.load_error
+        return f"The model server is still being contacted ({self.progress.message})."
+
+    def _list_models(self) -> list:
+        url = f"{self.base_url}/models"
+        try:
+            response = self._client.get(url)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            raise ModelLoadError(self._unreachable_message()) from None
+        except httpx.TimeoutException:
+            raise ModelLoadError(f"The model server at {self.base_url} did not answer GET /models "
+                                 f"within {self.timeout_s:g} seconds.") from None
+        except httpx.HTTPError as exc:
+            raise ModelLoadError(f"Asking the model server at {self.base_url} for its models "
+                                 f"failed ({type(exc).__name__}: {exc}).") from None
+        if response.status_code in (401, 403):
+            raise ModelLoadError(f"The model server at {self.base_url} refused the API key "
+                                 f"(HTTP {response.status_code}). Check the API key.")
+        if response.status_code >= 400:
+            raise ModelLoadError(
+                f"The model server at {self.base_url} answered GET /models with HTTP "
+                f"{response.status_code} ({_detail(response)}). Check the address: it usually "
+                "ends in /v1.")
+        try:
+            entries = response.json()["data"]
+            if not isinstance(entries, list):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise ModelLoadError(
+                f"{url} did not answer like an OpenAI-compatible server. Check the address: "
+                "it usually ends in /v1.") from None
+        return entries
+
+    def _unreachable_message(self) -> str:
+        return (f"The model server at {self.base_url} is not reachable. Check that it is "
+                "running and that the address is right, then try again.")
+
+    # -- serving -------------------------------------------------------------------------
+
+    def queue_position(self, request_id: str) -> int | None:
+        return None
+
+    def cancel(self, request_id: str) -> None:
+        call = self._calls.get(request_id)
+        if call is not None:
+            call.interrupt()
+
+    def stream(self, request: GenerationRequest) -> Iterator[Event]:
+        """Yield events for one request. Refused requests raise a StudioError before any event.
+
+        A server that could not be reached before is asked again here, so the app recovers
+        once it is up.
+        """
+        if not self.ready:
+            try:
+                self.load()
+            except ModelLoadError:
+                raise ModelNotReady(self._not_ready_message()) from None
+        self._validate(request)
+        sampling = request.sampling
+        seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
+        body = self._body(request, seed)
+        call = _Call(request.request_id, seed)
+        self._calls[request.request_id] = call
+        return self._run(body, call)
+
+    def _validate(self, request: GenerationRequest) -> None:
+        image_count = sum(len(m.images) for m in request.messages)
+        if image_count > self.max_images:
+            raise RequestError(
+                f"This model takes at most {self.max_images} image"
+                f"{'s' if self.max_images != 1 else ''} per conversation; this one has "
+                f"{image_count}. Start a new conversation for more images."
+            )
+        if not request.messages or request.messages[-1].role != "user":
+            raise RequestError("There is no question to answer.")
+
+    def _body(self, request: GenerationRequest, seed: int) -> dict:
+        sampling = request.sampling
+        body: dict = {
+            "model": request.adapter or self.model,
+            "messages": [self._message(m) for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": max(1, min(sampling.max_new_tokens, self.max_new_tokens_limit)),
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": seed,
+        }
+        # Extra fields only when they change something: not every server accepts them.
+        if sampling.top_k:
+            body["top_k"] = sampling.top_k
+        if sampling.repetition_penalty and sampling.repetition_penalty != 1.0:
+            body["repetition_penalty"] = sampling.repetition_penalty
+        if self.thinking:
+            body["chat_template_kwargs"] = {"enable_thinking": request.thinking}
+            if (request.thinking and request.thinking_budget is not None
+                    and self.thinking_budget_field):
+                body[self.thinking_budget_field] = request.thinking_budget
+        return body
+
+    @staticmethod
+    def _message(message: Message) -> dict:
+        if not message.images:
+            return {"role": message.role, "content": message.text}
+        content: list[dict] = [{"type": "image_url", "image_url": {"url": _data_url(image)}}
+                               for image in message.images]
+        content.append({"type": "text", "text": message.text})
+        return {"role": message.role, "content": content}
+
+    def _run(self, body: dict, call: _Call) -> Iterator[Event]:
+        # A worker thread reads the HTTP stream, so that `cancel` can end this stream at once
+        # even while the reader is still waiting for the server's first bytes.
+        finished = False
+        try:
+            if call.cancelled.is_set():
+                finished = True
+                yield Event("done", stats=call.stats("cancelled"))
+                return
+            call.started = time.perf_counter()
+            threading.Thread(target=self._receive, args=(body, call), daemon=True,
+                             name=f"remote-{call.request_id[:8]}").start()
+            while not finished:
+                item = call.out.get()
+                if item is _WAKE:
+                    item = Event("done", stats=call.stats("cancelled"))
+                finished = item.kind == "done"
+                yield item
+        finally:
+            self._calls.pop(call.request_id, None)
+            if not finished:  # the caller went away: stop generating for nobody
+                call.interrupt()
+
+    def _receive(self, body: dict, call: _Call) -> None:
+        """The worker: one HTTP exchange, always ending in exactly one "done" event."""
+        error = None
+        try:
+            finish = self._exchange(body, call)
+        except RemoteError as exc:
+            finish, error = "error", str(exc)
+        except Exception:
+            if not call.cancelled.is_set():
+                log.exception("reading the answer from %s failed", self.base_url)
+            finish = "error"
+            error = "The answer from the model server could not be read. The error was logged."
+        if call.cancelled.is_set():
+            finish, error = "cancelled", None
+        call.out.put(Event("done", stats=call.stats(finish), error=error))
+
+    def _exchange(self, body: dict, call: _Call) -> FinishReason:
+        try:
+            request = self._client.build_request(
+                "POST", f"{self.base_url}/chat/completions", json=body,
+                headers={"X-Request-ID": call.request_id})
+            response = self._client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            raise RemoteError(self._unreachable_message()) from None
+        except httpx.TimeoutException:
+            raise RemoteError(self._timeout_message()) from None
+        except httpx.TransportError as exc:
+            raise RemoteError(self._broken_message(exc)) from None
+        try:
+            with call.lock:
+                call.response = response
+            if call.cancelled.is_set():
+                return "cancelled"
+            if response.status_code >= 400:
+                response.read()
+                raise RemoteError(self._status_message(response))
+            return self._read(response, call)
+        except httpx.TimeoutException:
+            raise RemoteError(self._timeout_message()) from None
+        except httpx.TransportError as exc:
+            if call.cancelled.is_set():
+                return "cancelled"
+            raise RemoteError(self._broken_message(exc)) from None
+        finally:
+            with call.lock:
+                call.response = None
+            response.close()
+
+    def _read(self, response: httpx.Response, call: _Call) -> FinishReason:
+        """Turn the server-sent events into events on the call's queue; return the finish."""
+        reader = _DeltaReader(call)
+        finish: str | None = None
+        ended = False
+        for line in response.iter_lines():
+            if call.cancelled.is_set():
+                return "cancelled"
+            if not line.startswith("data:"):
+                continue  # blank separators, comments, event names
+            data = line[len("data:"):].strip()
+            if data == "[DONE]":
+                ended = True
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise RemoteError(self._server_error_message(data)) from None
+            if not isinstance(chunk, dict):
+                continue
+            if chunk.get("error") or chunk.get("object") == "error":
+                # {"error": "..."} (transformers), {"error": {"message": ...}} (OpenAI style),
+                # {"object": "error", "message": ...} (older vLLM).
+                error = chunk.get("error") or chunk
+                if isinstance(error, dict):
+                    error = error.get("message") or json.dumps(error)
+                raise RemoteError(self._server_error_message(str(error)))
+            if isinstance(chunk.get("usage"), dict):
+                call.usage = chunk["usage"]
+            for choice in chunk.get("choices") or ():
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue
+                reader.take(choice.get("delta") or {})
+                finish = choice.get("finish_reason") or finish
+        reader.flush()
+        if call.cancelled.is_set():
+            return "cancelled"
+        if finish == "length":
+            return "length"
+        if finish == "abort":
+            raise RemoteError(f"The model server at {self.base_url} stopped this answer before "
+                              "it was finished. Please ask again.")
+        if finish is None and not ended:
+            raise RemoteError(self._broken_message(None))
+        return "stop"
+
+    def _timeout_message(self) -> str:
+        return (f"The model server at {self.base_url} did not answer within "
+                f"{self.timeout_s:g} seconds. It may be overloaded; please try again.")
+
+    def _broken_message(self, exc: Exception | None) -> str:
+        cause = f" ({type(exc).__name__})" if exc is not None else ""
+        return (f"The connection to the model server at {self.base_url} broke off before the "
+                f"answer was finished{cause}. Please ask again.")
+
+    def _status_message(self, response: httpx.Response) -> str:
+        code = response.status_code
+        if code in (401, 403):
+            return (f"The model server at {self.base_url} refused the API key (HTTP {code}). "
+                    "Check the API key.")
+        verb = "failed on" if code >= 500 else "refused"
+        return (f"The model server at {self.base_url} {verb} this request (HTTP {code}: "
+                f"{_detail(response)}).")
+
+    def _server_error_message(self, text: str) -> str:
+        text = " ".join(text.split())[:MAX_DETAIL_CHARS]
+        return f"The model server at {self.base_url} reported an error: {text}"
+
+
+class _DeltaReader:
+    """Splits streamed deltas into reasoning and answer events, counting chunks per kind.
+
+    A server that separates reasoning sends it in its own field; the tags it removed are put
+    back around it before the text reaches the ThinkingParser, so that both ways of streaming
+    go through the same rules (tags only at the start, whitespace around them dropped).
+    """
+
+    def __init__(self, call: _Call) -> None:
+        self.call = call
+        self.parser = ThinkingParser(OPEN_TAG, CLOSE_TAG)
+        self.phase = "start"  # start -> reasoning (a reasoning field was seen) -> answer
+
+    def take(self, delta: dict) -> None:
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        content = delta.get("content")
+        if isinstance(reasoning, str) and reasoning:
+            self._reasoning(reasoning)
+        if isinstance(content, str) and content:
+            self._content(content)
+
+    def flush(self) -> None:
+        self._emit(self.parser.flush())
+
+    def _reasoning(self, text: str) -> None:
+        # Servers may first send the whitespace their template put after the opening tag; it
+        # is no token of the model's, and the parser drops it anyway.
+        if text.strip() or self.call.reasoning_chunks:
+            self._count("reasoning")
+        if self.phase == "answer":
+            # Reasoning after the answer began; the parser would not re-enter reasoning.
+            self.call.out.put(Event("reasoning", text))
+            return
+        if self.phase == "start":
+            text = OPEN_TAG + text
+            self.phase = "reasoning"
+        self._emit(self.parser.feed(text))
+
+    def _content(self, text: str) -> None:
+        if self.phase == "reasoning":
+            text = CLOSE_TAG + text
+        self.phase = "answer"
+        pieces = self.parser.feed(text)
+        self._count("reasoning" if self.parser.in_reasoning else "answer")
+        self._emit(pieces)
+
+    def _count(self, kind: str) -> None:
+        if self.call.first_token_at is None:
+            self.call.first_token_at = time.perf_counter()
+        if kind == "reasoning":
+            self.call.reasoning_chunks += 1
+        else:
+            self.call.answer_chunks += 1
+
+    def _emit(self, pieces) -> None:
+        for kind, text in pieces:
+            self.call.out.put(Event(kind, text))

@@ -1,0 +1,570 @@
+"""The remote engine against a real `transformers serve` process holding the tiny Qwen3.5.
+
+One server is started per module (about 10 s on two cores) and stopped at the end. A small TCP
+relay in front of it plays a server that goes away and comes back. A scripted HTTP server
+speaks the other dialects seen in the wild (vLLM's `reasoning` field, `<think>` tags left in
+the content, errors in the stream) and records what the engine sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from engine.errors import ModelLoadError, ModelNotReady, RequestError
+from engine.remote import RemoteEngine
+from engine.types import GenerationRequest, Message, Sampling
+
+pytestmark = pytest.mark.slow
+
+SERVER_START_TIMEOUT_S = 180
+# Generous limits for things that happen in well under a second; no test asserts a timing.
+EVENT_TIMEOUT_S = 60
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    model: str
+    port: int
+
+
+@pytest.fixture(scope="module")
+def served(tiny_checkpoint, tmp_path_factory) -> Served:
+    """`transformers serve` pinned to the tiny Qwen3.5 folder, on CPU, on a free port."""
+    path = tiny_checkpoint("qwen3_5")
+    cli = Path(sys.executable).with_name("transformers")
+    assert cli.exists(), "the transformers CLI is missing: pip install 'transformers[serving]'"
+    work = tmp_path_factory.mktemp("serve")
+    # An empty cache of its own: GET /v1/models scans it, and nothing may be downloaded.
+    (work / "hf" / "hub").mkdir(parents=True)
+    env = {**os.environ, "HF_HOME": str(work / "hf"), "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    port = _free_port()
+    log_path = work / "serve.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [str(cli), "serve", str(path), "--device", "cpu", "--host", "127.0.0.1",
+             "--port", str(port)],
+            stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_until_healthy(process, port, log_path)
+        yield Served(f"http://127.0.0.1:{port}/v1", str(path), port)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_healthy(process: subprocess.Popen, port: int, log_path: Path) -> None:
+    # The pinned model is loaded before the server starts listening: healthy means ready.
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"transformers serve exited ({process.returncode}):\n"
+                        + log_path.read_text(errors="replace")[-3000:])
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    pytest.fail("transformers serve did not come up:\n"
+                + log_path.read_text(errors="replace")[-3000:])
+
+
+@pytest.fixture(scope="module")
+def engine(served):
+    remote = RemoteEngine(served.url, served.model, timeout_s=60)
+    remote.load()
+    yield remote
+    remote.close()
+
+
+def _image(color=(200, 30, 30), size=(64, 48)) -> Image.Image:
+    return Image.new("RGB", size, color)
+
+
+def _noise(size=(96, 96)) -> Image.Image:
+    values = bytes((i * 7919) % 251 for i in range(size[0] * size[1] * 3))
+    return Image.frombytes("RGB", size, values)
+
+
+def _request(*, thinking=False, max_new=24, seed=3, images=(), text="What is in the picture?",
+             history=(), adapter=None, budget=None, **sampling) -> GenerationRequest:
+    return GenerationRequest(
+        messages=(*history, Message("user", text, tuple(images))),
+        thinking=thinking, thinking_budget=budget, adapter=adapter,
+        sampling=Sampling(max_new_tokens=max_new, temperature=0.0, seed=seed, **sampling))
+
+
+def _collect(events):
+    texts = {"reasoning": "", "answer": ""}
+    kinds = []
+    done = None
+    for event in events:
+        if event.kind == "done":
+            assert done is None, "more than one done event"
+            done = event
+        else:
+            assert done is None, "an event after done"
+            texts[event.kind] += event.text
+            kinds.append(event.kind)
+    assert done is not None, "the stream ended without a done event"
+    return texts, kinds, done
+
+
+# -- against transformers serve ------------------------------------------------------------
+
+
+def test_answer_about_an_image_streams_with_stats(engine):
+    texts, kinds, done = _collect(engine.stream(_request(images=[_image()], max_new=24)))
+    assert done.error is None
+    assert len(kinds) > 3 and set(kinds) == {"answer"}
+    assert texts["answer"].strip() and texts["answer"] == texts["answer"].lstrip()
+    stats = done.stats
+    # transformers serve reports usage; the tiny model never says it is done in 24 tokens.
+    assert stats.reasoning_tokens + stats.answer_tokens == 24
+    assert stats.finish_reason == "length"
+    assert stats.time_to_first_token_s is not None and stats.duration_s > 0
+    assert stats.seed == 3
+
+
+def test_the_model_sees_the_image(engine):
+    first, _, _ = _collect(engine.stream(_request(images=[_image()])))
+    second, _, _ = _collect(engine.stream(_request(images=[_noise()])))
+    again, _, _ = _collect(engine.stream(_request(images=[_image()])))
+    # Greedy decoding: the same image gives the same answer, another image another one.
+    assert first["answer"] == again["answer"]
+    assert first["answer"] != second["answer"]
+
+
+def test_thinking_on_streams_reasoning_and_off_does_not(engine):
+    on_texts, on_kinds, on_done = _collect(engine.stream(_request(thinking=True)))
+    assert on_kinds[0] == "reasoning"
+    assert on_texts["reasoning"].strip()
+    assert on_done.stats.reasoning_tokens > 0
+    assert "<think>" not in on_texts["reasoning"]
+
+    off_texts, off_kinds, off_done = _collect(engine.stream(_request(thinking=False)))
+    assert "reasoning" not in off_kinds
+    assert off_done.stats.reasoning_tokens == 0
+    assert off_texts["answer"].strip()
+
+
+def test_history_is_sent(engine):
+    alone, _, _ = _collect(engine.stream(_request(text="And now?")))
+    history = (Message("user", "What is in the picture?", (_image(),)),
+               Message("assistant", "A red rectangle."))
+    followed, _, done = _collect(engine.stream(_request(text="And now?", history=history)))
+    assert done.error is None
+    assert alone["answer"] != followed["answer"]
+
+
+def test_cancel_from_another_thread_ends_the_stream(engine):
+    request = _request(max_new=4000, seed=None)
+    first_event = threading.Event()
+    finished = threading.Event()
+    seen = []
+
+    def consume():
+        for event in engine.stream(request):
+            seen.append(event)
+            first_event.set()
+        finished.set()
+
+    threading.Thread(target=consume, daemon=True).start()
+    assert first_event.wait(EVENT_TIMEOUT_S)
+    engine.cancel(request.request_id)
+    assert finished.wait(EVENT_TIMEOUT_S)
+    done = seen[-1]
+    assert done.kind == "done" and done.error is None
+    assert done.stats.finish_reason == "cancelled"
+    assert done.stats.seed is not None
+    assert done.stats.answer_tokens < 4000
+    # The engine, and the server behind it, take the next request.
+    _, _, after = _collect(engine.stream(_request(max_new=8)))
+    assert after.stats.finish_reason == "length"
+
+
+def test_unknown_model_name_arrives_as_an_error_event(served):
+    remote = RemoteEngine(served.url, "no-such-model")
+    try:
+        remote.load()  # transformers serve lists its download cache, so this is not caught here
+        texts, kinds, done = _collect(remote.stream(_request()))
+    finally:
+        remote.close()
+    assert kinds == []
+    assert done.stats.finish_reason == "error"
+    assert "HTTP 400" in done.error and "no-such-model" in done.error
+
+
+def test_adapter_is_sent_as_the_model_name(engine):
+    # The pinned server refuses any other model name, and says which one it was given.
+    texts, kinds, done = _collect(engine.stream(_request(adapter="support-lora")))
+    assert done.stats.finish_reason == "error"
+    assert "support-lora" in done.error
+    # A refused request leaves the engine working.
+    _, _, after = _collect(engine.stream(_request(max_new=8)))
+    assert after.error is None
+
+
+def test_requests_the_model_cannot_take_are_refused_before_sending(engine):
+    with pytest.raises(RequestError, match="at most 8 images"):
+        engine.stream(_request(images=[_image()] * 9))
+    with pytest.raises(RequestError, match="no question"):
+        engine.stream(GenerationRequest(messages=(Message("assistant", "Hello"),)))
+
+
+def test_capabilities_describe_the_served_model(engine, served):
+    caps = engine.capabilities()
+    assert caps.model_id == served.model
+    assert caps.thinking and not caps.thinking_budget
+    assert caps.max_images == 8 and caps.multi_image
+    assert engine.queue_position("anything") is None
+
+
+# -- a server that goes away -----------------------------------------------------------------
+
+
+class Relay:
+    """A TCP relay to the server that can be switched off (nothing listens) and on again.
+
+    It counts the connections that the client side hung up, as opposed to the server side.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.client_hangups = 0
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._clients: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        # shutdown, not close, wakes the thread blocked in accept() and the relayed reads.
+        with self._lock:
+            sockets = [self._listener, *self._open] if self._listener else list(self._open)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._open.update((client, upstream))
+                self._clients.add(client)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        hung_up = False
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+            hung_up = True
+        except OSError:
+            pass
+        with self._lock:
+            # Only the first side to end counts: tearing the pair down ends the other side too.
+            if hung_up and source in self._clients and source in self._open:
+                self.client_hangups += 1
+            self._clients.discard(source)
+            self._open.discard(source)
+            self._open.discard(sink)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def relay(served):
+    relay = Relay(served.port)
+    yield relay
+    relay.stop()
+
+
+def test_server_down_then_up(served, relay):
+    remote = RemoteEngine(relay.url, served.model, timeout_s=60)
+    try:
+        # Down from the start: loading says so, and so does asking.
+        with pytest.raises(ModelLoadError, match="is not reachable"):
+            remote.load()
+        assert "is not reachable" in remote.load_error
+        with pytest.raises(ModelNotReady, match="is not reachable"):
+            remote.stream(_request())
+
+        # The server comes up: the next request finds it without a restart of the app.
+        relay.start()
+        _, _, done = _collect(remote.stream(_request(max_new=8)))
+        assert done.error is None and remote.ready and remote.load_error is None
+
+        # It goes away: the request ends in an error event that says what happened.
+        relay.stop()
+        texts, kinds, done = _collect(remote.stream(_request(max_new=8)))
+        assert kinds == []
+        assert done.stats.finish_reason == "error"
+        assert done.error.startswith(f"The model server at {relay.url} is not reachable")
+
+        # It comes back: the same engine answers again.
+        relay.start()
+        texts, _, done = _collect(remote.stream(_request(max_new=8)))
+        assert done.error is None and texts["answer"]
+    finally:
+        remote.close()
+
+
+def test_closing_the_stream_closes_the_connection(served, relay):
+    relay.start()
+    remote = RemoteEngine(relay.url, served.model, timeout_s=60)
+    try:
+        remote.load()
+        events = remote.stream(_request(max_new=4000))
+        next(events)
+        assert relay.client_hangups == 0
+        events.close()
+        # The engine hangs up; the server, left alone, would stream on for thousands of tokens.
+        deadline = time.monotonic() + EVENT_TIMEOUT_S
+        while relay.client_hangups == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert relay.client_hangups == 1
+        _, _, done = _collect(remote.stream(_request(max_new=8)))
+        assert done.error is None
+    finally:
+        remote.close()
+
+
+# -- other dialects, from a scripted server ----------------------------------------------------
+
+
+class Scripted:
+    """An HTTP server that answers GET /v1/models with a vLLM-style listing and every chat
+    completion with the reply set in `reply` (status, body lines); it keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        self.headers: list[dict] = []
+        self.reply: tuple[int, list[str]] = (200, [])
+        scripted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path != "/v1/models":
+                    self._send(404, "application/json", ['{"detail": "Not Found"}'])
+                    return
+                listing = {"object": "list", "data": [
+                    {"id": "served-model", "object": "model", "owned_by": "vllm",
+                     "max_model_len": 32768, "parent": None},
+                    {"id": "support-lora", "object": "model", "owned_by": "vllm",
+                     "parent": "served-model"}]}
+                self._send(200, "application/json", [json.dumps(listing)])
+
+            def do_POST(self):
+                length = int(self.headers["Content-Length"])
+                scripted.bodies.append(json.loads(self.rfile.read(length)))
+                scripted.headers.append(dict(self.headers))
+                status, lines = scripted.reply
+                kind = "text/event-stream" if status == 200 else "application/json"
+                self._send(status, kind, lines)
+
+            def _send(self, status, kind, lines):
+                payload = "".join(lines).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _sse(*chunks: dict | str) -> list[str]:
+    return [f"data: {c if isinstance(c, str) else json.dumps(c)}\n\n" for c in chunks]
+
+
+def _delta(finish=None, **delta) -> dict:
+    return {"object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+@pytest.fixture
+def scripted():
+    server = Scripted()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def scripted_engine(scripted):
+    remote = RemoteEngine(scripted.url, "served-model", api_key="sk-test", max_images=2,
+                          thinking_budget_field="thinking_token_budget")
+    remote.load()
+    yield remote
+    remote.close()
+
+
+def test_request_body_carries_the_conversation_and_settings(scripted, scripted_engine):
+    scripted.reply = (200, _sse(_delta(content="Red."), _delta(finish="stop"), "[DONE]"))
+    picture = _noise((40, 30))
+    history = (Message("system", "Be brief."),
+               Message("user", "What is this?", (picture,)),
+               Message("assistant", "Noise."))
+    request = _request(history=history, text="And the colour?", images=[_image()],
+                       thinking=True, budget=256, max_new=10_000, seed=11, top_k=20,
+                       repetition_penalty=1.1, adapter="support-lora")
+    _, _, done = _collect(scripted_engine.stream(request))
+    assert done.error is None
+
+    body = scripted.bodies[-1]
+    assert body["model"] == "support-lora"
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["max_tokens"] == 4096  # the engine's limit
+    assert (body["temperature"], body["top_p"], body["seed"]) == (0.0, 0.9, 11)
+    assert (body["top_k"], body["repetition_penalty"]) == (20, 1.1)
+    assert body["chat_template_kwargs"] == {"enable_thinking": True}
+    assert body["thinking_token_budget"] == 256
+    roles = [m["role"] for m in body["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert body["messages"][0]["content"] == "Be brief."
+    image_part, text_part = body["messages"][1]["content"]
+    assert text_part == {"type": "text", "text": "What is this?"}
+    url = image_part["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert sent.format == "PNG" and sent.tobytes() == picture.tobytes()
+    assert scripted.headers[-1]["Authorization"] == "Bearer sk-test"
+
+
+def test_neutral_sampling_and_thinking_off_send_no_extra_fields(scripted, scripted_engine):
+    scripted.reply = (200, _sse(_delta(content="Hi"), _delta(finish="stop")))
+    _collect(scripted_engine.stream(_request(thinking=False, budget=256)))
+    body = scripted.bodies[-1]
+    assert "top_k" not in body and "repetition_penalty" not in body
+    assert "thinking_token_budget" not in body
+    assert body["chat_template_kwargs"] == {"enable_thinking": False}
+
+    plain = RemoteEngine(scripted.url, "served-model", thinking=False)
+    try:
+        plain.load()
+        assert not plain.capabilities().thinking
+        _collect(plain.stream(_request(thinking=True)))
+    finally:
+        plain.close()
+    assert "chat_template_kwargs" not in scripted.bodies[-1]
+
+
+def test_listing_gives_context_length_and_adapters(scripted_engine):
+    caps = scripted_engine.capabilities()
+    assert caps.context_length == 32768
+    assert caps.adapters == ("support-lora",)
+    assert caps.thinking_budget
+    assert caps.max_images == 2
+
+
+def test_reasoning_field_and_usage(scripted, scripted_engine):
+    usage = {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14,
+             "completion_tokens_details": {"reasoning_tokens": 6}}
+    scripted.reply = (200, _sse(
+        _delta(role="assistant"),
+        _delta(reasoning="\n"),
+        _delta(reasoning="Looks "), _delta(reasoning="red.\n\n"),
+        _delta(content="\n\nIt is "), _delta(content="red."),
+        _delta(finish="stop"),
+        {"object": "chat.completion.chunk", "choices": [], "usage": usage},
+        "[DONE]"))
+    texts, kinds, done = _collect(scripted_engine.stream(_request(thinking=True)))
+    assert texts == {"reasoning": "Looks red.", "answer": "It is red."}
+    assert kinds[0] == "reasoning" and kinds[-1] == "answer"
+    assert (done.stats.reasoning_tokens, done.stats.answer_tokens) == (6, 3)
+    assert done.stats.finish_reason == "stop"
+
+
+def test_think_tags_in_the_content_are_split(scripted, scripted_engine):
+    scripted.reply = (200, _sse(
+        _delta(content="<thi"), _delta(content="nk>\nHmm, red"), _delta(content=".</think>"),
+        _delta(content="\n\nRed."), _delta(finish="length")))
+    texts, _, done = _collect(scripted_engine.stream(_request(thinking=True)))
+    assert texts == {"reasoning": "Hmm, red.", "answer": "Red."}
+    # No usage reported: chunks are counted.
+    assert done.stats.reasoning_tokens + done.stats.answer_tokens == 4
+    assert done.stats.finish_reason == "length"
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ((500, ['{"error": {"message": "CUDA out of memory", "code": 500}}']),
+     "failed on this request (HTTP 500: CUDA out of memory)"),
+    ((401, ['{"detail": "bad key"}']), "refused the API key (HTTP 401)"),
+    ((200, _sse(_delta(content="Re"), {"error": "generation crashed"})),
+     "reported an error: generation crashed"),
+    ((200, _sse(_delta(content="Re"), {"object": "error", "message": "engine dead"})),
+     "reported an error: engine dead"),
+    ((200, _sse(_delta(content="Re"), '{"error": "unescaped "quotes""}')),
+     'reported an error: {"error": "unescaped "quotes""}'),
+    ((200, _sse(_delta(content="Re"))), "broke off before the answer was finished"),
+    ((200, _sse(_delta(content="Re"), _delta(finish="abort"))), "stopped this answer"),
+])
+def test_server_failures_arrive_as_error_events(scripted, scripted_engine, reply, expected):
+    scripted.reply = reply
+    _, _, done = _collect(scripted_engine.stream(_request()))
+    assert done.stats.finish_reason == "error"
+    assert expected in done.error
+    scripted.reply = (200, _sse(_delta(content="Fine."), _delta(finish="stop")))
+    texts, _, done = _collect(scripted_engine.stream(_request()))
+    assert done.error is None and texts["answer"] == "Fine."
+
+
+def test_load_says_what_is_wrong_with_the_address(scripted):
+    remote = RemoteEngine(scripted.url.removesuffix("/v1") + "/nothing-here", "served-model")
+    try:
+        with pytest.raises(ModelLoadError, match="HTTP 404"):
+            remote.load()
+    finally:
+        remote.close()
+    with pytest.raises(ValueError, match="http://"):
+        RemoteEngine("localhost:8000/v1", "served-model")
