@@ -1,0 +1,38 @@
+"""Keeps what happened: conversations, answers, images and feedback, in SQLite.
+
+`Store` is the one way in; the values it takes and returns are in `storage.records`, the errors
+it raises on purpose in `storage.errors`. Nothing in this package knows about models, Gradio
+or the engine.
+"""
+
+from storage.errors import InvalidRequest, NotFound, StorageError
+from storage.records import (
+    AnswerMeta,
+    AnswerStats,
+    Conversation,
+    ConversationSummary,
+    ErasureCounts,
+    Feedback,
+    ImageBlob,
+    ImageInfo,
+    StoredMessage,
+    StoreStats,
+)
+from storage.store import Store
+
+__all__ = [
+    "AnswerMeta",
+    "AnswerStats",
+    "Conversation",
+    "ConversationSummary",
+    "ErasureCounts",
+    "Feedback",
+    "ImageBlob",
+    "ImageInfo",
+    "InvalidRequest",
+    "NotFound",
+    "Store",
+    "StorageError",
+    "StoreStats",
+    "StoredMessage",
+]
