@@ -1,0 +1,209 @@
+"""VQA Studio: ask a vision-language model about images, keep what users think of its answers.
+
+    python app.py [--model ID|PATH|tiny-random] [--quantize auto|4bit|8bit|none] [--db PATH] ...
+    python app.py export --format swift-dpo --out DIR
+    python app.py backup DEST
+
+Every flag can also be set through an environment variable named VQA_STUDIO_<FLAG> (for
+example VQA_STUDIO_MODEL=tiny-random), which is how a hosted Space configures the app. Flags
+win over the environment. `main()` reads the settings, builds the engine, the store and the
+page, and launches; nothing heavy happens at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent
+ENV_PREFIX = "VQA_STUDIO_"
+log = logging.getLogger("vqa_studio")
+
+
+def _default_data_dir() -> Path:
+    # A Space with persistent storage mounts it at /data; everything else keeps data beside
+    # the app so that a checkout is self-contained.
+    persistent = Path("/data")
+    if persistent.is_dir() and os.access(persistent, os.W_OK):
+        return persistent / "vqa-studio"
+    return APP_DIR / "data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with its default. The one source of truth for flags and env."""
+
+    model: str = "auto"
+    quantize: str = "auto"
+    engine: str = "local"
+    base_url: str = ""
+    api_key: str = ""
+    adapter: tuple[str, ...] = ()
+    db: str = ""
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    max_new_tokens_limit: int = 4096
+    max_upload_mb: int = 20
+    max_queue: int = 64
+    max_pixels: int = 1_003_520
+    retention_days: int = 0
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.db).expanduser() if self.db else _default_data_dir() / "studio.db"
+
+
+_HELP = {
+    "model": "hub id, local folder, or tiny-random[:FAMILY]; auto picks a Qwen3.5 size "
+             "for this hardware",
+    "quantize": "auto (4-bit on CUDA, none on CPU), 4bit, 8bit or none",
+    "engine": "local (transformers in this process) or openai (an OpenAI-compatible server)",
+    "base_url": "with --engine openai: the server's URL, ending in /v1",
+    "api_key": "with --engine openai: the server's API key, if it needs one",
+    "adapter": "NAME=PATH of a LoRA adapter to load on top of the model (repeatable; "
+               "environment: comma-separated)",
+    "db": "SQLite file (default: data/studio.db beside the app, or /data on a Space)",
+    "host": "address to listen on",
+    "port": "port to listen on",
+    "share": "create a public Gradio share link",
+    "max_new_tokens_limit": "upper bound for max new tokens, whatever a user asks",
+    "max_upload_mb": "largest accepted upload, in MB",
+    "max_queue": "how many requests may wait for the model before new ones are refused",
+    "max_pixels": "pixel budget an image is resized to before it reaches the model",
+    "retention_days": "delete stored data older than this many days (0 keeps everything)",
+}
+_CHOICES = {"quantize": ("auto", "4bit", "8bit", "none"), "engine": ("local", "openai")}
+
+
+def _parse_bool(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def settings_from(argv: list[str] | None = None, environ: dict | None = None) -> Settings:
+    """Settings from the environment, overridden by command-line flags."""
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(prog="app.py", description="VQA Studio")
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            parser.add_argument(flag, action="store_true", default=None, help=_HELP[f.name])
+        elif f.type.startswith("tuple"):
+            parser.add_argument(flag, action="append", default=None, help=_HELP[f.name])
+        else:
+            kind = int if f.type == "int" else str
+            parser.add_argument(flag, type=kind, default=None, choices=_CHOICES.get(f.name),
+                                help=_HELP[f.name])
+    args = parser.parse_args(argv)
+    values = {}
+    for f in fields(Settings):
+        value = getattr(args, f.name)
+        if value is None and ENV_PREFIX + f.name.upper() in environ:
+            raw = environ[ENV_PREFIX + f.name.upper()]
+            if f.type == "bool":
+                value = _parse_bool(raw)
+            elif f.type == "int":
+                value = int(raw)
+            elif f.type.startswith("tuple"):
+                value = [item.strip() for item in raw.split(",") if item.strip()]
+            else:
+                value = raw
+        if isinstance(value, list):
+            value = tuple(value)
+        if value is not None:
+            values[f.name] = value
+    settings = Settings(**values)
+    for name, choices in _CHOICES.items():
+        if getattr(settings, name) not in choices:
+            parser.error(f"--{name} must be one of {', '.join(choices)}")
+    if settings.engine == "openai" and (not settings.base_url or settings.model == "auto"):
+        parser.error("--engine openai needs --base-url URL and --model NAME (the served model)")
+    for item in settings.adapter:
+        if "=" not in item:
+            parser.error(f"--adapter takes NAME=PATH, not {item!r}")
+    return settings
+
+
+def build_engine(settings: Settings):
+    """The engine the settings ask for; not loaded yet."""
+    if settings.engine == "openai":
+        from engine.remote import RemoteEngine
+
+        return RemoteEngine(settings.base_url, settings.model, api_key=settings.api_key or None,
+                            max_new_tokens_limit=settings.max_new_tokens_limit)
+    from engine.loading import default_model_id
+    from engine.local import LocalEngine
+
+    model = default_model_id() if settings.model == "auto" else settings.model
+    adapters = dict(item.split("=", 1) for item in settings.adapter)
+    kwargs = {"adapters": adapters} if adapters else {}
+    return LocalEngine(model, quantize=settings.quantize,
+                       max_new_tokens_limit=settings.max_new_tokens_limit,
+                       max_waiting=settings.max_queue, **kwargs)
+
+
+def serve(settings: Settings) -> None:
+    from engine.images import ImagePolicy
+    from storage import Store
+    from ui.page import CSS, build_page
+    from ui.turns import Studio
+
+    store = Store(settings.db_path)
+    if settings.retention_days:
+        store.purge_older_than(settings.retention_days)
+    engine = build_engine(settings)
+    studio = Studio(engine, store, image_policy=ImagePolicy(
+        max_bytes=settings.max_upload_mb * 1024 * 1024, max_pixels=settings.max_pixels))
+
+    def load() -> None:
+        try:
+            engine.load()
+        except Exception as exc:  # the page stays up and shows the message instead
+            log.error("%s", exc)
+            if not engine.load_error:
+                log.exception("unexpected failure while loading the model")
+                engine.load_error = f"{type(exc).__name__}: {exc}"
+
+    # The page comes up at once; the model loads behind it and the page shows the progress.
+    threading.Thread(target=load, name="load-model", daemon=True).start()
+    demo = build_page(studio, settings)
+    log.info("storing data in %s", settings.db_path)
+    demo.queue(max_size=settings.max_queue, default_concurrency_limit=1)
+    demo.launch(server_name=settings.host, server_port=settings.port, share=settings.share,
+                max_file_size=f"{settings.max_upload_mb}mb", show_error=False, css=CSS)
+
+
+def backup(argv: list[str]) -> None:
+    from storage import Store
+
+    parser = argparse.ArgumentParser(prog="app.py backup",
+                                     description="Consistent copy of the database, while it runs")
+    parser.add_argument("dest", help="path of the copy to write")
+    parser.add_argument("--db", default=None, help="database to copy")
+    args = parser.parse_args(argv)
+    settings = settings_from(["--db", args.db] if args.db else [])
+    with Store(settings.db_path) as store:
+        store.backup(Path(args.dest))
+    print(f"backed up {settings.db_path} to {args.dest}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] == "backup":
+        return backup(argv[1:])
+    if argv and argv[0] == "export":
+        from storage.export import main as export_main
+
+        return export_main(argv[1:])
+    serve(settings_from(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""The studio's flows without a browser: the real tiny engine and a real SQLite file."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+
+import pytest
+from PIL import Image
+
+from engine.errors import ImageError, RequestError
+from engine.types import Sampling
+from storage import NotFound, Store
+from ui.turns import ChatState, Studio, TurnOptions
+
+FAST = TurnOptions(thinking=False, sampling=Sampling(max_new_tokens=12, temperature=0.0, seed=3))
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "studio.db") as store:
+        yield store
+
+
+@pytest.fixture
+def studio(tiny_engine, store):
+    return Studio(tiny_engine, store)
+
+
+@pytest.fixture
+def image_path(tmp_path):
+    path = tmp_path / "red.png"
+    Image.new("RGB", (80, 60), (220, 30, 30)).save(path)
+    return str(path)
+
+
+def _consented() -> ChatState:
+    state = ChatState()
+    state.consented = True
+    return state
+
+
+def _run(iterator):
+    last = None
+    for last in iterator:
+        pass
+    return last
+
+
+def _rows(store, sql):
+    with sqlite3.connect(store.path) as db:
+        db.row_factory = sqlite3.Row
+        return db.execute(sql).fetchall()
+
+
+def _count(store, table):
+    return len(_rows(store, f"select * from {table}"))
+
+
+def test_a_turn_is_stored_question_first_then_the_answer(studio, store, image_path):
+    state = _consented()
+    updates = list(studio.ask(state, "What colour is it?", [image_path], FAST))
+    assert updates[-1].done and updates[-1].stats.answer_tokens == 12
+    conversation = store.get_conversation(state.client_key, state.conversation_id)
+    question, answer = conversation.messages
+    assert question.role == "user" and question.text == "What colour is it?"
+    assert len(question.image_shas) == 1
+    assert answer.parent_id == question.id and answer.status == "done"
+    assert answer.text == updates[-1].answer
+    assert answer.meta.model_id == "tiny-random" and answer.meta.seed == 3
+    assert answer.stats.finish_reason == "length"
+
+
+def test_second_turn_continues_from_the_first_answer(studio, store, image_path):
+    state = _consented()
+    _run(studio.ask(state, "First?", [image_path], FAST))
+    _run(studio.ask(state, "And then?", [], FAST))
+    conversation = store.get_conversation(state.client_key, state.conversation_id)
+    q1, a1, q2, a2 = conversation.messages
+    assert q2.parent_id == a1.id and a2.parent_id == q2.id
+    assert [m.role for m in state.history()] == ["user", "assistant", "user", "assistant"]
+
+
+def test_without_consent_nothing_is_stored(studio, store, image_path):
+    state = ChatState()
+    last = _run(studio.ask(state, "What is it?", [image_path], FAST))
+    assert last.answer
+    for table in ("conversations", "messages", "images", "feedback"):
+        assert _count(store, table) == 0
+    assert studio.vote(state, last.answer_id, True).startswith("Feedback is only kept")
+
+
+def test_a_refused_image_stores_nothing(studio, store, tmp_path):
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is not an image")
+    state = _consented()
+    with pytest.raises(ImageError):
+        _run(studio.ask(state, "What is it?", [str(fake)], FAST))
+    assert _count(store, "messages") == 0 and _count(store, "images") == 0
+    assert state.turns == []
+
+
+def test_regenerate_keeps_the_old_answer_as_a_sibling(studio, store, image_path):
+    state = _consented()
+    first = _run(studio.ask(state, "Describe it", [image_path], FAST))
+    second_options = TurnOptions(sampling=Sampling(max_new_tokens=12, temperature=1.0, seed=9))
+    second = _run(studio.regenerate(state, second_options))
+    turn = state.turns[-1]
+    assert turn.answer.answer_id == second.answer_id
+    assert [e.answer_id for e in turn.earlier] == [first.answer_id]
+    conversation = store.get_conversation(state.client_key, state.conversation_id)
+    answers = conversation.children(turn.question_id)
+    assert {a.id for a in answers} == {first.answer_id, second.answer_id}
+
+
+def test_edit_stores_the_correction_and_continues_from_it(studio, store, image_path):
+    state = _consented()
+    original = _run(studio.ask(state, "Describe it", [image_path], FAST))
+    assert studio.edit(state, 0, "A red rectangle.") == "Saved your correction."
+    turn = state.turns[0]
+    assert turn.answer.answer == "A red rectangle." and turn.earlier[0] is original
+    conversation = store.get_conversation(state.client_key, state.conversation_id)
+    edit = conversation.message(turn.answer.answer_id)
+    assert edit.origin == "edit" and edit.corrects_id == original.answer_id
+    kinds = [r["kind"] for r in _rows(store, "select kind from feedback")]
+    assert kinds == ["edit"]
+    assert state.history()[-1].text == "A red rectangle."
+
+
+def test_votes_are_recorded_and_a_change_of_mind_kept(studio, store, image_path):
+    state = _consented()
+    answer = _run(studio.ask(state, "Describe it", [image_path], FAST))
+    studio.vote(state, answer.answer_id, True)
+    studio.vote(state, answer.answer_id, False, ["Incomplete", "Other"], "too short")
+    rows = _rows(store, "select kind, reasons, comment from feedback order by id")
+    assert [r["kind"] for r in rows] == ["like", "dislike"]
+    assert "Incomplete" in rows[1]["reasons"] and rows[1]["comment"] == "too short"
+    stored = store.get_conversation(state.client_key, state.conversation_id)
+    assert stored.message(answer.answer_id).vote.kind == "dislike"
+
+
+def test_compare_stores_two_sides_and_the_pick_continues(studio, store, image_path):
+    state = _consented()
+    pairs = list(studio.compare(state, "Which shape?", [image_path], FAST, "thinking",
+                                rng=random.Random(1)))
+    left, right = pairs[-1]
+    assert left.done and right.done and {left.label, right.label} == {
+        "Thinking on", "Thinking off"}
+    message = studio.judge(state, "B")
+    assert "right answer" in message
+    assert state.turns[-1].answer is right
+    rows = _rows(store, "select side, compare_group from messages where role = 'assistant'")
+    assert sorted(r["side"] for r in rows) == ["A", "B"]
+    assert len({r["compare_group"] for r in rows}) == 1
+    pick = _rows(store, "select * from feedback")[0]
+    assert pick["kind"] == "pick"
+    assert pick["message_id"] == right.answer_id
+    assert pick["other_message_id"] == left.answer_id
+    assert pick["left_message_id"] == left.answer_id
+
+
+def test_tie_and_both_bad_are_recorded(studio, store, image_path):
+    state = _consented()
+    _run(studio.compare(state, "Which shape?", [image_path], FAST, "samples"))
+    studio.judge(state, "tie")
+    _run(studio.compare(state, "And now?", [], FAST, "samples"))
+    studio.judge(state, "both_bad")
+    kinds = [r["kind"] for r in _rows(store, "select kind from feedback order by id")]
+    assert kinds == ["tie", "both_bad"]
+    with pytest.raises(RequestError):
+        studio.judge(state, "A")
+
+
+def test_open_conversation_restores_the_branch(studio, store, image_path):
+    state = _consented()
+    _run(studio.ask(state, "First?", [image_path], FAST))
+    _run(studio.regenerate(state, FAST))
+    _run(studio.ask(state, "Second?", [], FAST))
+    fresh = ChatState(client_key=state.client_key, consented=True)
+    studio.open_conversation(fresh, state.conversation_id)
+    assert [t.question.text for t in fresh.turns] == ["First?", "Second?"]
+    assert fresh.turns[0].answer.answer_id == state.turns[0].answer.answer_id
+    assert len(fresh.turns[0].earlier) == 1
+    assert fresh.turns[0].question.images[0].size == (80, 60)
+    # And it continues from there.
+    _run(studio.ask(fresh, "Third?", [], FAST))
+    conversation = store.get_conversation(state.client_key, state.conversation_id)
+    third = [m for m in conversation.messages if m.text == "Third?"][0]
+    assert third.parent_id == fresh.turns[1].answer.answer_id
+
+
+def test_another_browser_cannot_open_the_conversation(studio, image_path):
+    state = _consented()
+    _run(studio.ask(state, "Mine", [image_path], FAST))
+    stranger = _consented()
+    with pytest.raises(NotFound, match="No such conversation"):
+        studio.open_conversation(stranger, state.conversation_id)
+
+
+def test_delete_my_data_removes_everything_of_this_browser(studio, store, image_path):
+    state = _consented()
+    _run(studio.ask(state, "Mine", [image_path], FAST))
+    other = _consented()
+    _run(studio.ask(other, "Theirs", [], FAST))
+    counts = studio.delete_my_data(state)
+    assert counts.conversations == 1 and counts.images == 1
+    assert studio.conversations(state) == []
+    assert len(studio.conversations(other)) == 1
+    assert state.turns == []
+
+
+def test_model_not_loaded_refuses_before_storing(store, image_path):
+    from engine.errors import ModelNotReady
+    from engine.local import LocalEngine
+
+    studio = Studio(LocalEngine("tiny-random"), store)
+    with pytest.raises(ModelNotReady):
+        _run(studio.ask(_consented(), "Hello?", [image_path], FAST))
+    assert _count(store, "messages") == 0
+
+
+def test_an_abandoned_stream_closes_its_answer_as_cancelled(studio, store, image_path):
+    state = _consented()
+    options = TurnOptions(sampling=Sampling(max_new_tokens=2000, temperature=0.0))
+    turn = studio.ask(state, "Long answer please", [image_path], options)
+    next(turn)
+    turn.close()  # what a closed browser tab does to the handler
+    rows = _rows(store, "select status, finish_reason from messages where role = 'assistant'")
+    assert [(r["status"], r["finish_reason"]) for r in rows] == [("done", "cancelled")]

@@ -1,0 +1,524 @@
+"""The studio's flows as plain Python: one turn, regenerate, compare, feedback, history.
+
+`Studio` holds the one engine and the one store (None: store nothing) shared by every
+session; `ChatState` is what one browser tab carries. Every flow can be called without a
+browser, and the Gradio handlers in `ui/page.py` are thin adapters around them.
+
+One turn (`ask`):
+1. every image goes through the engine's safe loader (a refused image stops the turn before
+   anything is stored);
+2. the engine accepts or refuses the request (model loading, too many images) — again before
+   anything is stored;
+3. with the user's consent, the question and its images are committed, then an answer row is
+   opened, saved as it streams (about once a second) and closed with its stats;
+4. without consent nothing is written anywhere.
+
+A regenerated answer, an edited answer and the two sides of a comparison are siblings under
+the same stored question; the one the conversation continues from is the turn's `answer`.
+A stream that is abandoned (the page closed, Stop pressed) still closes its answer row.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.errors import RequestError
+from engine.images import ImagePolicy, encode_png, load_image
+from engine.types import Event, GenerationRequest, Message, Sampling, Stats
+from storage import AnswerMeta, AnswerStats, ErasureCounts, ImageBlob, Store
+
+log = logging.getLogger(__name__)
+
+# Bumped whenever the consent text changes, so every stored conversation records what its
+# author agreed to.
+CONSENT_VERSION = "2026-11-21"
+CONSENT_TEXT = (
+    "Save my conversations, images and feedback on this server so they can improve the model. "
+    "Nothing is saved while this is unticked, and you can delete your data at any time."
+)
+DISLIKE_REASONS = ("Wrong or hallucinated", "Incomplete", "Unsafe", "Bad format", "Other")
+TITLE_LENGTH = 60
+NO_CONSENT_FEEDBACK = "Feedback is only kept when “Save my data” is ticked."
+
+CompareMode = Literal["samples", "thinking", "adapter"]
+Verdict = Literal["A", "B", "tie", "both_bad"]
+
+
+@dataclass
+class TurnOptions:
+    thinking: bool = False
+    thinking_budget: int | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+    adapter: str | None = None
+
+
+@dataclass
+class TurnUpdate:
+    """One answer as it streams, and when done."""
+
+    answer: str = ""
+    reasoning: str = ""
+    # Seconds spent reasoning so far (or in total, once the answer started).
+    reasoning_seconds: float | None = None
+    reasoning_done: bool = False
+    done: bool = False
+    stats: Stats | None = None
+    error: str | None = None
+    answer_id: str | None = None
+    model: str = ""
+    adapter: str | None = None
+    label: str = ""
+
+
+@dataclass
+class Turn:
+    """A question and the answer the conversation continues from."""
+
+    question: Message
+    image_paths: list[str]
+    question_id: str | None = None
+    answer: TurnUpdate | None = None
+    # Answers replaced by Regenerate, oldest first: kept and still viewable.
+    earlier: list[TurnUpdate] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    """Two answers to one question, waiting for the user's verdict."""
+
+    turn_index: int
+    left: TurnUpdate
+    right: TurnUpdate
+    mode: CompareMode
+    group: str
+
+
+@dataclass
+class ChatState:
+    """What one browser tab carries between events."""
+
+    client_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    consented: bool = False
+    conversation_id: str | None = None
+    turns: list[Turn] = field(default_factory=list)
+    comparison: Comparison | None = None
+    # The turn whose answer was just disliked, waiting for reasons.
+    pending_dislike: int | None = None
+
+    def reset(self) -> None:
+        self.conversation_id = None
+        self.turns = []
+        self.comparison = None
+        self.pending_dislike = None
+
+    def history(self, upto: int | None = None) -> list[Message]:
+        """The branch as the engine sees it (answers without their reasoning)."""
+        messages: list[Message] = []
+        for turn in self.turns[:upto]:
+            messages.append(turn.question)
+            if turn.answer is not None:
+                messages.append(Message("assistant", turn.answer.answer))
+        return messages
+
+    def last_answer_id(self) -> str | None:
+        for turn in reversed(self.turns):
+            if turn.answer is not None:
+                return turn.answer.answer_id
+        return None
+
+
+class Studio:
+    """The app's service layer: one engine, one store (or None), shared by every session."""
+
+    def __init__(self, engine, store: Store | None, *, image_policy: ImagePolicy | None = None,
+                 save_interval_s: float = 1.0) -> None:
+        self.engine = engine
+        self.store = store
+        self.image_policy = image_policy or ImagePolicy()
+        self.save_interval_s = save_interval_s
+        self._running: dict[str, str] = {}
+        self._running_lock = threading.Lock()
+
+    # -- control -------------------------------------------------------------------------
+
+    def cancel(self, session_key: str) -> bool:
+        """Stop the generation running for this session, if any."""
+        with self._running_lock:
+            request_id = self._running.get(session_key)
+        if request_id is None:
+            return False
+        self.engine.cancel(request_id)
+        return True
+
+    def queue_position(self, session_key: str) -> int | None:
+        with self._running_lock:
+            request_id = self._running.get(session_key)
+        return None if request_id is None else self.engine.queue_position(request_id)
+
+    def storing(self, state: ChatState) -> bool:
+        return self.store is not None and state.consented
+
+    # -- one turn ------------------------------------------------------------------------
+
+    def ask(self, state: ChatState, text: str, image_sources: Sequence[Any],
+            options: TurnOptions, *, session_key: str | None = None) -> Iterator[TurnUpdate]:
+        """Answer `text` about the images, continuing the state's conversation.
+
+        Raises engine.errors.StudioError (ImageError, ModelNotReady, RequestError, EngineBusy)
+        before anything is stored when the turn cannot start.
+        """
+        question = self._question(text, image_sources)
+        request = self._request([*state.history(), question], options)
+        events = self.engine.stream(request)  # refuses here, before anything is written
+        turn = Turn(question, [str(s) for s in image_sources if isinstance(s, str | Path)])
+        self._settle_comparison(state)
+        turn.question_id = self._store_question(state, question)
+        state.turns.append(turn)
+        answer_id = self._open_answer(state, turn.question_id, request)
+        update = yield from self._stream(events, answer_id, request, session_key or "")
+        self._settle(state, turn, update)
+
+    def regenerate(self, state: ChatState, options: TurnOptions, *,
+                   session_key: str | None = None) -> Iterator[TurnUpdate]:
+        """A new answer to the last question; the old one is kept as a sibling."""
+        if not state.turns:
+            raise RequestError("There is no question to answer again yet.")
+        turn = state.turns[-1]
+        request = self._request([*state.history(len(state.turns) - 1), turn.question], options)
+        events = self.engine.stream(request)
+        self._settle_comparison(state)
+        answer_id = self._open_answer(state, turn.question_id, request)
+        update = yield from self._stream(events, answer_id, request, session_key or "")
+        if turn.answer is not None and update.stats and update.stats.finish_reason != "error":
+            turn.earlier.append(turn.answer)
+        self._settle(state, turn, update)
+
+    @staticmethod
+    def _settle_comparison(state: ChatState) -> None:
+        """Moving on without a verdict continues from the left answer and records nothing."""
+        comparison = state.comparison
+        if comparison is not None:
+            turn = state.turns[comparison.turn_index]
+            turn.answer = turn.answer or comparison.left
+            state.comparison = None
+
+    def _settle(self, state: ChatState, turn: Turn, update: TurnUpdate) -> None:
+        if update.stats and update.stats.finish_reason != "error":
+            turn.answer = update
+        elif turn.answer is None:
+            # A failed first answer does not join the branch; the question is dropped from
+            # the view too, so that it can simply be asked again.
+            state.turns.remove(turn)
+
+    # -- compare -------------------------------------------------------------------------
+
+    def compare_modes(self) -> dict[CompareMode, str]:
+        caps = self.engine.capabilities()
+        modes: dict[CompareMode, str] = {"samples": "Two samples"}
+        if caps.thinking:
+            modes["thinking"] = "Thinking on vs off"
+        if caps.adapters:
+            modes["adapter"] = f"Base vs adapter ({caps.adapters[0]})"
+        return modes
+
+    def compare(self, state: ChatState, text: str, image_sources: Sequence[Any],
+                options: TurnOptions, mode: CompareMode, *, session_key: str | None = None,
+                rng: random.Random | None = None) -> Iterator[tuple[TurnUpdate, TurnUpdate]]:
+        """Two answers to one question, in random sides; yields (left, right) as they stream.
+
+        The verdict (`judge`) decides which one the conversation continues from.
+        """
+        caps = self.engine.capabilities()
+        question = self._question(text, image_sources)
+        history = [*state.history(), question]
+        first, second = self._compare_options(options, mode, caps)
+        if (rng or random).random() < 0.5:
+            first, second = second, first
+        (left_label, left_options), (right_label, right_options) = first, second
+        left_request = self._request(history, left_options)
+        right_request = self._request(history, right_options)
+        left_events = self.engine.stream(left_request)
+        turn = Turn(question, [str(s) for s in image_sources if isinstance(s, str | Path)])
+        self._settle_comparison(state)
+        turn.question_id = self._store_question(state, question)
+        state.turns.append(turn)
+        group = uuid.uuid4().hex
+        left_id = self._open_answer(state, turn.question_id, left_request, group, "A")
+        key = session_key or ""
+        left = TurnUpdate(label=left_label)
+        right = TurnUpdate(label=right_label)
+        for left in self._stream(left_events, left_id, left_request, key, left_label):
+            yield left, right
+        right_events = self.engine.stream(right_request)
+        right_id = self._open_answer(state, turn.question_id, right_request, group, "B")
+        for right in self._stream(right_events, right_id, right_request, key, right_label):
+            yield left, right
+        state.comparison = Comparison(len(state.turns) - 1, left, right, mode, group)
+
+    @staticmethod
+    def _compare_options(options: TurnOptions, mode: CompareMode, caps):
+        if mode == "thinking":
+            return (("Thinking on", replace(options, thinking=True)),
+                    ("Thinking off", replace(options, thinking=False)))
+        if mode == "adapter":
+            if not caps.adapters:
+                raise RequestError("No adapter is loaded to compare with the base model.")
+            adapter = options.adapter or caps.adapters[0]
+            return (("Base model", replace(options, adapter=None)),
+                    (f"Adapter {adapter}", replace(options, adapter=adapter)))
+        # Two samples: the same settings with different seeds, sampled even if greedy was set.
+        sampling = options.sampling
+        temperature = sampling.temperature if sampling.temperature > 0 else 0.7
+        seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
+        return (("Sample 1", replace(options, sampling=replace(
+                    sampling, temperature=temperature, seed=seed))),
+                ("Sample 2", replace(options, sampling=replace(
+                    sampling, temperature=temperature, seed=seed + 1))))
+
+    def judge(self, state: ChatState, verdict: Verdict) -> str:
+        """Record the verdict on the pending comparison; the chosen answer continues."""
+        comparison = state.comparison
+        if comparison is None:
+            raise RequestError("There is no comparison waiting for a verdict.")
+        turn = state.turns[comparison.turn_index]
+        left, right = comparison.left, comparison.right
+        chosen = right if verdict == "B" else left
+        stored = self.storing(state) and left.answer_id and right.answer_id
+        if stored:
+            if verdict in ("A", "B"):
+                other = left if verdict == "B" else right
+                self.store.add_pick(state.client_key, chosen.answer_id, other.answer_id,
+                                    left.answer_id)
+            else:
+                self.store.add_feedback(state.client_key, left.answer_id, verdict,
+                                        other_message_id=right.answer_id)
+        turn.answer = chosen
+        state.comparison = None
+        messages = {"A": "Thanks: the left answer was preferred.",
+                    "B": "Thanks: the right answer was preferred.",
+                    "tie": "Thanks: recorded as a tie.",
+                    "both_bad": "Thanks: recorded that both answers are bad."}
+        suffix = "" if stored else " (not saved: “Save my data” is off)"
+        return messages[verdict] + suffix
+
+    # -- feedback ------------------------------------------------------------------------
+
+    def vote(self, state: ChatState, answer_id: str | None, liked: bool | None,
+             reasons: Sequence[str] = (), comment: str = "") -> str:
+        """Like (True), dislike (False, with reasons), or withdraw (None) a vote."""
+        if not self.storing(state) or not answer_id:
+            return NO_CONSENT_FEEDBACK
+        kind = "clear" if liked is None else "like" if liked else "dislike"
+        self.store.add_feedback(state.client_key, answer_id, kind,
+                                reasons=list(reasons) if kind == "dislike" else (),
+                                comment=(comment.strip() or None) if kind == "dislike" else None)
+        return {"like": "Thanks for the feedback.", "clear": "Vote withdrawn.",
+                "dislike": "Thanks: your feedback was saved."}[kind]
+
+    def edit(self, state: ChatState, turn_index: int, text: str) -> str:
+        """Replace a turn's answer with the user's correction (kept as a sibling answer)."""
+        turn = state.turns[turn_index]
+        if turn.answer is None:
+            raise RequestError("There is no answer to correct here.")
+        text = text.strip()
+        if not text or text == turn.answer.answer.strip():
+            return "Nothing changed."
+        edit_id = None
+        if self.storing(state) and turn.answer.answer_id:
+            edit_id = self.store.add_edit(state.client_key, turn.answer.answer_id, text)
+        turn.earlier.append(turn.answer)
+        turn.answer = TurnUpdate(answer=text, done=True, answer_id=edit_id, label="Edited",
+                                 model="your correction")
+        return ("Saved your correction." if edit_id else
+                "Correction applied. " + NO_CONSENT_FEEDBACK)
+
+    # -- history -------------------------------------------------------------------------
+
+    def conversations(self, state: ChatState):
+        if self.store is None:
+            return []
+        return self.store.list_conversations(state.client_key)
+
+    def open_conversation(self, state: ChatState, conversation_id: str) -> None:
+        """Load a stored conversation along its latest branch, ready to continue."""
+        conversation = self.store.get_conversation(state.client_key, conversation_id)
+        by_parent: dict[str | None, list] = {}
+        for message in conversation.messages:
+            by_parent.setdefault(message.parent_id, []).append(message)
+        turns: list[Turn] = []
+        parent: str | None = None
+        while True:
+            questions = [m for m in by_parent.get(parent, []) if m.role == "user"]
+            if not questions:
+                break
+            question = questions[-1]
+            paths = [str(self.store.image_path(sha)) for sha in question.image_shas]
+            images = tuple(load_image(path, self.image_policy) for path in paths)
+            turn = Turn(Message("user", question.text, images), paths, question.id)
+            answers = [m for m in by_parent.get(question.id, []) if m.role == "assistant"
+                       and m.status == "done" and (m.stats is None
+                                                   or m.stats.finish_reason != "error")]
+            for answer in answers:
+                update = self._stored_update(answer)
+                if turn.answer is not None:
+                    turn.earlier.append(turn.answer)
+                turn.answer = update
+            turns.append(turn)
+            if turn.answer is None:
+                break
+            parent = turn.answer.answer_id
+        state.conversation_id = conversation.id
+        state.turns = turns
+        state.comparison = None
+
+    @staticmethod
+    def _stored_update(message) -> TurnUpdate:
+        stats = None
+        if message.stats is not None:
+            s = message.stats
+            stats = Stats(reasoning_tokens=s.reasoning_tokens, answer_tokens=s.answer_tokens,
+                          time_to_first_token_s=s.time_to_first_token_s,
+                          duration_s=s.duration_s, finish_reason=s.finish_reason, seed=s.seed,
+                          budget_exhausted=s.budget_exhausted)
+        meta = message.meta
+        return TurnUpdate(
+            answer=message.text, reasoning=message.reasoning, reasoning_done=True, done=True,
+            stats=stats, answer_id=message.id,
+            model=meta.model_id if meta else "your correction",
+            adapter=meta.adapter if meta else None,
+            label="Edited" if message.origin == "edit" else "")
+
+    def rename_conversation(self, state: ChatState, conversation_id: str, title: str) -> None:
+        self.store.rename_conversation(state.client_key, conversation_id,
+                                       title.strip()[:200] or "Untitled")
+
+    def delete_conversation(self, state: ChatState, conversation_id: str) -> ErasureCounts:
+        counts = self.store.delete_conversation(state.client_key, conversation_id)
+        if state.conversation_id == conversation_id:
+            state.reset()
+        return counts
+
+    def delete_my_data(self, state: ChatState) -> ErasureCounts:
+        counts = self.store.delete_user_data(state.client_key) if self.store else ErasureCounts()
+        state.reset()
+        return counts
+
+    # -- shared steps --------------------------------------------------------------------
+
+    def _question(self, text: str, image_sources: Sequence[Any]) -> Message:
+        images = tuple(load_image(source, self.image_policy) for source in image_sources)
+        if not text.strip() and not images:
+            raise RequestError("Type a question or add an image first.")
+        return Message("user", text.strip(), images)
+
+    @staticmethod
+    def _request(history: list[Message], options: TurnOptions) -> GenerationRequest:
+        return GenerationRequest(
+            messages=tuple(history),
+            thinking=options.thinking,
+            thinking_budget=options.thinking_budget if options.thinking else None,
+            sampling=options.sampling,
+            adapter=options.adapter,
+        )
+
+    def _store_question(self, state: ChatState, question: Message) -> str | None:
+        if not self.storing(state):
+            return None
+        shas = []
+        for image in question.images:
+            shas.append(self.store.put_image(ImageBlob(
+                data=encode_png(image), format="PNG", width=image.width, height=image.height)))
+        if state.conversation_id is None:
+            title = question.text[:TITLE_LENGTH] or "Image question"
+            state.conversation_id = self.store.create_conversation(
+                state.client_key, title, consent_version=CONSENT_VERSION)
+        return self.store.add_user_message(
+            state.client_key, state.conversation_id, text=question.text, image_shas=shas,
+            parent_id=state.last_answer_id())
+
+    def _open_answer(self, state: ChatState, question_id: str | None,
+                     request: GenerationRequest, group: str | None = None,
+                     side: str | None = None) -> str | None:
+        if question_id is None or not self.storing(state):
+            return None
+        caps = self.engine.capabilities()
+        meta = AnswerMeta(
+            model_id=caps.model_id, revision=caps.revision, quantization=caps.quantization,
+            adapter=request.adapter, thinking=request.thinking,
+            thinking_budget=request.thinking_budget, sampling=asdict(request.sampling),
+            seed=request.sampling.seed, compare_group=group, side=side,
+        )
+        return self.store.start_answer(state.client_key, state.conversation_id,
+                                       parent_id=question_id, meta=meta)
+
+    def _stream(self, events: Iterator[Event], answer_id: str | None,
+                request: GenerationRequest, session_key: str,
+                label: str = "") -> Iterator[TurnUpdate]:
+        caps = self.engine.capabilities()
+        update = TurnUpdate(answer_id=answer_id, model=caps.model_id, adapter=request.adapter,
+                            label=label)
+        with self._running_lock:
+            self._running[session_key] = request.request_id
+        reasoning_started: float | None = None
+        last_save = time.monotonic()
+        closed = False
+        try:
+            for event in events:
+                now = time.monotonic()
+                if event.kind == "reasoning":
+                    reasoning_started = reasoning_started or now
+                    update.reasoning += event.text
+                    update.reasoning_seconds = now - reasoning_started
+                elif event.kind == "answer":
+                    if reasoning_started and not update.reasoning_done:
+                        update.reasoning_seconds = now - reasoning_started
+                    update.reasoning_done = True
+                    update.answer += event.text
+                else:
+                    update.done, update.stats, update.error = True, event.stats, event.error
+                    update.reasoning_done = True
+                    self._close_answer(answer_id, update)
+                    closed = True
+                if answer_id and not closed and now - last_save >= self.save_interval_s:
+                    self.store.save_partial(answer_id, text=update.answer,
+                                            reasoning=update.reasoning)
+                    last_save = now
+                yield update
+        finally:
+            with self._running_lock:
+                if self._running.get(session_key) == request.request_id:
+                    del self._running[session_key]
+            if not closed:
+                # The consumer went away mid-answer: stop the engine and keep what was said.
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()
+                update.stats = Stats(finish_reason="cancelled", seed=request.sampling.seed)
+                self._close_answer(answer_id, update)
+        return update
+
+    def _close_answer(self, answer_id: str | None, update: TurnUpdate) -> None:
+        if answer_id is None or update.stats is None:
+            return
+        stats = update.stats
+        try:
+            self.store.finish_answer(answer_id, text=update.answer, reasoning=update.reasoning,
+                                     stats=AnswerStats(
+                                         reasoning_tokens=stats.reasoning_tokens,
+                                         answer_tokens=stats.answer_tokens,
+                                         time_to_first_token_s=stats.time_to_first_token_s,
+                                         duration_s=stats.duration_s,
+                                         finish_reason=stats.finish_reason,
+                                         error=update.error,
+                                         seed=stats.seed,
+                                         budget_exhausted=stats.budget_exhausted))
+        except Exception:  # the answer was shown; losing its row must not hide it
+            log.exception("could not save answer %s", answer_id)
