@@ -187,7 +187,8 @@ def backup(argv: list[str]) -> None:
     parser.add_argument("--db", default=None, help="database to copy")
     args = parser.parse_args(argv)
     settings = settings_from(["--db", args.db] if args.db else [])
-    with Store(settings.db_path) as store:
+    # recover=False: answers still streaming in the running app are not cut off.
+    with Store(settings.db_path, recover=False) as store:
         store.backup(Path(args.dest))
     print(f"backed up {settings.db_path} to {args.dest}")
 
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "export":
         from storage.export import main as export_main
 
-        return export_main(argv[1:])
+        return export_main(argv[1:], default_db=settings_from([]).db_path)
     serve(settings_from(argv))
 
 

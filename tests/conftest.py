@@ -1,14 +1,23 @@
-"""Fixtures shared by every test folder: the tiny checkpoints and a loaded engine.
+"""Fixtures shared by every test folder.
 
-The tiny checkpoints are built once into the cache ($VQA_STUDIO_CACHE or ~/.cache/vqa-studio)
-and reused; engines are loaded once per test session. Torch runs on one thread so that two
-cores give steady results.
+- The tiny checkpoints are built once into the cache ($VQA_STUDIO_CACHE or
+  ~/.cache/vqa-studio) and reused; engines are loaded once per test session. Torch runs on one
+  thread so that two cores give steady results.
+- `launch_app(*flags)` starts the real `python app.py --model tiny-random` on a free loopback
+  port with a temporary database and waits until the page answers; the process is killed at
+  teardown. `browser` is Playwright driving Debian's Chromium (never a downloaded browser).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,3 +52,109 @@ def llava_engine():
     engine = LocalEngine("tiny-random:llava", quantize="none", device="cpu")
     engine.load()
     return engine
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningApp:
+    url: str
+    db_path: Path
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def _wait_for_page(app: RunningApp, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if app.process.poll() is not None:
+            raise RuntimeError(f"the app exited early:\n{app.log()}")
+        try:
+            with urllib.request.urlopen(app.url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"the app did not come up:\n{app.log()}")
+
+
+@pytest.fixture(scope="session")
+def app_launcher():
+    """start(directory, *flags) -> RunningApp; every app started is stopped at session end."""
+    started: list[RunningApp] = []
+
+    def start(directory: Path, *flags: str, env: dict | None = None) -> RunningApp:
+        port = free_port()
+        db_path = directory / "data" / "studio.db"
+        log_path = directory / f"app-{port}.log"
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+                       **(env or {})}
+        command = [sys.executable, str(ROOT / "app.py"), "--model", "tiny-random",
+                   "--db", str(db_path), "--port", str(port), *flags]
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log_file,
+                                       stderr=subprocess.STDOUT)
+        app = RunningApp(f"http://127.0.0.1:{port}/", db_path, process, log_path)
+        started.append(app)
+        _wait_for_page(app)
+        return app
+
+    yield start
+    for app in started:
+        app.stop()
+
+
+@pytest.fixture
+def launch_app(app_launcher, tmp_path):
+    """Start the app for one test, in that test's temporary folder."""
+    started: list[RunningApp] = []
+
+    def launch(*flags: str, env: dict | None = None) -> RunningApp:
+        app = app_launcher(tmp_path, *flags, env=env)
+        started.append(app)
+        return app
+
+    yield launch
+    for app in started:
+        app.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.fail("Debian chromium is not installed: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    yield page
+    context.close()

@@ -441,6 +441,7 @@ def build_page(studio: Studio, settings, data_tab=None) -> gr.Blocks:
             button.click(make_verdict(verdict), [state],
                          [chatbot, slots, state, compare_panel, left, right], queue=False)
         new_chat.click(start_new, [state], [chatbot, slots, state, conversations, title])
+        chatbot.clear(start_new, [state], [chatbot, slots, state, conversations, title])
         conversations.change(open_conversation, [conversations, state],
                              [chatbot, slots, state, title])
         rename.click(rename_conversation, [title, state], [conversations])

@@ -107,6 +107,9 @@ def test_regenerated_compared_and_edited_answers_are_siblings(store):
     assert rows(store, "SELECT kind, message_id, edit_message_id FROM feedback") == [
         ("edit", first, edited)
     ]
+    assert [(f.kind, f.message_id, f.edit_message_id) for f in loaded.feedback] == [
+        ("edit", first, edited)
+    ]
 
 
 def test_the_latest_vote_wins_and_every_vote_is_kept(store):

@@ -41,10 +41,8 @@ def _consented() -> ChatState:
 
 
 def _run(iterator):
-    last = None
-    for last in iterator:
-        pass
-    return last
+    updates = list(iterator)
+    return updates[-1] if updates else None
 
 
 def _rows(store, sql):

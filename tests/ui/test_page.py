@@ -1,0 +1,252 @@
+"""Every flow of the studio page in headless Chromium, each checked against the SQLite file.
+
+One app serves the module; each test opens a fresh browser context, which is a new browser
+profile and so a new client key: tests see only their own conversations.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+BOT = "#chatbot .message-row.bot-row"
+
+
+@pytest.fixture(scope="module")
+def app(app_launcher, tmp_path_factory):
+    return app_launcher(tmp_path_factory.mktemp("studio"), "--max-new-tokens-limit", "48")
+
+
+@pytest.fixture
+def ready(page, app):
+    page.goto(app.url)
+    page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
+    page.get_by_label("Think before answering").uncheck()
+    return page
+
+
+def _rows(app, sql, *params):
+    with sqlite3.connect(app.db_path) as db:
+        db.row_factory = sqlite3.Row
+        return db.execute(sql, params).fetchall()
+
+
+def _wait_rows(app, sql, *params, count=1, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = _rows(app, sql, *params)
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def _image(tmp_path, name="pic.png", color=(30, 160, 60)):
+    path = tmp_path / name
+    Image.new("RGB", (96, 64), color).save(path)
+    return path
+
+
+def _consent(page):
+    page.locator("button[aria-label='Toggle Sidebar']").click()
+    page.get_by_label("Save my data").check()
+    page.locator("button[aria-label='Toggle Sidebar']").click()
+
+
+def _ask(page, text, image=None, answers_before=None):
+    box = page.locator("#question")
+    if image is not None:
+        box.locator("input[type=file]").set_input_files(str(image))
+        box.locator("img").first.wait_for(timeout=30_000)
+    box.locator("textarea").fill(text)
+    box.locator("textarea").press("Enter")
+    _wait_answers(page, (answers_before or 0) + 1)
+
+
+def _wait_answers(page, count, timeout=90_000):
+    page.wait_for_function(
+        """([selector, count]) => [...document.querySelectorAll(selector)]
+               .filter(row => row.innerText.includes(' tokens · ')).length >= count""",
+        arg=[BOT, count], timeout=timeout)
+
+
+def _answer_id(app, question):
+    rows = _wait_rows(app, """select a.id from messages a join messages q on a.parent_id = q.id
+                              where q.text = ? and a.status = 'done'""", question)
+    return rows[0]["id"]
+
+
+def test_multi_turn_with_images_in_later_turns(ready, app, tmp_path):
+    _consent(ready)
+    _ask(ready, "mt: first question", _image(tmp_path, "a.png"))
+    _ask(ready, "mt: second question", _image(tmp_path, "b.png", (200, 40, 40)),
+         answers_before=1)
+    first = _rows(app, "select * from messages where text = 'mt: first question'")[0]
+    second = _rows(app, "select * from messages where text = 'mt: second question'")[0]
+    first_answer = _answer_id(app, "mt: first question")
+    assert second["parent_id"] == first_answer
+    assert second["conversation_id"] == first["conversation_id"]
+    images = _rows(app, "select * from message_images where message_id in (?, ?)",
+                   first["id"], second["id"])
+    assert len(images) == 2
+
+
+def test_regenerate_keeps_the_old_answer_viewable(ready, app):
+    _consent(ready)
+    _ask(ready, "rg: describe")
+    ready.locator(BOT).last.hover()
+    ready.locator("#chatbot button[aria-label=Retry]").last.click()
+    ready.wait_for_selector("#chatbot :text('Earlier answer 1 of 2')", timeout=60_000)
+    _wait_answers(ready, 1)
+    question = _rows(app, "select id from messages where text = 'rg: describe'")[0]["id"]
+    answers = _wait_rows(app, "select * from messages where parent_id = ? and status = 'done'",
+                         question, count=2)
+    assert len(answers) == 2
+
+
+def test_edit_saves_a_correction(ready, app):
+    _consent(ready)
+    _ask(ready, "ed: what is it?")
+    original = _answer_id(app, "ed: what is it?")
+    ready.locator(BOT).last.hover()
+    ready.locator("#chatbot button[aria-label=Edit]").last.click()
+    ready.locator("#chatbot textarea").fill("A green rectangle.")
+    ready.locator("#chatbot button[aria-label=Submit]").click()
+    rows = _wait_rows(app, "select * from messages where origin = 'edit' and corrects_id = ?",
+                      original)
+    assert rows and rows[0]["text"] == "A green rectangle."
+    feedback = _rows(app, "select kind from feedback where message_id = ?", original)
+    assert [f["kind"] for f in feedback] == ["edit"]
+
+
+def test_like_then_dislike_with_reasons(ready, app):
+    _consent(ready)
+    _ask(ready, "lk: rate me")
+    answer = _answer_id(app, "lk: rate me")
+    ready.locator(BOT).last.hover()
+    ready.locator("#chatbot button[aria-label=Like]").last.click()
+    assert _wait_rows(app, "select * from feedback where message_id = ? and kind = 'like'",
+                      answer)
+    ready.locator("#chatbot button[aria-label=Dislike]").last.click()
+    reasons = ready.locator("#dislike-reasons")
+    reasons.wait_for(state="visible")
+    reasons.get_by_label("Incomplete").check()
+    reasons.get_by_label("Bad format").check()
+    ready.locator("#dislike-comment textarea").fill("too short")
+    ready.locator("#send-reasons").click()
+    rows = _wait_rows(app, """select * from feedback where message_id = ? and kind = 'dislike'
+                              and comment is not null""", answer)
+    assert rows and "Incomplete" in rows[0]["reasons"] and "Bad format" in rows[0]["reasons"]
+    assert rows[0]["comment"] == "too short"
+
+
+def test_compare_and_pick(ready, app):
+    _consent(ready)
+    ready.locator("#question textarea").fill("cp: which is better?")
+    ready.locator("#compare").click()
+    pick = ready.locator("#pick-b")
+    pick.wait_for(state="visible", timeout=60_000)
+    ready.wait_for_function("() => !document.querySelector('#pick-b').disabled",
+                            timeout=90_000)
+    pick.click()
+    question = _rows(app, "select id from messages where text = 'cp: which is better?'")[0]
+    answers = _rows(app, "select * from messages where parent_id = ? order by side",
+                    question["id"])
+    assert [a["side"] for a in answers] == ["A", "B"]
+    rows = _wait_rows(app, "select * from feedback where kind = 'pick' and message_id = ?",
+                      answers[1]["id"])
+    assert rows[0]["other_message_id"] == answers[0]["id"]
+    assert rows[0]["left_message_id"] == answers[0]["id"]
+    # The picked answer continues the conversation in the main chat.
+    ready.wait_for_selector(f"{BOT}:has-text('tokens')")
+
+
+def test_history_open_rename_delete(ready, app):
+    _consent(ready)
+    _ask(ready, "hs: first conversation")
+    ready.locator("button[aria-label='Toggle Sidebar']").click()
+    ready.locator("#new-chat").click()
+    ready.locator("button[aria-label='Toggle Sidebar']").click()
+    _ask(ready, "hs: second conversation")
+    ready.locator("button[aria-label='Toggle Sidebar']").click()
+    sidebar = ready.locator("#sidebar")
+    sidebar.get_by_label("hs: first conversation").check()
+    ready.wait_for_selector("#chatbot :text('hs: first conversation')")
+    sidebar.locator("#rename-box textarea, #rename-box input").first.fill("Renamed chat")
+    ready.locator("#rename").click()
+    _wait_rows(app, "select * from conversations where title = 'Renamed chat'")
+    sidebar.get_by_label("Renamed chat").wait_for()
+    ready.locator("#delete").click()
+    ready.wait_for_function("() => !document.querySelector('#conversations')"
+                            ".innerText.includes('Renamed chat')")
+    titles = [r["title"] for r in _rows(app, "select title from conversations")]
+    assert "Renamed chat" not in titles and "hs: second conversation" in titles
+
+
+def test_delete_my_data(ready, app, tmp_path):
+    _consent(ready)
+    _ask(ready, "dl: remove me", _image(tmp_path, "private.png", (1, 2, 3)))
+    ready.locator("button[aria-label='Toggle Sidebar']").click()
+    ready.locator("#delete-all").click()
+    ready.wait_for_selector("#privacy-note:has-text('Deleted 1 conversations')")
+    assert _rows(app, "select * from messages where text = 'dl: remove me'") == []
+
+
+def test_a_refused_image_shows_a_message_and_stores_nothing(ready, app, tmp_path):
+    _consent(ready)
+    fake = tmp_path / "fake.png"
+    fake.write_text("this is not a picture")
+    box = ready.locator("#question")
+    box.locator("input[type=file]").set_input_files(str(fake))
+    time.sleep(1)
+    box.locator("textarea").fill("rf: what is this?")
+    box.locator("textarea").press("Enter")
+    ready.wait_for_selector(".toast-body:has-text('not an image'), "
+                            ".toast-body:has-text('could not be read'), "
+                            ".toast-body:has-text('damaged')", timeout=30_000)
+    # Nothing lost: the question is still in the box, and nothing was stored.
+    assert box.locator("textarea").input_value() == "rf: what is this?"
+    assert _rows(app, "select * from messages where text = 'rf: what is this?'") == []
+
+
+def test_nothing_stored_without_consent(ready, app):
+    _ask(ready, "nc: not saved")
+    assert _rows(app, "select * from messages where text = 'nc: not saved'") == []
+
+
+def test_stop_cancels_the_answer(page, app_launcher, tmp_path):
+    slow = app_launcher(tmp_path, "--max-new-tokens-limit", "4000")
+    page.goto(slow.url)
+    page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
+    _consent(page)
+    page.get_by_label("Think before answering").uncheck()
+    page.locator("#question textarea").fill("st: a very long answer")
+    page.locator("#question textarea").press("Enter")
+    page.wait_for_selector(BOT, timeout=60_000)
+    page.locator("#question button[aria-label=Stop]").click()
+    rows = _wait_rows(slow, "select * from messages where role = 'assistant' and "
+                            "finish_reason = 'cancelled'", timeout=60)
+    assert rows and rows[0]["answer_tokens"] < 4000
+
+
+def test_model_output_html_is_not_rendered():
+    from ui.render import safe_markdown
+
+    shown = safe_markdown('<img src="http://x/y.png" onerror="alert(1)"> ![a](http://x/y.png)')
+    assert "<img" not in shown and "![" not in shown
+
+
+def test_phone_sized_screen(browser, app):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    page.goto(app.url)
+    page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
+    box = page.locator("#question").bounding_box()
+    chat = page.locator("#chatbot").bounding_box()
+    # Nothing wider than the screen: the chat and the question box fit.
+    assert box["width"] <= 390 and chat["width"] <= 390
+    context.close()
