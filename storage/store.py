@@ -79,6 +79,13 @@ def client_hash(client_key: str) -> str:
 
 
 class Store:
+    """The database file at `path` plus its image folder (default: "images" beside it).
+
+    Opening creates both if needed, applies pending migrations and, unless `recover=False`,
+    marks answers a crash left streaming as interrupted (`recovered` says how many).
+    `clock` supplies timestamps; tests pass a fake one to exercise retention.
+    """
+
     def __init__(
         self,
         path: str | Path,
