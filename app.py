@@ -45,14 +45,16 @@ class Settings:
     api_key: str = ""
     adapter: tuple[str, ...] = ()
     db: str = ""
-    host: str = "127.0.0.1"
-    port: int = 7860
+    host: str = ""
+    port: int = 0
     share: bool = False
     max_new_tokens_limit: int = 4096
     max_upload_mb: int = 20
     max_queue: int = 64
     max_pixels: int = 1_003_520
     retention_days: int = 0
+    public: bool = False
+    admin_password: str = ""
 
     @property
     def db_path(self) -> Path:
@@ -69,14 +71,16 @@ _HELP = {
     "adapter": "NAME=PATH of a LoRA adapter to load on top of the model (repeatable; "
                "environment: comma-separated)",
     "db": "SQLite file (default: data/studio.db beside the app, or /data on a Space)",
-    "host": "address to listen on",
-    "port": "port to listen on",
+    "host": "address to listen on (default 127.0.0.1, or GRADIO_SERVER_NAME)",
+    "port": "port to listen on (default 7860, or GRADIO_SERVER_PORT)",
     "share": "create a public Gradio share link",
     "max_new_tokens_limit": "upper bound for max new tokens, whatever a user asks",
     "max_upload_mb": "largest accepted upload, in MB",
     "max_queue": "how many requests may wait for the model before new ones are refused",
     "max_pixels": "pixel budget an image is resized to before it reaches the model",
     "retention_days": "delete stored data older than this many days (0 keeps everything)",
+    "public": "serve strangers: the data tab needs --admin-password (on by default on a Space)",
+    "admin_password": "password that unlocks the data tab when the app is public",
 }
 _CHOICES = {"quantize": ("auto", "4bit", "8bit", "none"), "engine": ("local", "openai")}
 
@@ -117,6 +121,9 @@ def settings_from(argv: list[str] | None = None, environ: dict | None = None) ->
             value = tuple(value)
         if value is not None:
             values[f.name] = value
+    # A Hugging Face Space serves strangers: public defaults unless told otherwise.
+    if "public" not in values and environ.get("SPACE_ID"):
+        values["public"] = True
     settings = Settings(**values)
     for name, choices in _CHOICES.items():
         if getattr(settings, name) not in choices:
@@ -174,7 +181,8 @@ def serve(settings: Settings) -> None:
     demo = build_page(studio, settings)
     log.info("storing data in %s", settings.db_path)
     demo.queue(max_size=settings.max_queue, default_concurrency_limit=1)
-    demo.launch(server_name=settings.host, server_port=settings.port, share=settings.share,
+    demo.launch(server_name=settings.host or None, server_port=settings.port or None,
+                share=settings.share,
                 max_file_size=f"{settings.max_upload_mb}mb", show_error=False, css=CSS)
 
 

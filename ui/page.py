@@ -17,6 +17,7 @@ import gradio as gr
 from engine.errors import StudioError
 from engine.types import Sampling
 from storage import StorageError
+from ui.data_tab import build_data_tab
 from ui.examples import example_inputs
 from ui.render import plain_text, render_chat, safe_markdown
 from ui.turns import (
@@ -86,8 +87,8 @@ def _options(think, budget, max_tokens, temperature, top_p, top_k, seed, adapter
         adapter=None if adapter in (None, "", "Base model") else adapter)
 
 
-def build_page(studio: Studio, settings, data_tab=None) -> gr.Blocks:
-    """The whole page. `data_tab(studio, settings)` renders the data tab when given."""
+def build_page(studio: Studio, settings) -> gr.Blocks:
+    """The whole page: chat, compare and history; the data tab when there is a store."""
     engine = studio.engine
     examples_dir = Path(settings.db_path).parent / "examples"
     with gr.Blocks(title="VQA Studio") as demo:
@@ -177,9 +178,9 @@ def build_page(studio: Studio, settings, data_tab=None) -> gr.Blocks:
                                                     value="samples", label="Compare",
                                                     elem_id="compare-mode")
                             compare = gr.Button("Ask and compare", elem_id="compare")
-            if data_tab is not None:
-                with gr.Tab("Data", id="data"):
-                    data_tab(studio, settings)
+            if studio.store is not None:
+                with gr.Tab("Data", id="data", elem_id="data-tab") as data_tab:
+                    build_data_tab(studio, settings, data_tab)
         timer = gr.Timer(1.0)
         settings_inputs = [thinking, budget, max_new, temperature, top_p, top_k, seed, adapter]
         # One model in this process answers one request at a time; a serving engine batches.

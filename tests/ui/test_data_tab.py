@@ -1,0 +1,112 @@
+"""The data tab in headless Chromium, on a store filled through the real storage API."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+from PIL import Image
+
+from storage import AnswerMeta, AnswerStats, ImageBlob, Store
+
+pytestmark = pytest.mark.browser
+KEY = "data-tab-client"
+
+
+def _png(color) -> ImageBlob:
+    buffer = io.BytesIO()
+    Image.new("RGB", (12, 8), color).save(buffer, format="PNG")
+    return ImageBlob(buffer.getvalue(), "PNG", 12, 8)
+
+
+def _answer(store, conversation, question, text):
+    answer_id = store.start_answer(KEY, conversation, parent_id=question,
+                                   meta=AnswerMeta(model_id="tiny-random"))
+    store.finish_answer(answer_id, text=text, stats=AnswerStats(answer_tokens=3))
+    return answer_id
+
+
+def _fill(db_path):
+    """One conversation per kind of feedback: an edit, a pick, a like + dislike pair."""
+    with Store(db_path) as store:
+        for n, color in enumerate(((250, 0, 0), (0, 250, 0), (0, 0, 250))):
+            sha = store.put_image(_png(color))
+            conversation = store.create_conversation(KEY, f"c{n}", consent_version="test")
+            question = store.add_user_message(KEY, conversation, text=f"question {n}?",
+                                              image_shas=[sha])
+            first = _answer(store, conversation, question, f"first answer {n}")
+            second = _answer(store, conversation, question, f"second answer {n}")
+            if n == 0:
+                store.add_edit(KEY, first, "the corrected answer")
+            elif n == 1:
+                store.add_pick(KEY, second, first, first)
+            else:
+                store.add_feedback(KEY, first, "like")
+                store.add_feedback(KEY, second, "dislike", reasons=["Incomplete"])
+
+
+def _open_data_tab(page, app):
+    page.goto(app.url)
+    page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
+    page.get_by_role("tab", name="Data").click()
+
+
+def test_counts_pairs_and_export_download(app_launcher, tmp_path, page):
+    _fill(tmp_path / "data" / "studio.db")
+    app = app_launcher(tmp_path)
+    _open_data_tab(page, app)
+    summary = page.locator("#data-summary")
+    summary.get_by_text("3 conversations").wait_for(timeout=30_000)
+    assert "6 answers" in summary.inner_text()
+    yields = page.locator("#data-yields").inner_text()
+    assert "swift-dpo" in yields and "llamafactory-kto" in yields
+    pairs = page.locator("#data-pairs").inner_text()
+    # Three DPO pairs: the edit, the pick and the like/dislike siblings.
+    assert "the corrected answer" in pairs and "second answer 1" in pairs
+    assert pairs.count("✅") == 3
+    page.locator("#export").click()
+    link = page.locator("#export-file a").first
+    link.wait_for(timeout=60_000)
+    with page.expect_download() as download_info:
+        link.click()
+    path = download_info.value.path()
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        assert "manifest.json" in names
+        rows = [line for name in names if name.endswith(".jsonl") and "provenance" not in name
+                for line in archive.read(name).decode().splitlines()]
+    assert len(rows) == 3
+
+
+def test_public_app_without_password_hides_the_data(app_launcher, tmp_path, page):
+    _fill(tmp_path / "data" / "studio.db")
+    app = app_launcher(tmp_path, "--public")
+    _open_data_tab(page, app)
+    page.locator("#data-disabled").wait_for()
+    assert not page.locator("#data-summary").is_visible()
+
+
+def test_public_app_unlocks_with_the_password(app_launcher, tmp_path, page):
+    _fill(tmp_path / "data" / "studio.db")
+    app = app_launcher(tmp_path, "--public", env={"VQA_STUDIO_ADMIN_PASSWORD": "s3cret"})
+    _open_data_tab(page, app)
+    page.locator("#data-password input").fill("wrong")
+    page.locator("#data-unlock").click()
+    page.locator(".toast-body:has-text('Wrong password')").wait_for()
+    assert not page.locator("#data-summary").is_visible()
+    page.locator("#data-password input").fill("s3cret")
+    page.locator("#data-unlock").click()
+    page.locator("#data-summary").get_by_text("3 conversations").wait_for(timeout=30_000)
+
+
+def test_data_endpoints_are_not_open_to_api_callers(app_launcher, tmp_path):
+    from gradio_client import Client
+
+    app = app_launcher(tmp_path, "--public")
+    client = Client(app.url, verbose=False)
+    endpoints = client.view_api(print_info=False, return_format="dict")
+    names = " ".join(list(endpoints.get("named_endpoints", {}))
+                     + [str(k) for k in endpoints.get("unnamed_endpoints", {})])
+    assert "refresh_data" not in names and "make_export" not in names
+    assert "try_unlock" not in names

@@ -1,0 +1,149 @@
+"""The data tab: what has been collected, what it would train, and the export itself.
+
+Counts of conversations, answers and feedback by kind; feedback over time as plots; how many
+examples each export format would yield; a preview of recent preference pairs with their
+images; and an export as a zip download. On a public app the tab stays locked until the
+admin password is given (`--admin-password` / VQA_STUDIO_ADMIN_PASSWORD); without one
+configured, a public app never shows it. Its endpoints are private: no anonymous API caller
+can reach them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from storage.export import FORMATS, count_examples, export, preview_pairs
+from ui.render import safe_markdown
+
+log = logging.getLogger(__name__)
+PREVIEW_PAIRS = 5
+EXCERPT = 160
+
+
+def _excerpt(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= EXCERPT else text[: EXCERPT - 1] + "…"
+
+
+def summary_markdown(stats) -> str:
+    feedback = ", ".join(f"{kind} {count}" for kind, count in sorted(
+        stats.feedback_by_kind.items())) or "none yet"
+    finishes = ", ".join(f"{reason} {count}" for reason, count in sorted(
+        stats.answers_by_finish_reason.items())) or "none yet"
+    return (f"**{stats.conversations}** conversations from **{stats.clients}** browsers · "
+            f"**{stats.user_messages}** questions · **{stats.answers}** answers · "
+            f"**{stats.images}** images\n\n"
+            f"Feedback events: {feedback}\n\nAnswers by how they ended: {finishes}")
+
+
+def feedback_frames(stats) -> tuple[pd.DataFrame, pd.DataFrame]:
+    per_day = pd.DataFrame({"day": list(stats.feedback_per_day),
+                            "events": list(stats.feedback_per_day.values())})
+    by_kind = pd.DataFrame({"kind": list(stats.feedback_by_kind),
+                            "events": list(stats.feedback_by_kind.values())})
+    return per_day, by_kind
+
+
+def yield_frame(counts: dict[str, int]) -> pd.DataFrame:
+    return pd.DataFrame({"format": list(counts), "examples": list(counts.values())})
+
+
+def build_data_tab(studio, settings, tab: gr.Tab) -> None:
+    """Render the tab's components inside `tab`, refreshing whenever it is selected."""
+    store = studio.store
+    password = getattr(settings, "admin_password", "") or ""
+    locked = bool(getattr(settings, "public", False))
+    unlocked = gr.State(not locked)
+
+    with gr.Group(visible=locked) as gate:
+        if password:
+            gr.Markdown("This app is public: the collected data is for its administrators.")
+            secret = gr.Textbox(label="Admin password", type="password", elem_id="data-password")
+            unlock = gr.Button("Unlock", elem_id="data-unlock")
+        else:
+            gr.Markdown("The data tab is disabled on a public app until an admin password is "
+                        "set (`--admin-password` or `VQA_STUDIO_ADMIN_PASSWORD`).",
+                        elem_id="data-disabled")
+    with gr.Column(visible=not locked) as content:
+        refresh = gr.Button("Refresh", elem_id="data-refresh")
+        summary = gr.Markdown(elem_id="data-summary")
+        with gr.Row():
+            per_day_plot = gr.BarPlot(x="day", y="events", title="Feedback per day",
+                                      elem_id="data-per-day")
+            by_kind_plot = gr.BarPlot(x="kind", y="events", title="Feedback by kind",
+                                      elem_id="data-by-kind")
+        yields = gr.Dataframe(label="Examples each export format would yield",
+                              elem_id="data-yields", interactive=False)
+        gr.Markdown("#### Recent preference pairs")
+        pairs = gr.Markdown(elem_id="data-pairs")
+        pair_images = gr.Gallery(label="Their images", columns=6, height=160,
+                                 elem_id="data-pair-images")
+        with gr.Row():
+            export_format = gr.Dropdown(list(FORMATS), value="swift-dpo", label="Format",
+                                        elem_id="export-format")
+            keep_reasoning = gr.Checkbox(label="Keep reasoning as <think>…</think>",
+                                         value=False)
+            run_export = gr.Button("Export", variant="primary", elem_id="export")
+        download = gr.File(label="Download", elem_id="export-file")
+
+    def refresh_data(is_unlocked: bool):
+        if not is_unlocked or store is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        try:
+            stats = store.stats()
+            per_day, by_kind = feedback_frames(stats)
+            counts = count_examples(store)
+            preview = preview_pairs(store, PREVIEW_PAIRS)
+        except Exception:
+            log.exception("data tab refresh failed")
+            gr.Warning("Could not read the stored data; the error was logged.")
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        blocks, images = [], []
+        for number, pair in enumerate(preview, start=1):
+            question = next((t.text for t in reversed(pair.prompt) if t.role == "user"), "")
+            blocks.append(
+                f"**{number}. {pair.source}** · {pair.decided_at[:16]}  \n"
+                f"*Question:* {safe_markdown(_excerpt(question))}  \n"
+                f"✅ {safe_markdown(_excerpt(pair.chosen))}  \n"
+                f"❌ {safe_markdown(_excerpt(pair.rejected))}")
+            images += [(str(store.image_path(sha)), f"pair {number}") for sha in pair.image_shas]
+        text = "\n\n".join(blocks) or "No preference pairs yet: like, dislike, edit or compare."
+        return summary_markdown(stats), per_day, by_kind, yield_frame(counts), text, images
+
+    def make_export(is_unlocked: bool, fmt: str, keep: bool):
+        if not is_unlocked or store is None:
+            return gr.skip()
+        folder = Path(tempfile.mkdtemp(prefix="vqa-export-"))
+        try:
+            result = export(store, fmt, folder / fmt, keep_reasoning=bool(keep))
+            archive = shutil.make_archive(str(folder / f"vqa-studio-{fmt}"), "zip",
+                                          root_dir=folder / fmt)
+        except Exception as exc:
+            log.exception("export failed")
+            gr.Warning(f"Export failed: {exc}")
+            return None
+        gr.Info(f"Exported {result.total} examples.")
+        return archive
+
+    def try_unlock(given: str):
+        if password and hmac.compare_digest(given.encode(), password.encode()):
+            return True, gr.Group(visible=False), gr.Column(visible=True)
+        gr.Warning("Wrong password.")
+        return False, gr.skip(), gr.skip()
+
+    outputs = [summary, per_day_plot, by_kind_plot, yields, pairs, pair_images]
+    refresh.click(refresh_data, [unlocked], outputs, api_visibility="private")
+    run_export.click(make_export, [unlocked, export_format, keep_reasoning], [download],
+                     api_visibility="private")
+    if locked and password:
+        unlock.click(try_unlock, [secret], [unlocked, gate, content],
+                     api_visibility="private").then(
+            refresh_data, [unlocked], outputs, api_visibility="private")
+    tab.select(refresh_data, [unlocked], outputs, api_visibility="private")
