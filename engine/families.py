@@ -1,11 +1,17 @@
 """What differs between model families, in one table.
 
-Every loaded model is matched to a `Family` by its config's `model_type`. A family says how its
-prompt is built ("chat": the processor's chat template; "question_answer": a plain
-"Question: ... Answer:" prompt for models without a template), how many images one prompt may
-hold, and which modules must stay unquantized under bitsandbytes. Module paths are full paths
-as they appear in `model.named_modules()` in transformers 5 (short names such as "visual"
-match nothing there), and `lm_head` is listed because a custom skip list replaces the default.
+Every loaded model is matched to a `Family` by its config's `model_type`. A family says:
+- how its prompt is built ("chat": the processor's chat template; "question_answer": a plain
+  "Question: ... Answer:" prompt for models without a template);
+- how many images one conversation may hold, and whether it needs one at all;
+- which modules stay unquantized under bitsandbytes. Entries use transformers' own matching
+  (`llm_int8_skip_modules`): a prefix of the full module path as in `model.named_modules()`
+  ("model.visual"; a short name such as "visual" matches nothing there), a regex, or a suffix
+  ("linear_attn.in_proj_a"). `lm_head` is listed because a custom list replaces the default;
+- how user text is kept from writing control tokens: transformers' sanitizing encoder, or, for
+  processors that need token offsets the sanitized encoding lacks, removal of the tokens;
+- whether the checkpoint ships its own modeling code (`trust_remote_code`) and, when that code
+  is known not to run on the installed transformers, why (loading then stops with that reason).
 
 Nothing else in the engine branches on the family name.
 """
@@ -21,6 +27,10 @@ PromptStyle = Literal["chat", "question_answer"]
 # a handful of photos or document pages, small enough that the visual tokens fit in context.
 DEFAULT_MAX_IMAGES = 8
 
+_LLAVA_KEEP = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
+_IDEFICS_KEEP = ("model.vision_model", "model.connector", "lm_head")
+_QWEN_VL_KEEP = ("model.visual", "lm_head")
+
 
 @dataclass(frozen=True)
 class Family:
@@ -29,26 +39,57 @@ class Family:
     keep_unquantized: tuple[str, ...]
     prompt_style: PromptStyle = "chat"
     max_images: int = DEFAULT_MAX_IMAGES
+    # True: the model cannot answer without an image (its generate requires pixel values).
+    needs_image: bool = False
+    # False: the processor reads token offsets that transformers' sanitized encoding does not
+    # give, so control tokens are removed from user text before the template sees it.
+    sanitize_control_tokens: bool = True
+    trust_remote_code: bool = False
+    # Set when the family's own modeling code cannot run on the installed transformers.
+    remote_code_broken: str | None = None
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family("qwen3_5", ("qwen3_5", "qwen3_5_moe"), ("model.visual", "lm_head")),
-    Family("qwen3_vl", ("qwen3_vl", "qwen3_vl_moe"), ("model.visual", "lm_head")),
-    Family("qwen2_5_vl", ("qwen2_5_vl", "qwen2_vl"), ("model.visual", "lm_head")),
     Family(
-        "llava",
-        ("llava", "llava_next", "llava_onevision"),
-        ("model.vision_tower", "model.multi_modal_projector", "lm_head"),
+        "qwen3_5",
+        ("qwen3_5", "qwen3_5_moe"),
+        # The gate projections are tiny (linear attention: one output per value head; MoE
+        # shared-expert gate: one output) and steer every step: quantizing them saves almost
+        # nothing. bitsandbytes 4-bit on CPU also needs out_features % 32 == 0.
+        (
+            "model.visual",
+            "linear_attn.in_proj_a",
+            "linear_attn.in_proj_b",
+            "shared_expert_gate",
+            "lm_head",
+        ),
     ),
-    Family(
-        "idefics3",
-        ("idefics3", "smolvlm"),
-        ("model.vision_model", "model.connector", "lm_head"),
-    ),
+    Family("qwen3_vl", ("qwen3_vl", "qwen3_vl_moe"), _QWEN_VL_KEEP),
+    Family("qwen2_5_vl", ("qwen2_5_vl", "qwen2_vl"), _QWEN_VL_KEEP),
+    Family("llava", ("llava",), _LLAVA_KEEP),
+    Family("llava_next", ("llava_next",), _LLAVA_KEEP),
+    Family("llava_onevision", ("llava_onevision",), _LLAVA_KEEP),
+    # The Idefics3 processor maps each image back to its tokens through character offsets.
+    Family("idefics3", ("idefics3",), _IDEFICS_KEEP, sanitize_control_tokens=False),
+    Family("smolvlm", ("smolvlm",), _IDEFICS_KEEP),
     Family(
         "ovis2",
         ("ovis2",),
         ("model.vision_tower", "model.visual_embeddings_table", "lm_head"),
+    ),
+    Family(
+        "ovis2_5",
+        ("ovis2_5",),
+        # Module names of the published remote code: Qwen3 under `llm`, the SigLIP2 NaViT
+        # and its head under `visual_tokenizer`, the visual vocabulary in `vte`.
+        ("visual_tokenizer", "vte", "llm.lm_head"),
+        trust_remote_code=True,
+        remote_code_broken=(
+            "Ovis2.5 ships its own modeling code, written for transformers 4.51, and that code "
+            "does not load with the installed transformers (see docs/models.md). Serve it with "
+            "vLLM, which implements Ovis2.5 natively, and connect the app to that server "
+            "instead."
+        ),
     ),
     Family(
         "blip2",
@@ -57,6 +98,7 @@ FAMILIES: tuple[Family, ...] = (
         ("vision_model", "qformer", "language_projection", "language_model.lm_head"),
         prompt_style="question_answer",
         max_images=1,
+        needs_image=True,
     ),
 )
 

@@ -6,19 +6,25 @@ built into a cache folder first, and hub ids are downloaded first (with byte pro
 tiny checkpoint exercises exactly the path a real one takes.
 
 Quantization is chosen here: "auto" is 4-bit NF4 with double quantization and bf16 compute on
-CUDA and none on CPU. The family table says which modules stay unquantized. After loading, a
-`LoadReport` says what was quantized and how much memory the model takes.
+CUDA and none on CPU. The family table says which modules stay unquantized. LoRA adapters
+named by the caller are attached last (see `engine.adapters`). After loading, a `LoadReport`
+says what was quantized (counts of linear layers by module prefix, both quantized and kept),
+which adapters are attached, how much memory the model takes and how long loading took;
+`LoadReport.summary()` is the one-line version for the log.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from engine.adapters import load_adapters
 from engine.errors import ModelLoadError
 from engine.families import Family, family_for
 
@@ -50,6 +56,31 @@ class LoadReport:
     cuda_peak_bytes: int | None = None
     revision: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Linear layers by module prefix (the first two parts of their path), e.g.
+    # (("model.language_model", 24),): what bitsandbytes quantized, and what it left alone.
+    quantized_by_prefix: tuple[tuple[str, int], ...] = ()
+    unquantized_by_prefix: tuple[tuple[str, int], ...] = ()
+    adapters: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """One log line: what was loaded, how, how big, how fast."""
+        parts = [f"loaded {self.model_id} ({self.family}) on {self.device}", self.quantization]
+        if self.quantization != "none":
+            parts.append(f"{self.quantized_modules} linear layers quantized "
+                         f"({_counts(self.quantized_by_prefix)})")
+            kept = sum(count for _, count in self.unquantized_by_prefix)
+            parts.append(f"{kept} kept ({_counts(self.unquantized_by_prefix)})")
+        if self.adapters:
+            parts.append("adapters " + ", ".join(self.adapters))
+        parts.append(f"{self.footprint_bytes / 1e6:.1f} MB")
+        if self.cuda_peak_bytes is not None:
+            parts.append(f"peak {self.cuda_peak_bytes / 1e6:.1f} MB on the GPU")
+        parts.append(f"{self.load_seconds:.1f} s")
+        return "; ".join(parts)
+
+
+def _counts(by_prefix: tuple[tuple[str, int], ...]) -> str:
+    return ", ".join(f"{prefix}: {count}" for prefix, count in by_prefix) or "none"
 
 
 ProgressCallback = Callable[[LoadProgress], None]
@@ -156,6 +187,7 @@ def load_model(
     device: str | None = None,
     cache_dir: Path | None = None,
     progress: ProgressCallback | None = None,
+    adapters: Mapping[str, str | Path] | None = None,
 ):
     """Load (model, processor, family, report). Raises ModelLoadError with an actionable message."""
     import torch
@@ -167,14 +199,16 @@ def load_model(
     quantization = resolve_quantization(quantize, device)
     if quantization != "none" and device == "cpu":
         log.warning("bitsandbytes %s on CPU is slow; it is meant for GPUs", quantization)
+    if quantization == "8bit":
+        _quiet_int8_casts()
 
     progress(LoadProgress("resolving", f"Looking for {model_ref}"))
     path = _local_path(model_ref, cache_dir, progress)
+    family, trust_remote_code = _family(model_ref, path)
     try:
-        config = AutoConfig.from_pretrained(path)
+        AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise ModelLoadError(f"{model_ref} is not a transformers model folder ({exc}).") from exc
-    family = family_for(config.model_type)
 
     progress(LoadProgress("loading", f"Loading {model_ref} ({quantization})"))
     if device == "cuda":
@@ -186,8 +220,9 @@ def load_model(
         kwargs["quantization_config"] = quant_config
         kwargs["device_map"] = {"": device if device != "cuda" else 0}
     try:
-        processor = AutoProcessor.from_pretrained(path)
-        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, trust_remote_code=trust_remote_code, **kwargs)
     except ModelLoadError:
         raise
     except Exception as exc:
@@ -196,37 +231,91 @@ def load_model(
     if quant_config is None:
         model.to(device)
     model.eval()
+    # Counted before adapters are attached, whose own small linears are not the model's.
+    quantized, kept = _linear_layers(model) if quant_config is not None else ({}, {})
+    if adapters:
+        progress(LoadProgress("loading", f"Attaching adapters: {', '.join(adapters)}"))
+    adapter_names = load_adapters(model, adapters or {})
 
-    quantized = _count_quantized(model)
     report = LoadReport(
         model_id=model_ref,
         path=str(path),
         family=family.name,
         quantization=quantization,
-        quantized_modules=quantized,
+        quantized_modules=sum(quantized.values()),
         kept_unquantized=family.keep_unquantized if quant_config is not None else (),
         footprint_bytes=int(model.get_memory_footprint()),
         device=device,
         load_seconds=time.perf_counter() - started,
         cuda_peak_bytes=torch.cuda.max_memory_allocated() if device == "cuda" else None,
         revision=_revision(path),
+        quantized_by_prefix=tuple(sorted(quantized.items())),
+        unquantized_by_prefix=tuple(sorted(kept.items())),
+        adapters=adapter_names,
     )
-    log.info(
-        "loaded %s (%s) on %s: %s, %d quantized linear layers, %.1f MB, %.1f s",
-        model_ref, family.name, device, quantization, quantized,
-        report.footprint_bytes / 1e6, report.load_seconds,
-    )
+    log.info("%s", report.summary())
     progress(LoadProgress("ready", f"{model_ref} is ready"))
     return model, processor, family, report
 
 
-def _count_quantized(model) -> int:
+def _family(model_ref: str, path: Path) -> tuple[Family, bool]:
+    """The checkpoint's family, and whether its own modeling code must be trusted to load it.
+
+    Read from config.json directly: a model type that needs remote code is unknown to
+    AutoConfig until that code runs, and known-broken code must not run at all.
+    """
     try:
-        import bitsandbytes as bnb
-    except Exception:  # bitsandbytes missing or broken: then nothing can be quantized either
-        return 0
-    kinds = (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
-    return sum(isinstance(module, kinds) for module in model.modules())
+        model_type = json.loads((path / "config.json").read_text()).get("model_type", "")
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{model_ref} is not a transformers model folder (no readable config.json)."
+        ) from exc
+    family = family_for(model_type)
+    if not family.trust_remote_code or _native(model_type):
+        return family, False
+    if family.remote_code_broken:
+        raise ModelLoadError(family.remote_code_broken)
+    return family, True
+
+
+def _native(model_type: str) -> bool:
+    """Whether the installed transformers implements this model type itself."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    return model_type in CONFIG_MAPPING_NAMES
+
+
+class _DropInt8CastNotice(logging.Filter):
+    """Drops bitsandbytes' notice that 8-bit matmuls cast their inputs to float16.
+
+    The cast is how LLM.int8() works; logged for every linear of every forward, the notice would
+    bury the server log. Other messages of that logger still pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
+
+
+def _quiet_int8_casts() -> None:
+    logger = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _DropInt8CastNotice) for f in logger.filters):
+        logger.addFilter(_DropInt8CastNotice())
+
+
+def _linear_layers(model) -> tuple[Counter, Counter]:
+    """Linear layers by module prefix: (quantized by bitsandbytes, left in full precision)."""
+    import bitsandbytes as bnb
+    import torch
+
+    quantized: Counter = Counter()
+    kept: Counter = Counter()
+    for name, module in model.named_modules():
+        prefix = ".".join(name.split(".")[:2])
+        if isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)):
+            quantized[prefix] += 1
+        elif type(module) is torch.nn.Linear:
+            kept[prefix] += 1
+    return quantized, kept
 
 
 def _revision(path: Path) -> str | None:

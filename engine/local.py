@@ -11,22 +11,33 @@ generation when the request is cancelled or its thinking budget is spent. When t
 out while the model is still reasoning, a short cue to conclude plus the closing tag is
 appended and generation continues for the answer: one stream to the caller across both phases.
 
+LoRA adapters given at construction are attached at load time; each request names the adapter
+to use, or None for the base model, and the worker switches to it before generating.
+
+Failures inside the worker end the stream with a "done" event whose finish reason is "error":
+running out of GPU memory frees what the request held and says so (the next request may
+work), a `StudioError` passes its message on, anything else is logged with its traceback and
+reported as a generic failure. Family quirks (prompt style, how control tokens in user text are
+neutralised, image limits) come from `engine.families`, never from the family name.
+
 This module knows nothing of the UI or the database.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.adapters import AdapterSwitch
 from engine.errors import EngineBusy, ModelNotReady, OutOfMemory, RequestError, StudioError
 from engine.families import Family
 from engine.loading import LoadProgress, LoadReport, Quantize, load_model
@@ -39,6 +50,10 @@ OPEN_TAG, CLOSE_TAG = "<think>", "</think>"
 # Appended when the thinking budget runs out: the model is told to stop reasoning and answer
 # from what it has, then the reasoning is closed so the answer follows.
 CONCLUDE_CUE = "\n\nTime is up: I will answer now with what I have worked out so far.\n"
+OUT_OF_MEMORY_MESSAGE = (
+    "The GPU ran out of memory for this request. Try fewer or smaller images, a lower max new "
+    "tokens, or a shorter conversation."
+)
 
 
 @dataclass
@@ -214,6 +229,7 @@ class LocalEngine:
         max_new_tokens_limit: int = 4096,
         max_waiting: int = 64,
         max_images: int | None = None,
+        adapters: Mapping[str, str | Path] | None = None,
     ) -> None:
         self.model_ref = model_ref
         self.quantize = quantize
@@ -221,10 +237,13 @@ class LocalEngine:
         self.cache_dir = cache_dir
         self.max_new_tokens_limit = max_new_tokens_limit
         self.max_images_override = max_images
+        # Adapter name -> folder written by PEFT's save_pretrained.
+        self.adapters = dict(adapters or {})
         self.model = None
         self.processor = None
         self.family: Family | None = None
         self.report: LoadReport | None = None
+        self._adapter_switch: AdapterSwitch | None = None
         self.progress = LoadProgress("resolving", f"Waiting to load {model_ref}")
         self.load_error: str | None = None
         self._ready = threading.Event()
@@ -247,7 +266,7 @@ class LocalEngine:
         try:
             self.model, self.processor, self.family, self.report = load_model(
                 self.model_ref, quantize=self.quantize, device=self.device,
-                cache_dir=self.cache_dir, progress=progress,
+                cache_dir=self.cache_dir, progress=progress, adapters=self.adapters,
             )
         except StudioError as exc:
             self.load_error = str(exc)
@@ -255,6 +274,8 @@ class LocalEngine:
             raise
         template = getattr(self.processor, "chat_template", None) or ""
         self._supports_thinking = "enable_thinking" in template
+        self._sanitize_control_tokens = self.family.sanitize_control_tokens
+        self._adapter_switch = AdapterSwitch(self.model, self.report.adapters)
         self._ready.set()
         return self.report
 
@@ -277,6 +298,7 @@ class LocalEngine:
             max_images=max_images,
             context_length=int(getattr(text_config, "max_position_embeddings", 0) or 0),
             thinking_budget=self._supports_thinking,
+            adapters=self.report.adapters,
             quantization=self.report.quantization,
             revision=self.report.revision,
         )
@@ -320,8 +342,14 @@ class LocalEngine:
             )
         if not request.messages or request.messages[-1].role != "user":
             raise RequestError("There is no question to answer.")
-        if request.adapter is not None:
-            raise RequestError(f"No adapter named {request.adapter!r} is loaded.")
+        if image_count == 0 and self.family.needs_image:
+            raise RequestError(
+                "This model only answers questions about an image: add one to the conversation.")
+        if request.adapter is not None and request.adapter not in caps.adapters:
+            loaded = ", ".join(caps.adapters) or "none"
+            raise RequestError(
+                f"No adapter named {request.adapter!r} is loaded (loaded: {loaded}). "
+                "Pick one of those, or the base model.")
 
     def _run(self, request: GenerationRequest, ticket: _Ticket) -> Iterator[Event]:
         # The worker thread, not this generator, holds the model: a caller that stops pulling
@@ -340,6 +368,10 @@ class LocalEngine:
                     else:
                         state["stats"] = Stats(finish_reason="cancelled", seed=seed)
             except BaseException as exc:  # reported to the caller below, never lost in a thread
+                if _is_out_of_memory(exc):
+                    # Here, not in the caller's generator: a caller that went away would
+                    # otherwise leave the memory held until the next request.
+                    _release_memory(exc)
                 state["error"] = exc
             finally:
                 self._tickets.pop(request.request_id, None)
@@ -367,13 +399,9 @@ class LocalEngine:
 
     def _error_event(self, error: BaseException, taps: list[_Tap], seed: int,
                      started: float) -> Event:
-        import torch
-
-        if isinstance(error, torch.cuda.OutOfMemoryError):
-            torch.cuda.empty_cache()
-            message = str(OutOfMemory(
-                "The GPU ran out of memory for this request. Try fewer or smaller images, "
-                "a lower max new tokens, or a shorter conversation."))
+        if _is_out_of_memory(error):
+            log.warning("request ran out of GPU memory: %s", error)
+            message = str(OutOfMemory(OUT_OF_MEMORY_MESSAGE))
         elif isinstance(error, StudioError):
             message = str(error)
         else:
@@ -400,9 +428,12 @@ class LocalEngine:
         prompt_text = self.processor.apply_chat_template(
             conversation, add_generation_prompt=True, tokenize=False, **template_kwargs)
         try:
+            # return_tensors is given twice on purpose: SmolVLM's processor warns on every call
+            # unless processor_kwargs is non-empty; for the others it is the same setting.
             inputs = self.processor.apply_chat_template(
                 conversation, add_generation_prompt=True, tokenize=True, return_dict=True,
-                return_tensors="pt", sanitize_control_tokens=sanitize, **template_kwargs)
+                return_tensors="pt", processor_kwargs={"return_tensors": "pt"},
+                sanitize_control_tokens=sanitize, **template_kwargs)
         except NotImplementedError:
             if not sanitize:
                 raise
@@ -410,14 +441,15 @@ class LocalEngine:
             return self._build_inputs(messages, thinking)
         return inputs.to(self.model.device), prompt_text
 
+    def _control_tokens(self) -> list[str]:
+        return [t.content for t in self.processor.tokenizer.added_tokens_decoder.values()
+                if t.content.strip()]
+
     def _conversation(self, messages: tuple[Message, ...], scrub: bool) -> list[dict]:
-        control = [t.content for t in self.processor.tokenizer.added_tokens_decoder.values()
-                   if t.content.strip()] if scrub else []
+        control = self._control_tokens() if scrub else []
         conversation = []
         for message in messages:
-            text = message.text
-            for token in control:
-                text = text.replace(token, "")
+            text = _without(message.text, control)
             content = [{"type": "image", "image": image} for image in message.images]
             content.append({"type": "text", "text": text})
             conversation.append({"role": message.role, "content": content})
@@ -425,12 +457,16 @@ class LocalEngine:
 
     def _question_answer_inputs(self, messages: tuple[Message, ...]):
         # Models without a chat template see earlier turns as plain Question/Answer lines.
+        # Nothing encodes user text safely here, so control tokens (the image placeholder the
+        # processor repeats per query token) are removed from it.
+        control = self._control_tokens()
         lines = []
         for message in messages:
+            text = _without(message.text, control).strip()
             if message.role == "user":
-                lines.append(f"Question: {message.text.strip()}")
+                lines.append(f"Question: {text}")
             elif message.role == "assistant":
-                lines.append(f"Answer: {message.text.strip()}")
+                lines.append(f"Answer: {text}")
         prompt = " ".join(lines) + " Answer:"
         images = [image for m in messages for image in m.images]
         inputs = self.processor(images=images or None, text=prompt, return_tensors="pt")
@@ -445,6 +481,7 @@ class LocalEngine:
         max_new = max(1, min(sampling.max_new_tokens, self.max_new_tokens_limit))
         thinking = request.thinking and self._supports_thinking
         budget = request.thinking_budget if thinking else None
+        self._adapter_switch.activate(request.adapter)
         inputs, prompt_text = self._build_inputs(request.messages, thinking)
         prefilled = prompt_text.rstrip().endswith(OPEN_TAG)
         context = self.capabilities().context_length
@@ -533,3 +570,41 @@ class LocalEngine:
         if isinstance(eos, int):
             return {eos}
         return set(eos or ())
+
+
+def _without(text: str, tokens: list[str]) -> str:
+    """`text` with every occurrence of `tokens` removed, including ones the removal creates."""
+    # Removing "<|x|>" from "<im<|x|>age>" joins the rest into "<image>": repeat until stable.
+    # Each pass that changes anything makes the text shorter, so this ends.
+    changed = True
+    while changed:
+        changed = False
+        for token in tokens:
+            if token in text:
+                text = text.replace(token, "")
+                changed = True
+    return text
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    # Allocation failures inside cuBLAS or bitsandbytes kernels arrive as plain RuntimeErrors.
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+def _release_memory(error: BaseException) -> None:
+    """Give back the GPU memory a failed request held."""
+    import torch
+
+    # The traceback's frames still reference the request's tensors (inputs, activations, the
+    # KV cache); drop them before the allocator is asked to return its cached blocks.
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

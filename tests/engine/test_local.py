@@ -1,14 +1,17 @@
-"""The local engine on real tiny checkpoints: streaming, thinking, budget, stop, seeds, queue."""
+"""The local engine on real tiny checkpoints: streaming, thinking, budget, stop, seeds, queue,
+sampling settings and failures."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
+import torch
 from PIL import Image
 
 from engine.errors import ModelNotReady, RequestError
-from engine.local import LocalEngine
+from engine.images import ImagePolicy, load_image
+from engine.local import OUT_OF_MEMORY_MESSAGE, LocalEngine
 from engine.types import GenerationRequest, Message, Sampling
 
 
@@ -199,3 +202,69 @@ def test_llava_streams_without_thinking(llava_engine):
     assert done.error is None
     assert done.stats.reasoning_tokens == 0
     assert texts["answer"].strip()
+
+
+# -- sampling ----------------------------------------------------------------------------
+
+
+def _sampled(engine, max_new=20, **sampling) -> tuple[str, object]:
+    request = GenerationRequest(messages=(Message("user", "What is in the picture?", (_image(),)),),
+                                sampling=Sampling(max_new_tokens=max_new, **sampling))
+    texts, _, done = _collect(engine.stream(request))
+    return texts["answer"], done
+
+
+def test_top_k_one_sampling_is_greedy(tiny_engine):
+    greedy, _ = _sampled(tiny_engine, temperature=0.0, seed=1)
+    for seed in (1, 2):
+        sampled, done = _sampled(tiny_engine, temperature=1.5, top_p=1.0, top_k=1, seed=seed)
+        assert sampled == greedy
+        assert done.stats.seed == seed
+
+
+def test_repetition_penalty_changes_a_greedy_answer(tiny_engine):
+    plain, _ = _sampled(tiny_engine, max_new=30, temperature=0.0, seed=1)
+    penalised, _ = _sampled(tiny_engine, max_new=30, temperature=0.0, seed=1,
+                            repetition_penalty=1.5)
+    assert penalised != plain
+
+
+def test_max_new_tokens_is_capped_by_the_engine_limit():
+    engine = LocalEngine("tiny-random", quantize="none", device="cpu", max_new_tokens_limit=20)
+    engine.load()
+    _, done = _sampled(engine, max_new=10_000, temperature=0.0, seed=1)
+    assert done.stats.total_tokens == 20
+    assert done.stats.finish_reason == "length"
+
+
+# -- failures ----------------------------------------------------------------------------
+
+
+def test_out_of_memory_gives_its_message_and_the_next_request_works(tiny_engine):
+    calls = []
+
+    def exhausted(module, args, output):
+        calls.append(1)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    hook = tiny_engine.model.register_forward_hook(exhausted)
+    try:
+        _, done = _sampled(tiny_engine, temperature=0.0, seed=1)
+    finally:
+        hook.remove()
+    assert calls
+    assert done.stats.finish_reason == "error"
+    assert done.error == OUT_OF_MEMORY_MESSAGE
+    answer, after = _sampled(tiny_engine, temperature=0.0, seed=1)
+    assert after.error is None and answer.strip()
+
+
+def test_a_large_cleaned_photo_is_answered(tiny_engine):
+    size = (2000, 1500)
+    photo = Image.merge("RGB", [Image.effect_noise(size, sigma) for sigma in (20, 40, 60)])
+    cleaned = load_image(photo, ImagePolicy())
+    assert cleaned.width * cleaned.height <= ImagePolicy().max_pixels
+    request = GenerationRequest(messages=(Message("user", "Describe it.", (cleaned,)),),
+                                sampling=Sampling(max_new_tokens=8, temperature=0.0))
+    texts, _, done = _collect(tiny_engine.stream(request))
+    assert done.error is None and texts["answer"].strip()
