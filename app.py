@@ -25,13 +25,8 @@ ENV_PREFIX = "VQA_STUDIO_"
 log = logging.getLogger("vqa_studio")
 
 
-def _default_data_dir() -> Path:
-    # A Space with persistent storage mounts it at /data; everything else keeps data beside
-    # the app so that a checkout is self-contained.
-    persistent = Path("/data")
-    if persistent.is_dir() and os.access(persistent, os.W_OK):
-        return persistent / "vqa-studio"
-    return APP_DIR / "data"
+def _writable_dir(path: Path) -> bool:
+    return path.is_dir() and os.access(path, os.W_OK)
 
 
 @dataclass(frozen=True)
@@ -55,10 +50,30 @@ class Settings:
     retention_days: int = 0
     public: bool = False
     admin_password: str = ""
+    persistent_root: str = "/data"
+    push_repo: str = ""
+    push_every_hours: int = 24
+
+    @property
+    def persistent(self) -> bool:
+        """Whether persistent storage (a Space's /data) is mounted and writable."""
+        return _writable_dir(Path(self.persistent_root))
+
+    @property
+    def data_dir(self) -> Path:
+        # Persistent storage when mounted; otherwise beside the app, so that a checkout is
+        # self-contained.
+        if self.persistent:
+            return Path(self.persistent_root) / "vqa-studio"
+        return APP_DIR / "data"
 
     @property
     def db_path(self) -> Path:
-        return Path(self.db).expanduser() if self.db else _default_data_dir() / "studio.db"
+        return Path(self.db).expanduser() if self.db else self.data_dir / "studio.db"
+
+    @property
+    def on_space(self) -> bool:
+        return bool(os.environ.get("SPACE_ID"))
 
 
 _HELP = {
@@ -81,6 +96,11 @@ _HELP = {
     "retention_days": "delete stored data older than this many days (0 keeps everything)",
     "public": "serve strangers: the data tab needs --admin-password (on by default on a Space)",
     "admin_password": "password that unlocks the data tab when the app is public",
+    "persistent_root": "where persistent storage is mounted (a Space mounts it at /data): "
+                       "database, images and model cache go there when it exists",
+    "push_repo": "Hugging Face dataset repo to push exports of consented data to "
+                 "(token from HF_TOKEN)",
+    "push_every_hours": "how often to push exports to --push-repo",
 }
 _CHOICES = {"quantize": ("auto", "4bit", "8bit", "none"), "engine": ("local", "openai")}
 
@@ -130,6 +150,8 @@ def settings_from(argv: list[str] | None = None, environ: dict | None = None) ->
             parser.error(f"--{name} must be one of {', '.join(choices)}")
     if settings.engine == "openai" and (not settings.base_url or settings.model == "auto"):
         parser.error("--engine openai needs --base-url URL and --model NAME (the served model)")
+    if settings.max_new_tokens_limit < 16:
+        parser.error("--max-new-tokens-limit must be at least 16")
     for item in settings.adapter:
         if "=" not in item:
             parser.error(f"--adapter takes NAME=PATH, not {item!r}")
@@ -155,7 +177,11 @@ def build_engine(settings: Settings):
 
 
 def serve(settings: Settings) -> None:
+    if settings.persistent and "HF_HOME" not in os.environ:
+        # Downloaded weights survive restarts too (set before the hub library is imported).
+        os.environ["HF_HOME"] = str(Path(settings.persistent_root) / ".huggingface")
     from engine.images import ImagePolicy
+    from engine.zerogpu import ZeroGPUEngine, on_zerogpu
     from storage import Store
     from ui.page import CSS, build_page
     from ui.turns import Studio
@@ -164,6 +190,9 @@ def serve(settings: Settings) -> None:
     if settings.retention_days:
         store.purge_older_than(settings.retention_days)
     engine = build_engine(settings)
+    if on_zerogpu():
+        engine = ZeroGPUEngine(engine)
+    start_push(settings, store)
     studio = Studio(engine, store, image_policy=ImagePolicy(
         max_bytes=settings.max_upload_mb * 1024 * 1024, max_pixels=settings.max_pixels))
 
@@ -184,6 +213,21 @@ def serve(settings: Settings) -> None:
     demo.launch(server_name=settings.host or None, server_port=settings.port or None,
                 share=settings.share,
                 max_file_size=f"{settings.max_upload_mb}mb", show_error=False, css=CSS)
+
+
+def start_push(settings: Settings, store) -> None:
+    """Push exports to a dataset repo every few hours, when a repo and a token are given."""
+    token = os.environ.get("HF_TOKEN", "")
+    if not settings.push_repo:
+        return
+    if not token:
+        log.warning("--push-repo is set but HF_TOKEN is not: exports will not be pushed")
+        return
+    from storage.push import PushSchedule, push_exports
+
+    PushSchedule(lambda: push_exports(store, settings.push_repo, token),
+                 settings.push_every_hours).start()
+    log.info("pushing exports to %s every %d h", settings.push_repo, settings.push_every_hours)
 
 
 def backup(argv: list[str]) -> None:

@@ -104,14 +104,18 @@ def app_launcher():
     """start(directory, *flags) -> RunningApp; every app started is stopped at session end."""
     started: list[RunningApp] = []
 
-    def start(directory: Path, *flags: str, env: dict | None = None) -> RunningApp:
+    def start(directory: Path, *flags: str, env: dict | None = None,
+              db_path: Path | None = None) -> RunningApp:
+        """db_path None: a database in `directory`; otherwise where the app should put it by
+        itself (no --db flag is passed)."""
         port = free_port()
-        db_path = directory / "data" / "studio.db"
+        db_flag = [] if db_path else ["--db", str(directory / "data" / "studio.db")]
+        db_path = db_path or directory / "data" / "studio.db"
         log_path = directory / f"app-{port}.log"
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
                        **(env or {})}
         command = [sys.executable, str(ROOT / "app.py"), "--model", "tiny-random",
-                   "--db", str(db_path), "--port", str(port), *flags]
+                   *db_flag, "--port", str(port), *flags]
         with open(log_path, "wb") as log_file:
             process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log_file,
                                        stderr=subprocess.STDOUT)
@@ -130,8 +134,8 @@ def launch_app(app_launcher, tmp_path):
     """Start the app for one test, in that test's temporary folder."""
     started: list[RunningApp] = []
 
-    def launch(*flags: str, env: dict | None = None) -> RunningApp:
-        app = app_launcher(tmp_path, *flags, env=env)
+    def launch(*flags: str, env: dict | None = None, db_path: Path | None = None) -> RunningApp:
+        app = app_launcher(tmp_path, *flags, env=env, db_path=db_path)
         started.append(app)
         return app
 

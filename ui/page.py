@@ -91,7 +91,9 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
     """The whole page: chat, compare and history; the data tab when there is a store."""
     engine = studio.engine
     examples_dir = Path(settings.db_path).parent / "examples"
-    with gr.Blocks(title="VQA Studio") as demo:
+    public = bool(getattr(settings, "public", False))
+    # A public app cleans Gradio's upload cache: files older than an hour, checked every 30 min.
+    with gr.Blocks(title="VQA Studio", delete_cache=(1800, 3600) if public else None) as demo:
         client_key = gr.BrowserState(None, storage_key="vqa-studio-client")
         state = gr.State(ChatState())
         slots = gr.State([])
@@ -112,6 +114,9 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         gr.Markdown("## VQA Studio\nAsk a vision-language model about your images; "
                     "your likes, corrections and picks become training data.")
         status = gr.Markdown(_status_text(engine), elem_id="model-status")
+        if getattr(settings, "on_space", False) and not getattr(settings, "persistent", True):
+            gr.Markdown("⚠️ This Space has no persistent storage: saved conversations and "
+                        "feedback are lost when it restarts.", elem_id="storage-warning")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 with gr.Row(equal_height=False):
@@ -161,9 +166,9 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                                               label="Model variant", visible=False,
                                               elem_id="adapter")
                         with gr.Accordion("Sampling", open=False):
-                            max_new = gr.Slider(16, settings.max_new_tokens_limit,
+                            max_new = gr.Slider(1, settings.max_new_tokens_limit,
                                                 value=min(2048, settings.max_new_tokens_limit),
-                                                step=16, label="Max new tokens",
+                                                step=1, label="Max new tokens",
                                                 elem_id="max-new")
                             temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05,
                                                     label="Temperature (0 = greedy)",
@@ -422,7 +427,8 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         consent.change(set_consent, [consent, state], [state])
         chat_outputs = [chatbot, slots, box, state]
         submit = box.submit(respond, [box, state, *settings_inputs], chat_outputs,
-                            concurrency_id="model", concurrency_limit=model_limit)
+                            api_name="chat", concurrency_id="model",
+                            concurrency_limit=model_limit)
         submit.then(_conversation_choices, [state], [conversations])
         retry = chatbot.retry(regenerate, [state, *settings_inputs], chat_outputs,
                               concurrency_id="model", concurrency_limit=model_limit)
@@ -443,7 +449,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                          [chatbot, slots, state, compare_panel, left, right], queue=False)
         new_chat.click(start_new, [state], [chatbot, slots, state, conversations, title])
         chatbot.clear(start_new, [state], [chatbot, slots, state, conversations, title])
-        conversations.change(open_conversation, [conversations, state],
+        conversations.input(open_conversation, [conversations, state],
                              [chatbot, slots, state, title])
         rename.click(rename_conversation, [title, state], [conversations])
         delete.click(delete_conversation, [state], [chatbot, slots, state, conversations])

@@ -57,7 +57,9 @@ def _answer_lengths_until_done(page, timeout=120.0):
 def test_upload_ask_stream_and_saved(launch_app, page, tmp_path):
     app = launch_app("--max-new-tokens-limit", "400")
     _wait_ready(page, app)
+    page.locator("button[aria-label='Toggle Sidebar']").click()
     page.get_by_label("Save my data").check()
+    page.locator("button[aria-label='Toggle Sidebar']").click()
     page.get_by_label("Think before answering").uncheck()
     image = _scene(tmp_path / "scene.png")
     _ask(page, "What shapes are in this picture?", image)

@@ -174,6 +174,7 @@ def test_history_open_rename_delete(ready, app):
     _ask(ready, "hs: second conversation")
     ready.locator("button[aria-label='Toggle Sidebar']").click()
     sidebar = ready.locator("#sidebar")
+    sidebar.get_by_label("hs: second conversation").wait_for()
     sidebar.get_by_label("hs: first conversation").check()
     ready.wait_for_selector("#chatbot :text('hs: first conversation')")
     sidebar.locator("#rename-box textarea, #rename-box input").first.fill("Renamed chat")

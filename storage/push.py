@@ -1,0 +1,74 @@
+"""Periodic push of exports (consented data only) to a Hugging Face dataset repository.
+
+`push_exports` writes every requested export format into a fresh folder and uploads it under
+`exports/<UTC timestamp>/` in the dataset repo, so earlier snapshots stay as they were.
+`PushSchedule` runs it in a daemon thread every N hours. The repository and token come from
+the environment (VQA_STUDIO_PUSH_REPO, HF_TOKEN); without them nothing is pushed. Exports only
+ever hold consented data: the export itself filters by consent.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from storage.export import export
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FORMATS = ("trl-dpo", "trl-kto", "trl-sft")
+Uploader = Callable[[Path, str, str, str], None]
+
+
+def hub_upload(folder: Path, repo_id: str, path_in_repo: str, token: str) -> None:
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=True, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
+                      path_in_repo=path_in_repo,
+                      commit_message=f"VQA Studio export {path_in_repo}")
+
+
+def push_exports(store: Store, repo_id: str, token: str,
+                 formats: Sequence[str] = DEFAULT_FORMATS, *,
+                 upload: Uploader = hub_upload, now: datetime | None = None) -> str:
+    """Export each format and upload the lot; returns the folder path used in the repo."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    path_in_repo = f"exports/{stamp}"
+    with tempfile.TemporaryDirectory(prefix="vqa-push-") as tmp:
+        root = Path(tmp)
+        for fmt in formats:
+            export(store, fmt, root / fmt)
+        upload(root, repo_id, path_in_repo, token)
+    log.info("pushed %s to %s/%s", ", ".join(formats), repo_id, path_in_repo)
+    return path_in_repo
+
+
+class PushSchedule:
+    """Calls `push()` every `hours` in a daemon thread until `stop()`; failures are logged."""
+
+    def __init__(self, push: Callable[[], object], hours: float) -> None:
+        self.push = push
+        self.interval_s = hours * 3600
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="push-exports", daemon=True)
+
+    def start(self) -> PushSchedule:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.push()
+            except Exception:  # a failed push must not stop later ones, nor the app
+                log.exception("pushing exports failed")

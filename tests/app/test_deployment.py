@@ -1,0 +1,149 @@
+"""Settings from flags and the environment, Space detection, persistence, ZeroGPU, pushes."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+import app as studio_app
+from engine.types import GenerationRequest, Message, Sampling
+from engine.zerogpu import ZeroGPUEngine, gpu_seconds, on_zerogpu
+
+
+def test_environment_sets_every_flag_and_flags_win():
+    environ = {"VQA_STUDIO_MODEL": "tiny-random", "VQA_STUDIO_PORT": "9000",
+               "VQA_STUDIO_SHARE": "true", "VQA_STUDIO_ADAPTER": "a=/x, b=/y",
+               "VQA_STUDIO_MAX_UPLOAD_MB": "5"}
+    settings = studio_app.settings_from([], environ)
+    assert settings.model == "tiny-random" and settings.port == 9000 and settings.share
+    assert settings.adapter == ("a=/x", "b=/y") and settings.max_upload_mb == 5
+    settings = studio_app.settings_from(["--port", "9100", "--model", "other"], environ)
+    assert settings.port == 9100 and settings.model == "other"
+
+
+def test_a_space_is_public_by_default_unless_told_otherwise():
+    assert studio_app.settings_from([], {"SPACE_ID": "team/studio"}).public is True
+    assert studio_app.settings_from([], {}).public is False
+    told = studio_app.settings_from([], {"SPACE_ID": "team/studio", "VQA_STUDIO_PUBLIC": "0"})
+    assert told.public is False
+
+
+@pytest.mark.parametrize("argv", [["--engine", "openai"], ["--quantize", "3bit"],
+                                  ["--adapter", "no-equals-sign"]])
+def test_bad_settings_are_refused_with_a_message(argv, capsys):
+    with pytest.raises(SystemExit):
+        studio_app.settings_from(argv, {})
+    assert "error" in capsys.readouterr().err
+
+
+def test_persistent_storage_holds_the_database(tmp_path):
+    mounted = tmp_path / "data"
+    mounted.mkdir()
+    settings = studio_app.settings_from(["--persistent-root", str(mounted)], {})
+    assert settings.persistent
+    assert settings.db_path == mounted / "vqa-studio" / "studio.db"
+    missing = studio_app.settings_from(["--persistent-root", str(tmp_path / "nope")], {})
+    assert not missing.persistent
+    assert missing.db_path == studio_app.APP_DIR / "data" / "studio.db"
+
+
+def test_zerogpu_only_where_the_space_says_so():
+    assert on_zerogpu({}) is False
+    assert on_zerogpu({"SPACES_ZERO_GPU": "true"}) is False  # `spaces` is not installed here
+
+
+def test_gpu_duration_grows_with_the_answer_and_is_capped():
+    short = GenerationRequest((Message("user", "hi"),), sampling=Sampling(max_new_tokens=64))
+    long = GenerationRequest((Message("user", "hi"),), sampling=Sampling(max_new_tokens=4000))
+    huge = GenerationRequest((Message("user", "hi"),), sampling=Sampling(max_new_tokens=10**6))
+    assert gpu_seconds(short) < gpu_seconds(long) <= gpu_seconds(huge) == 300
+
+
+def test_zerogpu_wraps_only_generation_with_the_request_duration(tiny_engine):
+    class SpacesModule:
+        """The one call the app makes into the `spaces` package, recorded."""
+
+        calls: list = []
+
+        @classmethod
+        def GPU(cls, duration):  # noqa: N802 - the package's own name
+            def decorate(function):
+                def run(request):
+                    cls.calls.append(duration(request))
+                    return function(request)
+                return run
+            return decorate
+
+    engine = ZeroGPUEngine(tiny_engine, spaces_module=SpacesModule)
+    request = GenerationRequest((Message("user", "hi"),),
+                                sampling=Sampling(max_new_tokens=8, temperature=0.0))
+    events = list(engine.stream(request))
+    assert events[-1].kind == "done" and events[-1].stats.answer_tokens == 8
+    assert SpacesModule.calls == [gpu_seconds(request)]
+    # Everything else is the engine's own.
+    assert engine.capabilities() == tiny_engine.capabilities() and engine.ready
+
+
+def test_push_exports_uploads_each_format_of_consented_data(tmp_path):
+    from storage import AnswerMeta, AnswerStats, Store
+    from storage.push import push_exports
+
+    uploads = []
+
+    def upload(folder, repo_id, path_in_repo, token):
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        uploads.append((repo_id, path_in_repo, token, files))
+
+    with Store(tmp_path / "studio.db") as store:
+        conversation = store.create_conversation("key", "c", consent_version="v1")
+        question = store.add_user_message("key", conversation, text="q?")
+        answers = []
+        for text in ("good", "bad"):
+            answer = store.start_answer("key", conversation, parent_id=question,
+                                        meta=AnswerMeta(model_id="m"))
+            store.finish_answer(answer, text=text, stats=AnswerStats(answer_tokens=1))
+            answers.append(answer)
+        store.add_pick("key", answers[0], answers[1], answers[0])
+        path = push_exports(store, "team/data", "hf_token", ["swift-dpo", "trl-dpo"],
+                            upload=upload)
+    (repo, in_repo, token, files) = uploads[0]
+    assert repo == "team/data" and token == "hf_token" and in_repo == path
+    assert path.startswith("exports/")
+    assert any(f.startswith("swift-dpo/") and f.endswith(".jsonl") for f in files)
+    assert any(f.startswith("trl-dpo/") and f.endswith(".parquet") for f in files)
+
+
+@pytest.mark.browser
+def test_a_space_keeps_its_data_in_persistent_storage(launch_app, tmp_path, page):
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    expected = mounted / "vqa-studio" / "studio.db"
+    app = launch_app("--max-new-tokens-limit", "16", db_path=expected,
+                     env={"SPACE_ID": "team/studio", "VQA_STUDIO_PERSISTENT_ROOT": str(mounted)})
+    page.goto(app.url)
+    page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
+    assert page.locator("#storage-warning").count() == 0
+    page.locator("button[aria-label='Toggle Sidebar']").click()
+    page.get_by_label("Save my data").check()
+    page.locator("button[aria-label='Toggle Sidebar']").click()
+    page.locator("#question textarea").fill("space: kept?")
+    page.locator("#question textarea").press("Enter")
+    deadline = time.monotonic() + 60
+    rows = []
+    while not rows and time.monotonic() < deadline:
+        time.sleep(0.3)
+        if expected.exists():
+            with sqlite3.connect(expected) as db:
+                rows = db.execute("select * from messages where text = 'space: kept?'").fetchall()
+    assert rows
+
+
+@pytest.mark.browser
+def test_a_space_without_persistent_storage_warns_on_the_page(launch_app, tmp_path, page):
+    app = launch_app(env={"SPACE_ID": "team/studio",
+                          "VQA_STUDIO_PERSISTENT_ROOT": str(tmp_path / "not-mounted")})
+    page.goto(app.url)
+    page.locator("#storage-warning").wait_for(timeout=60_000)
+    assert "lost when it restarts" in page.locator("#storage-warning").inner_text()
