@@ -225,3 +225,27 @@ def test_an_abandoned_stream_closes_its_answer_as_cancelled(studio, store, image
     turn.close()  # what a closed browser tab does to the handler
     rows = _rows(store, "select status, finish_reason from messages where role = 'assistant'")
     assert [(r["status"], r["finish_reason"]) for r in rows] == [("done", "cancelled")]
+
+
+def test_compare_base_against_an_adapter_records_which_is_which(store, tmp_path, image_path):
+    from engine.local import LocalEngine
+    from engine.tiny import ensure_tiny
+    from tests.engine.lora_helpers import train_lora
+
+    adapter_dir = tmp_path / "tuned"
+    train_lora(ensure_tiny("qwen3_5"), adapter_dir, question="What is it?", target="A cat.")
+    engine = LocalEngine("tiny-random", quantize="none", device="cpu",
+                         adapters={"tuned": adapter_dir})
+    engine.load()
+    studio = Studio(engine, store)
+    assert "adapter" in studio.compare_modes()
+    state = _consented()
+    left, right = _run(studio.compare(state, "What is it?", [image_path], FAST, "adapter"))
+    studio.judge(state, "A")
+    rows = _rows(store, "select side, adapter from messages where role = 'assistant'")
+    by_side = {r["side"]: r["adapter"] for r in rows}
+    assert sorted(by_side.values(), key=str) == [None, "tuned"]
+    assert {left.adapter, right.adapter} == {None, "tuned"}
+    # The side shown on the left is recorded with the pick.
+    pick = _rows(store, "select * from feedback")[0]
+    assert pick["left_message_id"] == left.answer_id

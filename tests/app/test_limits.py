@@ -1,0 +1,52 @@
+"""Busy and hostile: a full queue, an oversized upload, raw HTML in an answer's text."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+
+def _consent(page):
+    page.locator("button[aria-label='Toggle Sidebar']").click()
+    page.get_by_label("Save my data").check()
+    page.locator("button[aria-label='Toggle Sidebar']").click()
+
+
+def test_a_full_queue_refuses_with_a_clear_message(launch_app):
+    from gradio_client import Client
+
+    app = launch_app("--max-queue", "1", "--max-new-tokens-limit", "4000")
+    question = {"text": "a long answer please", "files": []}
+    settings = (False, 0, 4000, 0.0, 1.0, 0, 1, "Base model")
+    clients = [Client(app.url, verbose=False) for _ in range(4)]
+    jobs = [client.submit(question, *settings, api_name="/chat") for client in clients]
+    errors = []
+    for job in jobs:
+        try:
+            job.result(timeout=240)
+        except Exception as exc:  # the client raises what the server answered
+            errors.append(str(exc))
+    assert any("queue is full" in error.lower() for error in errors), errors
+    for client in clients:
+        client.close()
+
+
+def test_an_oversized_upload_is_refused_and_nothing_is_stored(launch_app, page, tmp_path):
+    app = launch_app("--max-upload-mb", "1")
+    page.goto(app.url)
+    page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
+    _consent(page)
+    big = tmp_path / "big.png"
+    Image.frombytes("RGB", (900, 900), os.urandom(900 * 900 * 3)).save(big)
+    assert big.stat().st_size > 1024 * 1024
+    page.locator("#question input[type=file]").set_input_files(str(big))
+    page.locator(".toast-body").first.wait_for(timeout=30_000)
+    message = page.locator(".toast-body").first.inner_text().lower()
+    assert "exceed the maximum allowed size of 1.0 mb" in message
+    with sqlite3.connect(app.db_path) as db:
+        assert db.execute("select count(*) from images").fetchone()[0] == 0
