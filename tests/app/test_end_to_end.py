@@ -108,3 +108,13 @@ def test_thinking_shows_a_collapsible_section_and_nothing_saved_without_consent(
     with sqlite3.connect(app.db_path) as db:
         assert db.execute("select count(*) from messages").fetchone()[0] == 0
         assert db.execute("select count(*) from conversations").fetchone()[0] == 0
+
+
+def test_a_model_that_cannot_be_obtained_is_explained_on_the_page(launch_app, page):
+    app = launch_app("--model", "nobody/no-such-model", env={"HF_HUB_OFFLINE": "1"})
+    page.goto(app.url)
+    status = page.locator("#model-status")
+    status.get_by_text("could not be loaded").wait_for(timeout=120_000)
+    text = status.inner_text()
+    assert "--model tiny-random" in text and "Traceback" not in text
+    assert "Traceback" not in app.log()
