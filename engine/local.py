@@ -41,6 +41,7 @@ from engine.adapters import AdapterSwitch
 from engine.errors import EngineBusy, ModelNotReady, OutOfMemory, RequestError, StudioError
 from engine.families import Family
 from engine.loading import LoadProgress, LoadReport, Quantize, load_model
+from engine.requests import check_request
 from engine.thinking import ThinkingParser
 from engine.types import Capabilities, Event, GenerationRequest, Message, Stats
 
@@ -333,15 +334,7 @@ class LocalEngine:
 
     def _validate(self, request: GenerationRequest) -> None:
         caps = self.capabilities()
-        image_count = sum(len(m.images) for m in request.messages)
-        if image_count > caps.max_images:
-            raise RequestError(
-                f"This model takes at most {caps.max_images} image"
-                f"{'s' if caps.max_images != 1 else ''} per conversation; this one has "
-                f"{image_count}. Start a new conversation for more images."
-            )
-        if not request.messages or request.messages[-1].role != "user":
-            raise RequestError("There is no question to answer.")
+        image_count = check_request(request, caps.max_images)
         if image_count == 0 and self.family.needs_image:
             raise RequestError(
                 "This model only answers questions about an image: add one to the conversation.")

@@ -42,9 +42,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from engine.errors import ModelLoadError, ModelNotReady, RemoteError, RequestError
+from engine.errors import ModelLoadError, ModelNotReady, RemoteError
 from engine.images import encode_png
 from engine.loading import LoadProgress
+from engine.requests import check_request
 from engine.thinking import ThinkingParser
 from engine.types import Capabilities, Event, FinishReason, GenerationRequest, Message, Stats
 
@@ -314,24 +315,13 @@ class RemoteEngine:
                 self.load()
             except ModelLoadError:
                 raise ModelNotReady(self._not_ready_message()) from None
-        self._validate(request)
+        check_request(request, self.max_images)
         sampling = request.sampling
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
         body = self._body(request, seed)
         call = _Call(request.request_id, seed)
         self._calls[request.request_id] = call
         return self._run(body, call)
-
-    def _validate(self, request: GenerationRequest) -> None:
-        image_count = sum(len(m.images) for m in request.messages)
-        if image_count > self.max_images:
-            raise RequestError(
-                f"This model takes at most {self.max_images} image"
-                f"{'s' if self.max_images != 1 else ''} per conversation; this one has "
-                f"{image_count}. Start a new conversation for more images."
-            )
-        if not request.messages or request.messages[-1].role != "user":
-            raise RequestError("There is no question to answer.")
 
     def _body(self, request: GenerationRequest, seed: int) -> dict:
         sampling = request.sampling
