@@ -568,3 +568,27 @@ def test_load_says_what_is_wrong_with_the_address(scripted):
         remote.close()
     with pytest.raises(ValueError, match="http://"):
         RemoteEngine("localhost:8000/v1", "served-model")
+
+
+def test_the_studio_stores_a_remote_answer_like_a_local_one(served, tmp_path):
+    # The same turn flow as the page, with the remote engine and a real SQLite file.
+    from storage import Store
+    from ui.turns import ChatState, Studio, TurnOptions
+
+    remote = RemoteEngine(served.url, served.model, timeout_s=60)
+    remote.load()
+    with Store(tmp_path / "studio.db") as store:
+        studio = Studio(remote, store)
+        state = ChatState(consented=True)
+        options = TurnOptions(thinking=True, thinking_budget=64,
+                              sampling=Sampling(max_new_tokens=16, temperature=0.0, seed=5))
+        updates = list(studio.ask(state, "What is it?", [_image()], options))
+        assert updates[-1].done and updates[-1].error is None
+        conversation = store.get_conversation(state.client_key, state.conversation_id)
+        answer = conversation.messages[-1]
+        assert answer.meta.model_id == served.model and answer.status == "done"
+        assert answer.text == updates[-1].answer
+        assert answer.stats.answer_tokens + answer.stats.reasoning_tokens > 0
+        # No budget field on this server: the capability says so, for the page to show.
+        assert remote.capabilities().thinking_budget is False
+    remote.close()
