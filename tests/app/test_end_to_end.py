@@ -118,3 +118,13 @@ def test_a_model_that_cannot_be_obtained_is_explained_on_the_page(launch_app, pa
     text = status.inner_text()
     assert "--model tiny-random" in text and "Traceback" not in text
     assert "Traceback" not in app.log()
+
+
+def test_thinking_controls_are_disabled_with_a_reason_for_a_model_that_cannot_think(
+        launch_app, page):
+    app = launch_app("--model", "tiny-random:llava")
+    page.goto(app.url)
+    page.wait_for_selector("#model-status:has-text('llava')", timeout=120_000)
+    page.get_by_text("This model cannot think before answering.").first.wait_for()
+    assert page.get_by_label("Think before answering").is_disabled()
+    assert not page.get_by_label("Think before answering").is_checked()
