@@ -19,7 +19,7 @@ from engine.types import Sampling
 from storage import StorageError
 from ui.data_tab import build_data_tab
 from ui.examples import example_inputs
-from ui.render import plain_text, render_chat, safe_markdown
+from ui.render import answer_messages, plain_text, render_chat, safe_markdown
 from ui.turns import (
     CONSENT_TEXT,
     DISLIKE_REASONS,
@@ -214,8 +214,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         # -- chat -------------------------------------------------------------------------
 
         def respond(message, chat_state: ChatState, think, think_budget, max_tokens, temp, p, k,
-                    seed_value, variant,
-                    request: gr.Request):
+                    seed_value, variant, request: gr.Request):
             values = (think, think_budget, max_tokens, temp, p, k, seed_value, variant)
             text = (message or {}).get("text", "") or ""
             files = _files(message)
@@ -227,8 +226,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             yield from _stream_turn(turn, chat_state, message)
 
         def regenerate(chat_state: ChatState, think, think_budget, max_tokens, temp, p, k,
-                    seed_value, variant,
-                       request: gr.Request):
+                       seed_value, variant, request: gr.Request):
             values = (think, think_budget, max_tokens, temp, p, k, seed_value, variant)
             turn = studio.regenerate(chat_state, _options(*values),
                                      session_key=_session_key(request, chat_state))
@@ -313,8 +311,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         # -- compare ----------------------------------------------------------------------
 
         def run_compare(message, chat_state: ChatState, mode: str, think, think_budget,
-                        max_tokens, temp, p, k, seed_value, variant,
-                        request: gr.Request):
+                        max_tokens, temp, p, k, seed_value, variant, request: gr.Request):
             values = (think, think_budget, max_tokens, temp, p, k, seed_value, variant)
             text = (message or {}).get("text", "") or ""
             files = _files(message)
@@ -468,8 +465,6 @@ def _slot(message_slots, index):
 
 
 def _side(update: TurnUpdate, reveal: bool = False) -> list[dict]:
-    from ui.render import answer_messages
-
     messages = answer_messages(update)
     if reveal and update.label:
         messages.insert(0, {"role": "assistant", "content": f"*{update.label}*"})

@@ -183,8 +183,13 @@ class Studio:
         turn.question_id = self._store_question(state, question)
         state.turns.append(turn)
         answer_id = self._open_answer(state, turn.question_id, request)
-        update = yield from self._stream(events, answer_id, request, session_key or "")
-        self._settle(state, turn, update)
+        update = self._new_update(answer_id, request)
+        try:
+            yield from self._stream(events, update, request, session_key or "")
+        finally:
+            # Also when the page stops reading mid-answer: the partial answer, marked
+            # cancelled, stays part of the conversation.
+            self._settle(state, turn, update)
 
     def regenerate(self, state: ChatState, options: TurnOptions, *,
                    session_key: str | None = None) -> Iterator[TurnUpdate]:
@@ -196,10 +201,14 @@ class Studio:
         events = self.engine.stream(request)
         self._settle_comparison(state)
         answer_id = self._open_answer(state, turn.question_id, request)
-        update = yield from self._stream(events, answer_id, request, session_key or "")
-        if turn.answer is not None and update.stats and update.stats.finish_reason != "error":
-            turn.earlier.append(turn.answer)
-        self._settle(state, turn, update)
+        update = self._new_update(answer_id, request)
+        try:
+            yield from self._stream(events, update, request, session_key or "")
+        finally:
+            if (turn.answer is not None and update.stats
+                    and update.stats.finish_reason != "error"):
+                turn.earlier.append(turn.answer)
+            self._settle(state, turn, update)
 
     @staticmethod
     def _settle_comparison(state: ChatState) -> None:
@@ -253,13 +262,14 @@ class Studio:
         group = uuid.uuid4().hex
         left_id = self._open_answer(state, turn.question_id, left_request, group, "A")
         key = session_key or ""
-        left = TurnUpdate(label=left_label)
+        left = self._new_update(left_id, left_request, left_label)
         right = TurnUpdate(label=right_label)
-        for left in self._stream(left_events, left_id, left_request, key, left_label):
+        for _ in self._stream(left_events, left, left_request, key):
             yield left, right
         right_events = self.engine.stream(right_request)
         right_id = self._open_answer(state, turn.question_id, right_request, group, "B")
-        for right in self._stream(right_events, right_id, right_request, key, right_label):
+        right = self._new_update(right_id, right_request, right_label)
+        for _ in self._stream(right_events, right, right_request, key):
             yield left, right
         state.comparison = Comparison(len(state.turns) - 1, left, right, mode, group)
 
@@ -459,12 +469,15 @@ class Studio:
         return self.store.start_answer(state.client_key, state.conversation_id,
                                        parent_id=question_id, meta=meta)
 
-    def _stream(self, events: Iterator[Event], answer_id: str | None,
-                request: GenerationRequest, session_key: str,
-                label: str = "") -> Iterator[TurnUpdate]:
-        caps = self.engine.capabilities()
-        update = TurnUpdate(answer_id=answer_id, model=caps.model_id, adapter=request.adapter,
-                            label=label)
+    def _new_update(self, answer_id: str | None, request: GenerationRequest,
+                    label: str = "") -> TurnUpdate:
+        return TurnUpdate(answer_id=answer_id, model=self.engine.capabilities().model_id,
+                          adapter=request.adapter, label=label)
+
+    def _stream(self, events: Iterator[Event], update: TurnUpdate, request: GenerationRequest,
+                session_key: str) -> Iterator[TurnUpdate]:
+        """Fill `update` from the engine's events, yielding it after each; save as it goes."""
+        answer_id = update.answer_id
         with self._running_lock:
             self._running[session_key] = request.request_id
         reasoning_started: float | None = None
@@ -502,8 +515,8 @@ class Studio:
                 if close is not None:
                     close()
                 update.stats = Stats(finish_reason="cancelled", seed=request.sampling.seed)
+                update.done = update.reasoning_done = True
                 self._close_answer(answer_id, update)
-        return update
 
     def _close_answer(self, answer_id: str | None, update: TurnUpdate) -> None:
         if answer_id is None or update.stats is None:

@@ -225,6 +225,9 @@ def test_an_abandoned_stream_closes_its_answer_as_cancelled(studio, store, image
     turn.close()  # what a closed browser tab does to the handler
     rows = _rows(store, "select status, finish_reason from messages where role = 'assistant'")
     assert [(r["status"], r["finish_reason"]) for r in rows] == [("done", "cancelled")]
+    # The partial answer stays in the conversation, so the next question follows it.
+    assert state.turns[-1].answer.stats.finish_reason == "cancelled"
+    assert [m.role for m in state.history()] == ["user", "assistant"]
 
 
 def test_compare_base_against_an_adapter_records_which_is_which(store, tmp_path, image_path):
