@@ -2,6 +2,7 @@
 
     python app.py [--model ID|PATH|tiny-random] [--quantize auto|4bit|8bit|none] [--db PATH] ...
     python app.py export --format swift-dpo --out DIR
+    python app.py evaluate [--adapter NAME=PATH ...]
     python app.py backup DEST
 
 Every flag can also be set through an environment variable named VQA_STUDIO_<FLAG> (for
@@ -245,6 +246,13 @@ def backup(argv: list[str]) -> None:
     print(f"backed up {settings.db_path} to {args.dest}")
 
 
+def evaluate(argv: list[str]) -> None:
+    """Score the model and its adapters against the stored feedback; see docs/evaluation.md."""
+    from ui.evaluation import main as evaluate_main
+
+    evaluate_main(argv, default_db=settings_from([]).db_path)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO,
@@ -255,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         from storage.export import main as export_main
 
         return export_main(argv[1:], default_db=settings_from([]).db_path)
+    if argv and argv[0] == "evaluate":
+        return evaluate(argv[1:])
     serve(settings_from(argv))
 
 

@@ -192,7 +192,7 @@ class _AnswerOnly:
 _DONE = object()
 
 
-def _extend_inputs(inputs, input_ids) -> dict:
+def extend_inputs(inputs, input_ids) -> dict:
     """Processor outputs for a longer prompt that keeps the same images.
 
     Per-token tensors (attention mask, token type ids, multimodal token types) are extended
@@ -322,6 +322,26 @@ class LocalEngine:
         ticket = self._tickets.get(request_id)
         if ticket is not None:
             ticket.cancelled.set()
+
+    @contextmanager
+    def holding_model(self, messages: tuple[Message, ...], adapter: str | None = None, *,
+                      thinking: bool = False):
+        """The model to oneself, in turn with generation requests, for work other than
+        generating (scoring answers): checks `messages` like a request, activates `adapter`
+        (None: the base model) and yields the processor inputs for `messages`. Running out of
+        GPU memory inside frees what it can and raises OutOfMemory."""
+        self._validate(GenerationRequest(messages=tuple(messages), adapter=adapter))
+        ticket = _Ticket(f"hold-{random.getrandbits(64):016x}")
+        try:
+            with self._lock.hold(ticket):
+                self._adapter_switch.activate(adapter)
+                inputs, _ = self._build_inputs(tuple(messages), thinking)
+                yield inputs
+        except BaseException as error:
+            if _is_out_of_memory(error):
+                _release_memory(error)
+                raise OutOfMemory(OUT_OF_MEMORY_MESSAGE) from None
+            raise
 
     def stream(self, request: GenerationRequest) -> Iterator[Event]:
         """Yield events for one request. Refused requests raise a StudioError before any event."""
@@ -508,7 +528,7 @@ class LocalEngine:
         if budget_exhausted and remaining > 0:
             cue_ids = tokenizer(CONCLUDE_CUE + CLOSE_TAG + "\n\n", add_special_tokens=False,
                                 return_tensors="pt")["input_ids"].to(output_ids.device)
-            continued = _extend_inputs(inputs, torch.cat([output_ids, cue_ids], dim=1))
+            continued = extend_inputs(inputs, torch.cat([output_ids, cue_ids], dim=1))
             # After the cue everything the model writes is answer, whatever tags it emits.
             last = _Tap(tokenizer, continued["input_ids"].shape[1], _AnswerOnly(), out,
                         cancelled, None, started)
@@ -521,7 +541,7 @@ class LocalEngine:
         first = next((t.first_token_at for t in taps if t.first_token_at), None)
         if cancelled.is_set():
             finish = "cancelled"
-        elif used >= max_new and not (last.ids and last.ids[-1] in self._eos_ids()):
+        elif used >= max_new and not (last.ids and last.ids[-1] in self.eos_ids()):
             finish = "length"
         else:
             finish = "stop"
@@ -556,7 +576,7 @@ class LocalEngine:
             kwargs["repetition_penalty"] = sampling.repetition_penalty
         return kwargs
 
-    def _eos_ids(self) -> set[int]:
+    def eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.processor.tokenizer.eos_token_id

@@ -158,6 +158,37 @@ def _initial_schema(db: Database) -> None:
     db["feedback"].create_index(["created_at"])
 
 
+@migrations(name="0002_evaluation_runs")
+def _evaluation_runs(db: Database) -> None:
+    # One row per evaluation of a model (and its adapters) against the stored feedback.
+    # Counts and metrics only: no user text, so erasing a user's data never touches it.
+    db["evaluation_runs"].create(
+        {
+            "id": str,
+            "created_at": str,
+            "model_id": str,
+            "adapters": str,  # JSON object: adapter name -> where it was loaded from
+            "split": str,
+            "eval_fraction": float,
+            "snapshot": str,  # JSON object: what the data held when the run started
+            "metrics": str,  # JSON object: every number the run produced
+            "duration_s": float,
+        },
+        pk="id",
+        not_null={
+            "id",
+            "created_at",
+            "model_id",
+            "adapters",
+            "split",
+            "eval_fraction",
+            "snapshot",
+            "metrics",
+        },
+    )
+    db["evaluation_runs"].create_index(["created_at"])
+
+
 def migrate(db: Database) -> list[str]:
     """Apply pending migrations; returns the names applied."""
     pending = [migration.name for migration in migrations.pending(db)]

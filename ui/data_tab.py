@@ -19,7 +19,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from storage.evaluations import list_runs
 from storage.export import FORMATS, count_examples, export, preview_pairs
+from ui.evaluation import run_points, run_rows
 from ui.render import safe_markdown
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,16 @@ def feedback_frames(stats) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def yield_frame(counts: dict[str, int]) -> pd.DataFrame:
     return pd.DataFrame({"format": list(counts), "examples": list(counts.values())})
+
+
+def evaluation_frames(store) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stored evaluation runs as a table (newest first) and as points for a plot."""
+    runs = list_runs(store)
+    table = pd.DataFrame(run_rows(runs))
+    points = pd.DataFrame(run_points(runs),
+                          columns=["run", "contender", "preference accuracy"])
+    points["run"] = pd.to_datetime(points["run"], utc=True)
+    return table, points
 
 
 def build_data_tab(studio, settings, tab: gr.Tab) -> None:
@@ -92,6 +104,15 @@ def build_data_tab(studio, settings, tab: gr.Tab) -> None:
                                          value=False)
             run_export = gr.Button("Export", variant="primary", elem_id="export")
         download = gr.File(label="Download", elem_id="export-file")
+        gr.Markdown("#### Evaluation runs\n"
+                    "Stored by `python app.py evaluate`; see docs/evaluation.md for what the "
+                    "numbers mean.")
+        eval_runs = gr.Dataframe(label="Stored runs, newest first", elem_id="data-eval-runs",
+                                 interactive=False)
+        # Points, not lines: a single run must show too.
+        eval_plot = gr.ScatterPlot(x="run", y="preference accuracy", color="contender",
+                                   y_lim=[0, 1], title="Preference accuracy per run",
+                                   elem_id="data-eval-plot")
 
     def refresh_data(is_unlocked: bool):
         if not is_unlocked or store is None:
@@ -147,3 +168,19 @@ def build_data_tab(studio, settings, tab: gr.Tab) -> None:
                      api_visibility="private").then(
             refresh_data, [unlocked], outputs, api_visibility="private")
     tab.select(refresh_data, [unlocked], outputs, api_visibility="private")
+
+    def refresh_evaluations(is_unlocked: bool):
+        if not is_unlocked or store is None:
+            return gr.skip(), gr.skip()
+        try:
+            return evaluation_frames(store)
+        except Exception:
+            log.exception("reading evaluation runs failed")
+            gr.Warning("Could not read the evaluation runs; the error was logged.")
+            return gr.skip(), gr.skip()
+
+    eval_outputs = [eval_runs, eval_plot]
+    refresh.click(refresh_evaluations, [unlocked], eval_outputs, api_visibility="private")
+    tab.select(refresh_evaluations, [unlocked], eval_outputs, api_visibility="private")
+    # Unlocking flips the state: show the runs then as well.
+    unlocked.change(refresh_evaluations, [unlocked], eval_outputs, api_visibility="private")

@@ -11,6 +11,17 @@ from storage.migrations import MIGRATION_SET, migrations
 
 # table -> [(column, type, not null)], in declaration order; the primary key is listed apart.
 EXPECTED_COLUMNS = {
+    "evaluation_runs": [
+        ("id", "TEXT", True),
+        ("created_at", "TEXT", True),
+        ("model_id", "TEXT", True),
+        ("adapters", "TEXT", True),
+        ("split", "TEXT", True),
+        ("eval_fraction", "REAL", True),
+        ("snapshot", "TEXT", True),
+        ("metrics", "TEXT", True),
+        ("duration_s", "REAL", False),
+    ],
     "conversations": [
         ("id", "TEXT", True),
         ("client_hash", "TEXT", True),
@@ -86,6 +97,7 @@ EXPECTED_COLUMNS = {
 }
 
 EXPECTED_PRIMARY_KEYS = {
+    "evaluation_runs": ["id"],
     "conversations": ["id"],
     "images": ["sha256"],
     "messages": ["id"],
@@ -96,6 +108,7 @@ EXPECTED_PRIMARY_KEYS = {
 
 # Named indexes (the automatic primary-key ones aside): name -> (table, columns, unique).
 EXPECTED_INDEXES = {
+    "idx_evaluation_runs_created_at": ("evaluation_runs", ["created_at"], False),
     "idx_conversations_client_hash_updated_at": (
         "conversations",
         ["client_hash", "updated_at"],
@@ -161,7 +174,8 @@ def test_migrating_an_empty_database_gives_the_expected_schema(tmp_path):
     }
     assert foreign_keys == EXPECTED_FOREIGN_KEYS
 
-    assert [m.name for m in migrations.applied(db)] == ["0001_initial_schema"]
+    assert [m.name for m in migrations.applied(db)] == [
+        "0001_initial_schema", "0002_evaluation_runs"]
     assert db.journal_mode == "wal"
     db.close()
 
@@ -175,4 +189,4 @@ def test_reopening_applies_nothing_twice(tmp_path):
             "SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [MIGRATION_SET]
         ).fetchall()
     conn.close()
-    assert rows == [("0001_initial_schema",)]
+    assert rows == [("0001_initial_schema",), ("0002_evaluation_runs",)]

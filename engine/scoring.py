@@ -1,0 +1,99 @@
+"""How likely the loaded model finds a given answer: log-probabilities from its logits.
+
+`score_answer(engine, messages, answer, adapter)` returns the `Score` of `answer` as the reply
+to the conversation `messages` (which ends with the user's question, images included), for
+the base model (`adapter` None) or a loaded LoRA adapter: the sum over the answer's tokens of
+log p(token | prompt, earlier answer tokens), the number of tokens, and their mean. The prompt
+is the one the engine generates from (chat template, generation prompt, thinking off); the
+answer is followed by the end-of-turn token, so a complete answer competes with its own
+prefixes and extensions on equal terms. Control tokens typed inside an answer count as plain
+text. `score_answers` scores several answers to one conversation under one hold of the model.
+
+Scoring takes the engine's model lock, so it queues with generation requests and never runs
+alongside one. Only the in-process `LocalEngine` has logits to read; any other engine is
+refused with a `RequestError`, as is a conversation the engine would refuse to answer (no
+question last, too many images, an adapter that is not loaded). Nothing here knows about the
+UI or the database.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.errors import RequestError
+from engine.types import Message
+
+
+@dataclass(frozen=True)
+class Score:
+    """Log-probability of one answer; natural log, so 0 is certainty and lower is less likely."""
+
+    total_logprob: float
+    tokens: int
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.total_logprob / self.tokens if self.tokens else 0.0
+
+
+def score_answer(engine, messages: tuple[Message, ...], answer: str,
+                 adapter: str | None = None) -> Score:
+    """The log-probability of `answer` as the model's reply to `messages`."""
+    return score_answers(engine, messages, [answer], adapter)[0]
+
+
+def score_answers(engine, messages: tuple[Message, ...], answers: Sequence[str],
+                  adapter: str | None = None) -> list[Score]:
+    """Scores of each of `answers` as the reply to `messages`, in order."""
+    from engine.local import LocalEngine
+
+    if not isinstance(engine, LocalEngine):
+        raise RequestError("Scoring answers needs the model in this process (the local "
+                           "engine); a remote server does not expose its log-probabilities.")
+    with engine.holding_model(tuple(messages), adapter) as inputs:
+        return [_score(engine, inputs, answer) for answer in answers]
+
+
+def _answer_ids(engine, answer: str) -> list[int]:
+    tokenizer = engine.processor.tokenizer
+    text = answer
+    if engine.family.prompt_style == "question_answer":
+        # The prompt ends with "Answer:" and generated answers start after a space.
+        text = " " + answer.lstrip()
+    ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return list(ids) + [_end_of_turn_id(engine)]
+
+
+def _end_of_turn_id(engine) -> int:
+    eos = engine.processor.tokenizer.eos_token_id
+    if eos is not None:
+        return int(eos)
+    return min(engine.eos_ids())
+
+
+def _score(engine, inputs, answer: str) -> Score:
+    import torch
+
+    from engine.local import extend_inputs
+
+    model = engine.model
+    answer_ids = _answer_ids(engine, answer)
+    answer_tensor = torch.tensor([answer_ids], dtype=inputs["input_ids"].dtype,
+                                 device=inputs["input_ids"].device)
+    full = extend_inputs(inputs, torch.cat([inputs["input_ids"], answer_tensor], dim=1))
+    count = len(answer_ids)
+    kwargs = {}
+    # The logits of the prompt's own tokens are not needed: with a large vocabulary and a
+    # long image prompt, computing them would cost more memory than the rest of the pass.
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        kwargs["logits_to_keep"] = count + 1
+    with torch.inference_mode():
+        logits = model(**full, use_cache=False, **kwargs).logits
+    # The logits at position t predict token t + 1: the last prompt position predicts the
+    # first answer token, and the last position (after the end-of-turn token) predicts nothing.
+    predicting = logits[0, -(count + 1):-1].float()
+    logprobs = torch.log_softmax(predicting, dim=-1)
+    chosen = logprobs.gather(1, answer_tensor[0].unsqueeze(1).to(logprobs.device)).squeeze(1)
+    return Score(total_logprob=float(chosen.sum()), tokens=count)
