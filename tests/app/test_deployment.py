@@ -10,6 +10,7 @@ import pytest
 import app as studio_app
 from engine.types import GenerationRequest, Message, Sampling
 from engine.zerogpu import ZeroGPUEngine, gpu_seconds, on_zerogpu
+from tests.page_actions import give_consent, open_page
 
 
 def test_environment_sets_every_flag_and_flags_win():
@@ -122,12 +123,9 @@ def test_a_space_keeps_its_data_in_persistent_storage(launch_app, tmp_path, page
     expected = mounted / "vqa-studio" / "studio.db"
     app = launch_app("--max-new-tokens-limit", "16", db_path=expected,
                      env={"SPACE_ID": "team/studio", "VQA_STUDIO_PERSISTENT_ROOT": str(mounted)})
-    page.goto(app.url)
-    page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
+    open_page(page, app)
     assert page.locator("#storage-warning").count() == 0
-    page.locator("button[aria-label='Toggle Sidebar']").click()
-    page.get_by_label("Save my data").check()
-    page.locator("button[aria-label='Toggle Sidebar']").click()
+    give_consent(page)
     page.locator("#question textarea").fill("space: kept?")
     page.locator("#question textarea").press("Enter")
     deadline = time.monotonic() + 60

@@ -8,6 +8,8 @@ import time
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.page_actions import give_consent, open_page, submit_question
+
 pytestmark = pytest.mark.browser
 
 BOT = "#chatbot .message-row.bot-row"
@@ -21,21 +23,6 @@ def _scene(path):
     draw.text((12, 90), "VQA", fill="black")
     image.save(path)
     return path
-
-
-def _wait_ready(page, app):
-    page.goto(app.url)
-    page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
-
-
-def _ask(page, text, image=None):
-    box = page.locator("#question")
-    if image is not None:
-        box.locator("input[type=file]").set_input_files(str(image))
-        # The upload finishes when its thumbnail shows in the box.
-        box.locator("img").first.wait_for(timeout=30_000)
-    box.locator("textarea").fill(text)
-    box.locator("textarea").press("Enter")
 
 
 def _answer_lengths_until_done(page, timeout=120.0):
@@ -56,13 +43,11 @@ def _answer_lengths_until_done(page, timeout=120.0):
 
 def test_upload_ask_stream_and_saved(launch_app, page, tmp_path):
     app = launch_app("--max-new-tokens-limit", "400")
-    _wait_ready(page, app)
-    page.locator("button[aria-label='Toggle Sidebar']").click()
-    page.get_by_label("Save my data").check()
-    page.locator("button[aria-label='Toggle Sidebar']").click()
+    open_page(page, app)
+    give_consent(page)
     page.get_by_label("Think before answering").uncheck()
     image = _scene(tmp_path / "scene.png")
-    _ask(page, "What shapes are in this picture?", image)
+    submit_question(page, "What shapes are in this picture?", image)
 
     lengths, final_text = _answer_lengths_until_done(page)
     # The answer grew in several steps before it was complete: it streamed.
@@ -99,8 +84,8 @@ def test_upload_ask_stream_and_saved(launch_app, page, tmp_path):
 def test_thinking_shows_a_collapsible_section_and_nothing_saved_without_consent(
         launch_app, page):
     app = launch_app("--max-new-tokens-limit", "400")
-    _wait_ready(page, app)
-    _ask(page, "Think about it: what is two plus two?")
+    open_page(page, app)
+    submit_question(page, "Think about it: what is two plus two?")
     _answer_lengths_until_done(page)
     thought = page.locator("#chatbot .thought-group")
     assert thought.count() >= 1
@@ -123,8 +108,7 @@ def test_a_model_that_cannot_be_obtained_is_explained_on_the_page(launch_app, pa
 def test_thinking_controls_are_disabled_with_a_reason_for_a_model_that_cannot_think(
         launch_app, page):
     app = launch_app("--model", "tiny-random:llava")
-    page.goto(app.url)
-    page.wait_for_selector("#model-status:has-text('llava')", timeout=120_000)
+    open_page(page, app, family="llava")
     page.get_by_text("This model cannot think before answering.").first.wait_for()
     assert page.get_by_label("Think before answering").is_disabled()
     assert not page.get_by_label("Think before answering").is_checked()

@@ -8,13 +8,9 @@ import sqlite3
 import pytest
 from PIL import Image
 
+from tests.page_actions import give_consent, open_page
+
 pytestmark = pytest.mark.browser
-
-
-def _consent(page):
-    page.locator("button[aria-label='Toggle Sidebar']").click()
-    page.get_by_label("Save my data").check()
-    page.locator("button[aria-label='Toggle Sidebar']").click()
 
 
 def test_a_full_queue_refuses_with_a_clear_message(launch_app):
@@ -38,9 +34,8 @@ def test_a_full_queue_refuses_with_a_clear_message(launch_app):
 
 def test_an_oversized_upload_is_refused_and_nothing_is_stored(launch_app, page, tmp_path):
     app = launch_app("--max-upload-mb", "1")
-    page.goto(app.url)
-    page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
-    _consent(page)
+    open_page(page, app)
+    give_consent(page)
     big = tmp_path / "big.png"
     Image.frombytes("RGB", (900, 900), os.urandom(900 * 900 * 3)).save(big)
     assert big.stat().st_size > 1024 * 1024

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from storage import AnswerMeta, AnswerStats, ImageBlob, Store
+from tests.page_actions import open_page
 
 pytestmark = pytest.mark.browser
 KEY = "data-tab-client"
@@ -47,8 +48,7 @@ def _fill(db_path):
 
 
 def _open_data_tab(page, app):
-    page.goto(app.url)
-    page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
+    open_page(page, app)
     page.get_by_role("tab", name="Data").click()
 
 

@@ -12,6 +12,8 @@ import time
 import pytest
 from PIL import Image
 
+from tests.page_actions import SIDEBAR, give_consent, open_page, submit_question
+
 pytestmark = pytest.mark.browser
 
 BOT = "#chatbot .message-row.bot-row"
@@ -24,8 +26,7 @@ def app(app_launcher, tmp_path_factory):
 
 @pytest.fixture
 def ready(page, app):
-    page.goto(app.url)
-    page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
+    open_page(page, app)
     page.get_by_label("Think before answering").uncheck()
     return page
 
@@ -51,19 +52,8 @@ def _image(tmp_path, name="pic.png", color=(30, 160, 60)):
     return path
 
 
-def _consent(page):
-    page.locator("button[aria-label='Toggle Sidebar']").click()
-    page.get_by_label("Save my data").check()
-    page.locator("button[aria-label='Toggle Sidebar']").click()
-
-
 def _ask(page, text, image=None, answers_before=None):
-    box = page.locator("#question")
-    if image is not None:
-        box.locator("input[type=file]").set_input_files(str(image))
-        box.locator("img").first.wait_for(timeout=30_000)
-    box.locator("textarea").fill(text)
-    box.locator("textarea").press("Enter")
+    submit_question(page, text, image)
     _wait_answers(page, (answers_before or 0) + 1)
 
 
@@ -81,7 +71,7 @@ def _answer_id(app, question):
 
 
 def test_multi_turn_with_images_in_later_turns(ready, app, tmp_path):
-    _consent(ready)
+    give_consent(ready)
     _ask(ready, "mt: first question", _image(tmp_path, "a.png"))
     _ask(ready, "mt: second question", _image(tmp_path, "b.png", (200, 40, 40)),
          answers_before=1)
@@ -96,7 +86,7 @@ def test_multi_turn_with_images_in_later_turns(ready, app, tmp_path):
 
 
 def test_regenerate_keeps_the_old_answer_viewable(ready, app):
-    _consent(ready)
+    give_consent(ready)
     _ask(ready, "rg: describe")
     ready.locator(BOT).last.hover()
     ready.locator("#chatbot button[aria-label=Retry]").last.click()
@@ -109,7 +99,7 @@ def test_regenerate_keeps_the_old_answer_viewable(ready, app):
 
 
 def test_edit_saves_a_correction(ready, app):
-    _consent(ready)
+    give_consent(ready)
     _ask(ready, "ed: what is it?")
     original = _answer_id(app, "ed: what is it?")
     ready.locator(BOT).last.hover()
@@ -124,7 +114,7 @@ def test_edit_saves_a_correction(ready, app):
 
 
 def test_like_then_dislike_with_reasons(ready, app):
-    _consent(ready)
+    give_consent(ready)
     _ask(ready, "lk: rate me")
     answer = _answer_id(app, "lk: rate me")
     ready.locator(BOT).last.hover()
@@ -145,7 +135,7 @@ def test_like_then_dislike_with_reasons(ready, app):
 
 
 def test_compare_and_pick(ready, app):
-    _consent(ready)
+    give_consent(ready)
     ready.locator("#question textarea").fill("cp: which is better?")
     ready.locator("#compare").click()
     pick = ready.locator("#pick-b")
@@ -166,13 +156,13 @@ def test_compare_and_pick(ready, app):
 
 
 def test_history_open_rename_delete(ready, app):
-    _consent(ready)
+    give_consent(ready)
     _ask(ready, "hs: first conversation")
-    ready.locator("button[aria-label='Toggle Sidebar']").click()
+    ready.locator(SIDEBAR).click()
     ready.locator("#new-chat").click()
-    ready.locator("button[aria-label='Toggle Sidebar']").click()
+    ready.locator(SIDEBAR).click()
     _ask(ready, "hs: second conversation")
-    ready.locator("button[aria-label='Toggle Sidebar']").click()
+    ready.locator(SIDEBAR).click()
     sidebar = ready.locator("#sidebar")
     sidebar.get_by_label("hs: second conversation").wait_for()
     sidebar.get_by_label("hs: first conversation").check()
@@ -189,16 +179,16 @@ def test_history_open_rename_delete(ready, app):
 
 
 def test_delete_my_data(ready, app, tmp_path):
-    _consent(ready)
+    give_consent(ready)
     _ask(ready, "dl: remove me", _image(tmp_path, "private.png", (1, 2, 3)))
-    ready.locator("button[aria-label='Toggle Sidebar']").click()
+    ready.locator(SIDEBAR).click()
     ready.locator("#delete-all").click()
     ready.wait_for_selector("#privacy-note:has-text('Deleted 1 conversations')")
     assert _rows(app, "select * from messages where text = 'dl: remove me'") == []
 
 
 def test_a_refused_image_shows_a_message_and_stores_nothing(ready, app, tmp_path):
-    _consent(ready)
+    give_consent(ready)
     fake = tmp_path / "fake.png"
     fake.write_text("this is not a picture")
     box = ready.locator("#question")
@@ -214,16 +204,15 @@ def test_a_refused_image_shows_a_message_and_stores_nothing(ready, app, tmp_path
     assert _rows(app, "select * from messages where text = 'rf: what is this?'") == []
 
 
-def test_nothing_stored_without_consent(ready, app):
+def test_nothing_stored_withoutgive_consent(ready, app):
     _ask(ready, "nc: not saved")
     assert _rows(app, "select * from messages where text = 'nc: not saved'") == []
 
 
 def test_stop_cancels_the_answer(page, app_launcher, tmp_path):
     slow = app_launcher(tmp_path, "--max-new-tokens-limit", "4000")
-    page.goto(slow.url)
-    page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
-    _consent(page)
+    open_page(page, slow)
+    give_consent(page)
     page.get_by_label("Think before answering").uncheck()
     page.locator("#question textarea").fill("st: a very long answer")
     page.locator("#question textarea").press("Enter")
@@ -244,8 +233,7 @@ def test_model_output_html_is_not_rendered():
 def test_phone_sized_screen(browser, app):
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = context.new_page()
-    page.goto(app.url)
-    page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
+    open_page(page, app)
     box = page.locator("#question").bounding_box()
     chat = page.locator("#chatbot").bounding_box()
     # Nothing wider than the screen: the chat and the question box fit.

@@ -1,0 +1,29 @@
+"""What a person does on the studio page, for the browser tests (Playwright, sync API)."""
+
+from __future__ import annotations
+
+SIDEBAR = "button[aria-label='Toggle Sidebar']"
+
+
+def open_page(page, app, family: str = "qwen3_5") -> None:
+    """Load the page and wait until the model is ready."""
+    page.goto(app.url)
+    page.wait_for_selector(f"#model-status:has-text('{family}')", timeout=120_000)
+
+
+def give_consent(page) -> None:
+    """Tick "Save my data" in the sidebar, and close the sidebar again."""
+    page.locator(SIDEBAR).click()
+    page.get_by_label("Save my data").check()
+    page.locator(SIDEBAR).click()
+
+
+def submit_question(page, text: str, image=None) -> None:
+    """Type a question (with an image uploaded first, if given) and press Enter."""
+    box = page.locator("#question")
+    if image is not None:
+        box.locator("input[type=file]").set_input_files(str(image))
+        # The upload has finished when its thumbnail shows in the box.
+        box.locator("img").first.wait_for(timeout=30_000)
+    box.locator("textarea").fill(text)
+    box.locator("textarea").press("Enter")
