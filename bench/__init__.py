@@ -1,0 +1,18 @@
+"""Benchmarks: what the studio costs on top of the model, and how it holds many users.
+
+Each module runs with one command from the repository root and prints Markdown tables:
+
+- `python -m bench.overhead`     raw `LocalEngine.stream` vs the running app through
+                                 `gradio_client`, at two engine speeds;
+- `python -m bench.concurrency`  1-16 simulated users against the running app;
+- `python -m bench.storage`      logging a turn, concurrent writers, exporting many pairs;
+- `python -m bench.peer`         the same workload through `transformers serve` (with and
+                                 without continuous batching) and the local engine;
+- `python -m bench.gpu`          full-size Qwen3.5 configs on a CUDA machine (config check only
+                                 elsewhere);
+- `python -m bench.models`       builds (and times) the larger random checkpoint.
+
+`bench.workload` holds the one question they all ask, `bench.common` the machine report,
+tables and the app as a subprocess. Figures and how to read them are in docs/benchmarks.md.
+Nothing here is imported by the app.
+"""

@@ -1,0 +1,271 @@
+"""Shared pieces of the benchmarks: machine facts, tables, statistics, the app as a subprocess.
+
+- `pin_threads()` keeps torch on one thread in this process and in every child started with
+  `THREAD_ENV`; on two shared cores more threads make decode speed erratic, not faster.
+- `running_app(model, workdir)` starts the real `python app.py` on a free loopback port with a
+  database in `workdir`, waits until the page answers and the model is loaded (the app's own
+  /poll endpoint says so), and stops the process on exit.
+- `tighten_client_polling(ms)`: gradio_client's reader thread looks for new server messages
+  every 50 ms, so every time it reports lags the server by up to 50 ms. Streaming latency is
+  what the overhead and concurrency benchmarks measure, so they shorten that wait.
+- `print_machine()` and `print_table()` write Markdown that docs/benchmarks.md quotes as is.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import os
+import platform
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Children (the app, transformers serve) get one math thread each, like this process.
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+PACKAGES = ("torch", "transformers", "gradio", "gradio_client", "sqlite-utils", "pillow",
+            "datasets")
+APP_START_TIMEOUT_S = 300.0
+
+
+def pin_threads(threads: int = 1) -> None:
+    os.environ.update(THREAD_ENV)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def quiet_transformers() -> None:
+    """No progress bars or notices about reference kernels in benchmark output."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
+def bench_cache_dir() -> Path:
+    """Where benchmark checkpoints live: beside the tiny ones, under bench/."""
+    from engine.tiny import default_cache_dir
+
+    return default_cache_dir() / "bench"
+
+
+# -- machine ---------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _ram_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return math.nan
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def machine_lines() -> list[str]:
+    versions = []
+    for name in PACKAGES:
+        with suppress(importlib.metadata.PackageNotFoundError):
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return [
+        f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"- machine: {cores} cores, {_cpu_model()}, {_ram_gib():.0f} GiB RAM",
+        f"- python {platform.python_version()}, SQLite {sqlite3.sqlite_version}; "
+        + ", ".join(versions),
+        f"- load average (1/5/15 min) at start: {load_average()}",
+    ]
+
+
+def print_machine(title: str) -> None:
+    print(f"## {title}\n")
+    print("\n".join(machine_lines()))
+    print(flush=True)
+
+
+# -- tables and statistics ---------------------------------------------------------------
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    print(f"### {title}\n")
+    print("| " + " | ".join(headers) + " |")
+    print("|" + "|".join(" --- " for _ in headers) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")
+    print(flush=True)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100); NaN for no values."""
+    data = sorted(v for v in values if v is not None and not math.isnan(v))
+    if not data:
+        return math.nan
+    position = (len(data) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(data) - 1)
+    return data[low] + (data[high] - data[low]) * (position - low)
+
+
+def median(values: Sequence[float]) -> float:
+    return percentile(values, 50)
+
+
+def ms(seconds: float) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.0f}"
+
+
+def fixed(value: float, digits: int = 1) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+# -- inputs ------------------------------------------------------------------------------
+
+
+def scene_image(path: Path, size: tuple[int, int] = (640, 480)) -> Path:
+    """A deterministic photo-sized PNG with a few shapes and some text."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", size, (235, 235, 225))
+    draw = ImageDraw.Draw(image)
+    width, height = size
+    draw.rectangle((width // 16, height // 12, width // 3, height // 2), fill=(200, 40, 40))
+    draw.ellipse((width // 2, height // 3, width - width // 10, height - height // 8),
+                 fill=(40, 60, 200))
+    draw.line((0, height - 10, width, height // 2), fill=(30, 140, 60), width=6)
+    draw.text((width // 12, height - height // 5), "VQA bench", fill=(0, 0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+# -- the app as a subprocess ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningApp:
+    url: str
+    db_path: Path
+    log_path: Path
+    process: subprocess.Popen
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def _wait_for_page(app: RunningApp, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if app.process.poll() is not None:
+            raise RuntimeError(f"the app exited early:\n{app.log_tail()}")
+        try:
+            with urllib.request.urlopen(app.url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"the app did not come up:\n{app.log_tail()}")
+
+
+def _wait_for_model(app: RunningApp, deadline: float) -> None:
+    from gradio_client import Client
+
+    client = Client(app.url, verbose=False)
+    try:
+        while time.monotonic() < deadline:
+            status = str(client.predict(api_name="/poll")[0])
+            if status.startswith("**"):  # the status line names the loaded model
+                return
+            if "could not be loaded" in status:
+                raise RuntimeError(f"the app could not load its model: {status}")
+            time.sleep(0.5)
+    finally:
+        client.close()
+    raise TimeoutError(f"the model did not load:\n{app.log_tail()}")
+
+
+@contextmanager
+def running_app(model: str, workdir: Path, *flags: str, threads: int = 1) -> Iterator[RunningApp]:
+    """`python app.py --model MODEL` on a free port, with its database under `workdir`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    db_path = workdir / "data" / "studio.db"
+    log_path = workdir / f"app-{port}.log"
+    env = {**os.environ, **THREAD_ENV, "OMP_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    command = [sys.executable, str(ROOT / "app.py"), "--model", model, "--quantize", "none",
+               "--db", str(db_path), "--port", str(port), *flags]
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file,
+                                   stderr=subprocess.STDOUT)
+    app = RunningApp(f"http://127.0.0.1:{port}/", db_path, log_path, process)
+    try:
+        deadline = time.monotonic() + APP_START_TIMEOUT_S
+        _wait_for_page(app, deadline)
+        _wait_for_model(app, deadline)
+        yield app
+    finally:
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def tighten_client_polling(interval_ms: float) -> None:
+    """Make gradio_client look for server messages every `interval_ms` instead of 50 ms.
+
+    Its reader and cancel-check threads sleep 50 ms whenever no message is waiting, so a token
+    streamed by the server reaches the caller up to 50 ms late. Only the sleeps inside
+    gradio_client.utils are shortened; nothing else changes.
+    """
+    import gradio_client.utils as client_utils
+
+    real_time = time
+    limit = interval_ms / 1000
+
+    class _ShortSleeps:
+        def __getattr__(self, name: str):
+            return getattr(real_time, name)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            real_time.sleep(min(seconds, limit))
+
+    client_utils.time = _ShortSleeps()

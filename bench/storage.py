@@ -1,0 +1,285 @@
+"""What keeping the data costs: logging a turn, many writers at once, exporting many pairs.
+
+Everything goes through the real `storage.Store` on a real SQLite file (WAL, synchronous=FULL,
+one IMMEDIATE transaction per logical write), as the app uses it:
+
+1. One turn, logged the way `ui.turns.Studio` logs it: the image cleaned and PNG-encoded
+   (`engine.images.encode_png`), `put_image`, `create_conversation`, `add_user_message`,
+   `start_answer`, `--partials` x `save_partial` (the app saves about once a second while an
+   answer streams) and `finish_answer`; each step timed, `--turns` turns, each with a different
+   640x480 image.
+2. The same turns from 1 and from `--writers` threads at once on one `Store` (each thread has
+   its own connection, as in the app): turns/s, turn latency, and the latency of
+   `save_partial`, which runs inside the streaming loop and so delays the answer on screen.
+3. `--pairs` preference pairs (a question with its own small image, two answers, a like and a
+   dislike: one DPO pair, two KTO examples, one SFT example each), built through the Store API
+   into a cached database under <cache>/bench/, then exported to every format of
+   `storage.export`, each into an empty folder: seconds, examples and bytes written.
+
+    python -m bench.storage [--turns 200] [--writers 16] [--pairs 10000] [--formats ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import shutil
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from bench.common import (
+    bench_cache_dir,
+    fixed,
+    load_average,
+    ms,
+    percentile,
+    print_machine,
+    print_table,
+)
+
+CONSENT = "bench"
+FIXTURE_VERSION = 1
+
+
+def _text(rng: random.Random, lines: list[str], sentences: int) -> str:
+    return " ".join(rng.choice(lines) for _ in range(sentences))
+
+
+def _photo(index: int, size: tuple[int, int] = (640, 480)):
+    """A photo-sized image that differs per index (so every turn stores a new file)."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(index)
+    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x, y = rng.randrange(size[0]), rng.randrange(size[1])
+        draw.rectangle((x, y, x + rng.randrange(20, 200), y + rng.randrange(20, 150)),
+                       fill=tuple(rng.randrange(256) for _ in range(3)))
+    draw.text((10, 10), f"turn {index}", fill=(0, 0, 0))
+    return image
+
+
+# -- 1 and 2: logging turns ------------------------------------------------------------------
+
+
+def log_turn(store, client_key: str, index: int, partials: int, lines: list[str],
+             timings: dict[str, list[float]]) -> float:
+    """Log one turn as the Studio does; returns its total seconds, adds per-step seconds."""
+    from engine.images import encode_png
+    from storage import AnswerMeta, AnswerStats, ImageBlob
+
+    rng = random.Random(index)
+    image = _photo(index)
+    answer = _text(rng, lines, 12)
+    started = time.perf_counter()
+
+    def step(name: str, call, *args, **kwargs):
+        begin = time.perf_counter()
+        result = call(*args, **kwargs)
+        timings[name].append(time.perf_counter() - begin)
+        return result
+
+    data = step("encode_png", encode_png, image)
+    sha = step("put_image", store.put_image,
+               ImageBlob(data=data, format="PNG", width=image.width, height=image.height))
+    conversation = step("create_conversation", store.create_conversation, client_key,
+                        f"turn {index}", consent_version=CONSENT)
+    question = step("add_user_message", store.add_user_message, client_key, conversation,
+                    text=_text(rng, lines, 1), image_shas=[sha])
+    meta = AnswerMeta(model_id="bench/model", sampling={"temperature": 0.0, "max_new_tokens": 64},
+                      seed=7)
+    answer_id = step("start_answer", store.start_answer, client_key, conversation,
+                     parent_id=question, meta=meta)
+    for part in range(1, partials + 1):
+        step("save_partial", store.save_partial, answer_id,
+             text=answer[: len(answer) * part // (partials + 1)])
+    step("finish_answer", store.finish_answer, answer_id, text=answer,
+         stats=AnswerStats(answer_tokens=len(answer.split()), time_to_first_token_s=0.1,
+                           duration_s=2.0, finish_reason="stop", seed=7))
+    total = time.perf_counter() - started
+    timings["turn"].append(total)
+    return total
+
+
+def turn_costs(store, turns: int, partials: int, lines: list[str]) -> list[list]:
+    timings: dict[str, list[float]] = defaultdict(list)
+    for index in range(turns):
+        log_turn(store, "solo-writer", index, partials, lines, timings)
+    order = ["encode_png", "put_image", "create_conversation", "add_user_message",
+             "start_answer", "save_partial", "finish_answer", "turn"]
+    return [[name, len(timings[name]), fixed(percentile(timings[name], 50) * 1000, 2),
+             fixed(percentile(timings[name], 95) * 1000, 2)] for name in order]
+
+
+def concurrent_writers(store, writers: int, turns_each: int, partials: int,
+                       lines: list[str], first_index: int) -> list:
+    timings: dict[str, list[float]] = defaultdict(list)
+    errors: list[str] = []
+    lock = threading.Lock()
+    gate = threading.Barrier(writers + 1)
+
+    def writer(number: int) -> None:
+        mine: dict[str, list[float]] = defaultdict(list)
+        gate.wait()
+        for turn in range(turns_each):
+            index = first_index + number * turns_each + turn
+            try:
+                log_turn(store, f"writer-{number}", index, partials, lines, mine)
+            except Exception as exc:  # counted: "database is locked" would show up here
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+        with lock:
+            for name, values in mine.items():
+                timings[name] += values
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    gate.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    turns = len(timings["turn"])
+    return [writers, turns, len(errors), fixed(turns / wall), ms(percentile(timings["turn"], 50)),
+            ms(percentile(timings["turn"], 95)),
+            fixed(percentile(timings["save_partial"], 50) * 1000, 1),
+            fixed(percentile(timings["save_partial"], 95) * 1000, 1),
+            fixed(max(timings["save_partial"], default=float("nan")) * 1000, 1)]
+
+
+# -- 3: exporting many pairs -----------------------------------------------------------------
+
+
+def _small_png(index: int) -> bytes:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (96, 72), (index % 251, (index // 251) % 251, (index * 7) % 251))
+    ImageDraw.Draw(image).text((4, 4), str(index), fill=(255, 255, 255))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def build_pairs(path: Path, pairs: int, lines: list[str]) -> float:
+    """A database of `pairs` liked/disliked answer pairs, each about its own image."""
+    from storage import AnswerMeta, AnswerStats, ImageBlob, Store
+
+    rng = random.Random(pairs)
+    started = time.perf_counter()
+    with Store(path) as store:
+        for index in range(pairs):
+            key = f"user-{index % 200}"
+            sha = store.put_image(ImageBlob(_small_png(index), "PNG", 96, 72))
+            conversation = store.create_conversation(key, f"pair {index}",
+                                                     consent_version=CONSENT)
+            question = store.add_user_message(key, conversation, text=_text(rng, lines, 1),
+                                              image_shas=[sha])
+            answers = []
+            for side in range(2):
+                answer_id = store.start_answer(
+                    key, conversation, parent_id=question,
+                    meta=AnswerMeta(model_id="bench/model", sampling={"temperature": 0.7},
+                                    seed=side))
+                text = _text(rng, lines, 8)
+                store.finish_answer(answer_id, text=text, stats=AnswerStats(
+                    answer_tokens=len(text.split()), duration_s=1.0, seed=side))
+                answers.append(answer_id)
+            store.add_feedback(key, answers[0], "like")
+            store.add_feedback(key, answers[1], "dislike", reasons=["Incomplete"])
+    return time.perf_counter() - started
+
+
+def pairs_database(pairs: int, lines: list[str]) -> tuple[Path, float | None]:
+    """The cached database of `pairs` pairs; build seconds when it was built now, else None."""
+    folder = bench_cache_dir() / f"pairs-{pairs}-v{FIXTURE_VERSION}"
+    marker = folder / "complete.txt"
+    if marker.is_file():
+        return folder / "studio.db", None
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    seconds = build_pairs(folder / "studio.db", pairs, lines)
+    marker.write_text(f"{pairs} pairs in {seconds:.1f} s\n")
+    return folder / "studio.db", seconds
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def export_all(db_path: Path, formats: list[str], workdir: Path) -> list[list]:
+    from storage import Store
+    from storage.export import export
+
+    rows = []
+    # recover=False: opened as a second process would open the app's live database.
+    with Store(db_path, recover=False) as store:
+        for fmt in formats:
+            out = workdir / fmt
+            started = time.perf_counter()
+            result = export(store, fmt, out)
+            seconds = time.perf_counter() - started
+            rows.append([fmt, result.total, result.images, fixed(seconds, 1),
+                         fixed(result.total / seconds, 0), fixed(_folder_bytes(out) / 1e6, 1)])
+            shutil.rmtree(out, ignore_errors=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.tiny_common import corpus
+    from storage import Store
+    from storage.export import FORMATS
+
+    parser = argparse.ArgumentParser(prog="python -m bench.storage",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument("--partials", type=int, default=5)
+    parser.add_argument("--writers", type=int, default=16)
+    parser.add_argument("--turns-per-writer", type=int, default=15)
+    parser.add_argument("--pairs", type=int, default=10_000)
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
+    args = parser.parse_args(argv)
+    lines = corpus(400)
+    print_machine("Storage: logging turns, concurrent writers, export")
+    with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
+        work = Path(tmp)
+        with Store(work / "turns" / "studio.db") as store:
+            rows = turn_costs(store, args.turns, args.partials, lines)
+            print_table(f"One turn, {args.turns} turns, {args.partials} partial saves each "
+                        "(ms)", ["step", "calls", "p50 ms", "p95 ms"], rows)
+            writer_rows = []
+            next_index = args.turns
+            for writers in sorted({1, args.writers}):
+                writer_rows.append(concurrent_writers(
+                    store, writers, args.turns_per_writer * args.writers // writers,
+                    args.partials, lines, next_index))
+                next_index += args.turns_per_writer * args.writers
+            print(f"- load average after the writers: {load_average()}\n")
+            print_table(f"Concurrent writers on one Store, {args.turns_per_writer * args.writers} "
+                        "turns in all", ["writers", "turns", "errors", "turns/s", "turn p50 ms",
+                                         "turn p95 ms", "save_partial p50 ms",
+                                         "save_partial p95 ms", "save_partial max ms"],
+                        writer_rows)
+        db_path, built = pairs_database(args.pairs, lines)
+        if built is None:
+            print(f"- {args.pairs} pairs: cached database {db_path}")
+        else:
+            print(f"- {args.pairs} pairs built through the Store API in {built:.1f} s "
+                  f"({args.pairs / built:.0f} pairs/s, 9 transactions each); {db_path}")
+        print(f"- database {db_path.stat().st_size / 1e6:.1f} MB; load average before export: "
+              f"{load_average()}\n", flush=True)
+        rows = export_all(db_path, args.formats, work / "export")
+        print_table(f"Export of {args.pairs} pairs", ["format", "examples", "images",
+                                                      "seconds", "examples/s", "MB written"],
+                    rows)
+        print(f"- load average at the end: {load_average()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""The question every benchmark asks, and how to ask it of an engine and of the running app.
+
+One workload everywhere, so the figures compare: a 640x480 PNG (`common.scene_image`) and
+`QUESTION`, greedy, thinking off, a fixed number of new tokens (random models never stop
+early), seed `SEED`, each time in a new conversation.
+
+- `model_path("tiny" | "medium")` builds (once) and returns the checkpoint folder;
+- `engine_request(image, n)` is the `GenerationRequest` for an engine's `stream()`;
+- `chat_arguments(image_path, n)` are the inputs of the app's "chat" endpoint for
+  `gradio_client`, `fresh_session(client, saving)` starts a new conversation (consent on or
+  off), `answer_of(output)` reads the answer text out of one streamed output and
+  `STATS_LINE` the token count and speed out of the line the app writes under it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+QUESTION = "What is in the picture? Describe it."
+SEED = 7
+# "<sub>64 tokens · 38.3 tok/s · 1.8 s · model · ...</sub>" under a finished answer.
+STATS_LINE = re.compile(r"<sub>(\d+) tokens(?: · ([\d.]+) tok/s)?")
+MODELS = ("tiny", "medium")
+
+
+def model_path(name: str) -> str:
+    if name == "tiny":
+        from engine.tiny import ensure_tiny
+
+        return str(ensure_tiny("qwen3_5"))
+    from bench.models import ensure_checkpoint
+
+    return str(ensure_checkpoint(name))
+
+
+def engine_request(image, max_new_tokens: int):
+    from engine.types import GenerationRequest, Message, Sampling
+
+    return GenerationRequest(
+        messages=(Message("user", QUESTION, (image,)),), thinking=False,
+        sampling=Sampling(max_new_tokens=max_new_tokens, temperature=0.0, seed=SEED))
+
+
+def chat_arguments(image_path: Path, max_new_tokens: int) -> list:
+    """Inputs of the "chat" endpoint: message, thinking, budget, max new tokens, temperature,
+    top p, top k, seed, adapter (the session's state is the client's session)."""
+    from gradio_client import handle_file
+
+    message = {"text": QUESTION, "files": [handle_file(str(image_path))]}
+    return [message, False, 0, max_new_tokens, 0.0, 0.9, 0, SEED, "Base model"]
+
+
+def fresh_session(client, saving: bool) -> None:
+    """A new session, hence a new conversation; "Save my data" ticked when `saving`."""
+    client.reset_session()
+    if saving:
+        client.predict(True, api_name="/set_consent")
+
+
+def answer_of(output) -> str:
+    """The last assistant message's text in one streamed output of the chat endpoint."""
+    messages = output[0] if isinstance(output, tuple | list) and output else None
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "assistant":
+            content = message.get("content")
+            if isinstance(content, list):
+                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return content if isinstance(content, str) else ""
+    return ""
+
+
+def shows_answer(output) -> bool:
+    """True once an output shows answer text (not the "…" placeholder of an empty answer)."""
+    from ui.render import plain_text
+
+    return bool(plain_text(answer_of(output)).strip("… "))
