@@ -23,6 +23,7 @@ from pathlib import Path
 
 APP_DIR = Path(__file__).resolve().parent
 ENV_PREFIX = "VQA_STUDIO_"
+RETENTION_CHECK_HOURS = 6
 log = logging.getLogger("vqa_studio")
 
 
@@ -189,7 +190,12 @@ def serve(settings: Settings) -> None:
 
     store = Store(settings.db_path)
     if settings.retention_days:
+        # Purged at start and then every few hours, so a long-running app keeps to the limit.
+        from storage.periodic import Periodic
+
         store.purge_older_than(settings.retention_days)
+        Periodic(lambda: store.purge_older_than(settings.retention_days), RETENTION_CHECK_HOURS,
+                 "retention-purge").start()
     engine = build_engine(settings)
     if on_zerogpu():
         engine = ZeroGPUEngine(engine)
@@ -224,10 +230,11 @@ def start_push(settings: Settings, store) -> None:
     if not token:
         log.warning("--push-repo is set but HF_TOKEN is not: exports will not be pushed")
         return
-    from storage.push import PushSchedule, push_exports
+    from storage.periodic import Periodic
+    from storage.push import push_exports
 
-    PushSchedule(lambda: push_exports(store, settings.push_repo, token),
-                 settings.push_every_hours).start()
+    Periodic(lambda: push_exports(store, settings.push_repo, token),
+             settings.push_every_hours, "push-exports").start()
     log.info("pushing exports to %s every %d h", settings.push_repo, settings.push_every_hours)
 
 

@@ -2,7 +2,7 @@
 
 `push_exports` writes every requested export format into a fresh folder and uploads it under
 `exports/<UTC timestamp>/` in the dataset repo, so earlier snapshots stay as they were.
-`PushSchedule` runs it in a daemon thread every N hours. The repository and token come from
+`storage.periodic.Periodic` runs it every N hours. The repository and token come from
 the environment (VQA_STUDIO_PUSH_REPO, HF_TOKEN); without them nothing is pushed. Exports only
 ever hold consented data: the export itself filters by consent.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,27 +47,3 @@ def push_exports(store: Store, repo_id: str, token: str,
         upload(root, repo_id, path_in_repo, token)
     log.info("pushed %s to %s/%s", ", ".join(formats), repo_id, path_in_repo)
     return path_in_repo
-
-
-class PushSchedule:
-    """Calls `push()` every `hours` in a daemon thread until `stop()`; failures are logged."""
-
-    def __init__(self, push: Callable[[], object], hours: float) -> None:
-        self.push = push
-        self.interval_s = hours * 3600
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="push-exports", daemon=True)
-
-    def start(self) -> PushSchedule:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.push()
-            except Exception:  # a failed push must not stop later ones, nor the app
-                log.exception("pushing exports failed")
