@@ -27,3 +27,12 @@ def submit_question(page, text: str, image=None) -> None:
         box.locator("img").first.wait_for(timeout=30_000)
     box.locator("textarea").fill(text)
     box.locator("textarea").press("Enter")
+
+
+def set_greedy(page) -> None:
+    """Temperature 0: the tiny model then never ends an answer early, so it streams at length."""
+    page.get_by_text("Sampling", exact=True).click()
+    field = page.locator("#temperature input[type=number]")
+    field.fill("0")
+    field.press("Enter")
+    page.get_by_text("Sampling", exact=True).click()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.page_actions import give_consent, open_page, submit_question
+from tests.page_actions import give_consent, open_page, set_greedy, submit_question
 
 pytestmark = pytest.mark.browser
 
@@ -46,6 +47,7 @@ def test_upload_ask_stream_and_saved(launch_app, page, tmp_path):
     open_page(page, app)
     give_consent(page)
     page.get_by_label("Think before answering").uncheck()
+    set_greedy(page)
     image = _scene(tmp_path / "scene.png")
     submit_question(page, "What shapes are in this picture?", image)
 
@@ -77,7 +79,8 @@ def test_upload_ask_stream_and_saved(launch_app, page, tmp_path):
     answer = answers[0]
     assert answer["parent_id"] == questions[0]["id"]
     assert answer["status"] == "done"
-    assert answer["finish_reason"] in ("stop", "length")
+    assert answer["finish_reason"] == "length"
+    assert json.loads(answer["sampling"])["temperature"] == 0.0
     assert answer["text"].strip()
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 from PIL import Image
 
-from tests.page_actions import SIDEBAR, give_consent, open_page, submit_question
+from tests.page_actions import SIDEBAR, give_consent, open_page, set_greedy, submit_question
 
 pytestmark = pytest.mark.browser
 
@@ -214,6 +214,7 @@ def test_stop_cancels_the_answer(page, app_launcher, tmp_path):
     open_page(page, slow)
     give_consent(page)
     page.get_by_label("Think before answering").uncheck()
+    set_greedy(page)
     page.locator("#question textarea").fill("st: a very long answer")
     page.locator("#question textarea").press("Enter")
     page.wait_for_selector(BOT, timeout=60_000)
