@@ -10,6 +10,9 @@ Every loaded model is matched to a `Family` by its config's `model_type`. A fami
   ("linear_attn.in_proj_a"). `lm_head` is listed because a custom list replaces the default;
 - how user text is kept from writing control tokens: transformers' sanitizing encoder, or, for
   processors that need token offsets the sanitized encoding lacks, removal of the tokens;
+- whether requests can be decoded in batches, and how a batched sequence's positions are given:
+  "plain" (one position per token) or "mrope" (Qwen's multimodal rotary positions: the text
+  position plus an offset per sequence that its images introduce); None: one at a time;
 - whether the checkpoint ships its own modeling code (`trust_remote_code`) and, when that code
   is known not to run on the installed transformers, why (loading then stops with that reason).
 
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 PromptStyle = Literal["chat", "question_answer"]
+BatchPositions = Literal["plain", "mrope"]
 
 # How many images a prompt may hold when a family sets no smaller limit: enough for comparing
 # a handful of photos or document pages, small enough that the visual tokens fit in context.
@@ -44,6 +48,9 @@ class Family:
     # False: the processor reads token offsets that transformers' sanitized encoding does not
     # give, so control tokens are removed from user text before the template sees it.
     sanitize_control_tokens: bool = True
+    # How positions are given when its requests are decoded in batches; None: not batched.
+    # Only families whose batched answers are tested equal to their answers alone say so.
+    batch_positions: BatchPositions | None = None
     trust_remote_code: bool = False
     # Set when the family's own modeling code cannot run on the installed transformers.
     remote_code_broken: str | None = None
@@ -63,19 +70,22 @@ FAMILIES: tuple[Family, ...] = (
             "shared_expert_gate",
             "lm_head",
         ),
+        batch_positions="mrope",
     ),
-    Family("qwen3_vl", ("qwen3_vl", "qwen3_vl_moe"), _QWEN_VL_KEEP),
-    Family("qwen2_5_vl", ("qwen2_5_vl", "qwen2_vl"), _QWEN_VL_KEEP),
-    Family("llava", ("llava",), _LLAVA_KEEP),
-    Family("llava_next", ("llava_next",), _LLAVA_KEEP),
-    Family("llava_onevision", ("llava_onevision",), _LLAVA_KEEP),
+    Family("qwen3_vl", ("qwen3_vl", "qwen3_vl_moe"), _QWEN_VL_KEEP, batch_positions="mrope"),
+    Family("qwen2_5_vl", ("qwen2_5_vl", "qwen2_vl"), _QWEN_VL_KEEP, batch_positions="mrope"),
+    Family("llava", ("llava",), _LLAVA_KEEP, batch_positions="plain"),
+    Family("llava_next", ("llava_next",), _LLAVA_KEEP, batch_positions="plain"),
+    Family("llava_onevision", ("llava_onevision",), _LLAVA_KEEP, batch_positions="plain"),
     # The Idefics3 processor maps each image back to its tokens through character offsets.
-    Family("idefics3", ("idefics3",), _IDEFICS_KEEP, sanitize_control_tokens=False),
-    Family("smolvlm", ("smolvlm",), _IDEFICS_KEEP),
+    Family("idefics3", ("idefics3",), _IDEFICS_KEEP, sanitize_control_tokens=False,
+           batch_positions="plain"),
+    Family("smolvlm", ("smolvlm",), _IDEFICS_KEEP, batch_positions="plain"),
     Family(
         "ovis2",
         ("ovis2",),
         ("model.vision_tower", "model.visual_embeddings_table", "lm_head"),
+        batch_positions="plain",
     ),
     Family(
         "ovis2_5",
@@ -99,6 +109,7 @@ FAMILIES: tuple[Family, ...] = (
         prompt_style="question_answer",
         max_images=1,
         needs_image=True,
+        # Its language model's cache sits inside a nested output: decoded one at a time.
     ),
 )
 

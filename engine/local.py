@@ -1,15 +1,17 @@
-"""The in-process engine: one transformers model, shared by every caller, one request at a time.
+"""The in-process engine: one transformers model, shared by every caller.
 
 Contract (shared with the remote engine): `stream(request)` yields reasoning / answer deltas
 and then one "done" event with `Stats`; `cancel(request_id)` stops that request, waiting or
-running. Requests run first come, first served; `queue_position(request_id)` tells a waiting
-caller where it stands. Closing the stream iterator (a closed browser tab) cancels too.
+running. Requests are served first come, first served; `queue_position(request_id)` tells a
+waiting caller where it stands. Closing the stream iterator (a closed browser tab) cancels too.
 
-Generation runs in a worker thread. A stopping criterion ("tap") sees every new token inside
-`generate`: it decodes, splits reasoning from answer, counts tokens per phase, and stops
-generation when the request is cancelled or its thinking budget is spent. When the budget runs
-out while the model is still reasoning, a short cue to conclude plus the closing tag is
-appended and generation continues for the answer: one stream to the caller across both phases.
+Two ways to decode, one result. Families whose caches can be merged row by row (the family
+table says so) decode in batches: requests that arrive while others are decoding join the
+running batch at the next step (`engine.batching`), up to `BatchLimits`. Other families run
+one request at a time through `model.generate`, in a worker thread holding the model's FIFO
+lock. Either way an `AnswerTracker` turns the new tokens into events, counts them per phase,
+and says when the thinking budget is spent: then a short cue to conclude plus the closing tag
+is fed to the model and it continues with the answer, one stream to the caller.
 
 LoRA adapters given at construction are attached at load time; each request names the adapter
 to use, or None for the base model, and the worker switches to it before generating.
@@ -25,169 +27,29 @@ This module knows nothing of the UI or the database.
 
 from __future__ import annotations
 
-import gc
 import logging
 import queue
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.adapters import AdapterSwitch
-from engine.errors import EngineBusy, ModelNotReady, OutOfMemory, RequestError, StudioError
+from engine.batching import BatchJob, BatchLimits, BatchScheduler
+from engine.decoding import OPEN_TAG, AnswerTracker, TokenTap
+from engine.errors import ModelNotReady, OutOfMemory, RequestError, StudioError
 from engine.families import Family
+from engine.fifo import FifoLock, Ticket
 from engine.loading import LoadProgress, LoadReport, Quantize, load_model
+from engine.memory import OUT_OF_MEMORY_MESSAGE, is_out_of_memory, release_memory
 from engine.requests import check_request
-from engine.thinking import ThinkingParser
 from engine.types import Capabilities, Event, GenerationRequest, Message, Stats
 
+__all__ = ["OUT_OF_MEMORY_MESSAGE", "LocalEngine", "extend_inputs"]
+
 log = logging.getLogger(__name__)
-
-OPEN_TAG, CLOSE_TAG = "<think>", "</think>"
-# Appended when the thinking budget runs out: the model is told to stop reasoning and answer
-# from what it has, then the reasoning is closed so the answer follows.
-CONCLUDE_CUE = "\n\nTime is up: I will answer now with what I have worked out so far.\n"
-OUT_OF_MEMORY_MESSAGE = (
-    "The GPU ran out of memory for this request. Try fewer or smaller images, a lower max new "
-    "tokens, or a shorter conversation."
-)
-
-
-@dataclass
-class _Ticket:
-    request_id: str
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-
-class _FifoLock:
-    """A lock granted in arrival order, whose waiters can be counted, cancelled and bounded."""
-
-    def __init__(self, max_waiting: int) -> None:
-        self._cond = threading.Condition()
-        self._waiting: deque[_Ticket] = deque()
-        self._holder: _Ticket | None = None
-        self.max_waiting = max_waiting
-
-    def position(self, request_id: str) -> int | None:
-        """0 while running, 1.. while waiting (1 = next), None when unknown."""
-        with self._cond:
-            if self._holder is not None and self._holder.request_id == request_id:
-                return 0
-            for index, ticket in enumerate(self._waiting):
-                if ticket.request_id == request_id:
-                    return index + 1
-        return None
-
-    @contextmanager
-    def hold(self, ticket: _Ticket):
-        with self._cond:
-            if self.max_waiting and len(self._waiting) >= self.max_waiting:
-                raise EngineBusy(
-                    f"The model is busy: {len(self._waiting)} requests are already waiting. "
-                    "Please try again in a minute."
-                )
-            self._waiting.append(ticket)
-            while self._holder is not None or self._waiting[0] is not ticket:
-                if ticket.cancelled.is_set():
-                    break
-                self._cond.wait(timeout=0.1)
-            self._waiting.remove(ticket)
-            acquired = not ticket.cancelled.is_set()
-            if acquired:
-                self._holder = ticket
-            self._cond.notify_all()
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                with self._cond:
-                    self._holder = None
-                    self._cond.notify_all()
-
-
-class _Tap:
-    """Stopping criterion that turns generated token ids into events as `generate` makes them.
-
-    Runs on the generation thread. Pushes events to `out` and keeps per-phase counts.
-    """
-
-    def __init__(self, tokenizer, prompt_length: int, parser: ThinkingParser, out: queue.Queue,
-                 cancelled: threading.Event, budget: int | None, started: float) -> None:
-        self.tokenizer = tokenizer
-        self.prompt_length = prompt_length
-        self.parser = parser
-        self.out = out
-        self.cancelled = cancelled
-        self.budget = budget
-        self.started = started
-        self.ids: list[int] = []
-        self.reasoning_tokens = 0
-        self.answer_tokens = 0
-        self.first_token_at: float | None = None
-        self.budget_hit = False
-        self.special_ids = set(tokenizer.all_special_ids)
-        # Incremental detokenization: decode a short window so multi-byte characters split
-        # across tokens come out whole, without re-decoding the whole answer every step.
-        self._prefix_offset = 0
-        self._read_offset = 0
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        new = input_ids[0, self.prompt_length + len(self.ids):].tolist()
-        for token_id in new:
-            self._take(token_id)
-        stop = self.cancelled.is_set() or self.budget_hit
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-    def _take(self, token_id: int) -> None:
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        if self.parser.in_reasoning:
-            self.reasoning_tokens += 1
-        else:
-            self.answer_tokens += 1
-        self.ids.append(token_id)
-        if token_id not in self.special_ids:
-            self._emit(self._decode_delta())
-        if (self.budget is not None and self.parser.in_reasoning
-                and self.reasoning_tokens >= self.budget):
-            self.budget_hit = True
-
-    def _decode_delta(self) -> str:
-        ids = [i for i in self.ids if i not in self.special_ids]
-        prefix = self.tokenizer.decode(ids[self._prefix_offset:self._read_offset])
-        text = self.tokenizer.decode(ids[self._prefix_offset:])
-        if text.endswith("\ufffd"):
-            return ""  # an incomplete character: wait for the next token
-        self._prefix_offset, self._read_offset = self._read_offset, len(ids)
-        return text[len(prefix):]
-
-    def _emit(self, delta: str) -> None:
-        if delta:
-            for kind, text in self.parser.feed(delta):
-                self.out.put(Event(kind, text))
-
-    def flush(self) -> None:
-        for kind, text in self.parser.flush():
-            self.out.put(Event(kind, text))
-
-
-class _AnswerOnly:
-    """Parser for the text after a forced conclusion: all of it is answer, tags included."""
-
-    in_reasoning = False
-
-    def feed(self, text: str) -> list[tuple[str, str]]:
-        return [("answer", text)] if text else []
-
-    def flush(self) -> list[tuple[str, str]]:
-        return []
-
 
 _DONE = object()
 
@@ -231,6 +93,7 @@ class LocalEngine:
         max_waiting: int = 64,
         max_images: int | None = None,
         adapters: Mapping[str, str | Path] | None = None,
+        batch_limits: BatchLimits | None = None,
     ) -> None:
         self.model_ref = model_ref
         self.quantize = quantize
@@ -248,12 +111,26 @@ class LocalEngine:
         self.progress = LoadProgress("resolving", f"Waiting to load {model_ref}")
         self.load_error: str | None = None
         self._ready = threading.Event()
-        self._lock = _FifoLock(max_waiting)
-        self._tickets: dict[str, _Ticket] = {}
+        self.max_waiting = max_waiting
+        # max_batch_size 1 turns batching off: one request at a time through `generate`.
+        self.batch_limits = batch_limits or BatchLimits()
+        self._scheduler: BatchScheduler | None = None
+        self._lock = FifoLock(max_waiting)
+        self._tickets: dict[str, Ticket] = {}
         self._supports_thinking = False
         self._sanitize_control_tokens = True
 
     # -- loading -------------------------------------------------------------------------
+
+    @property
+    def concurrency(self) -> int:
+        """How many requests are worth sending at once: the batch size, or 1."""
+        return self.batch_limits.max_batch_size
+
+    @property
+    def batching(self) -> bool:
+        """True once a model is loaded that decodes requests in batches."""
+        return self._scheduler is not None
 
     @property
     def ready(self) -> bool:
@@ -277,6 +154,12 @@ class LocalEngine:
         self._supports_thinking = "enable_thinking" in template
         self._sanitize_control_tokens = self.family.sanitize_control_tokens
         self._adapter_switch = AdapterSwitch(self.model, self.report.adapters)
+        if self.family.batch_positions and self.batch_limits.max_batch_size > 1:
+            tokenizer = self.processor.tokenizer
+            self._scheduler = BatchScheduler(
+                self.model, limits=self.batch_limits, positions=self.family.batch_positions,
+                pad_token_id=_pad_id(tokenizer), eos_ids=self.eos_ids(), exclusive=self._lock,
+                activate_adapter=self._adapter_switch.activate, max_waiting=self.max_waiting)
         self._ready.set()
         return self.report
 
@@ -316,6 +199,8 @@ class LocalEngine:
     # -- serving -------------------------------------------------------------------------
 
     def queue_position(self, request_id: str) -> int | None:
+        if self._scheduler is not None:
+            return self._scheduler.position(request_id)
         return self._lock.position(request_id)
 
     def cancel(self, request_id: str) -> None:
@@ -331,15 +216,15 @@ class LocalEngine:
         (None: the base model) and yields the processor inputs for `messages`. Running out of
         GPU memory inside frees what it can and raises OutOfMemory."""
         self._validate(GenerationRequest(messages=tuple(messages), adapter=adapter))
-        ticket = _Ticket(f"hold-{random.getrandbits(64):016x}")
+        ticket = Ticket(f"hold-{random.getrandbits(64):016x}")
         try:
             with self._lock.hold(ticket):
                 self._adapter_switch.activate(adapter)
                 inputs, _ = self._build_inputs(tuple(messages), thinking)
                 yield inputs
         except BaseException as error:
-            if _is_out_of_memory(error):
-                _release_memory(error)
+            if is_out_of_memory(error):
+                release_memory(error)
                 raise OutOfMemory(OUT_OF_MEMORY_MESSAGE) from None
             raise
 
@@ -348,7 +233,7 @@ class LocalEngine:
         if not self.ready:
             raise ModelNotReady(self._not_ready_message())
         self._validate(request)
-        ticket = _Ticket(request.request_id)
+        ticket = Ticket(request.request_id)
         self._tickets[request.request_id] = ticket
         return self._run(request, ticket)
 
@@ -364,69 +249,73 @@ class LocalEngine:
                 f"No adapter named {request.adapter!r} is loaded (loaded: {loaded}). "
                 "Pick one of those, or the base model.")
 
-    def _run(self, request: GenerationRequest, ticket: _Ticket) -> Iterator[Event]:
-        # The worker thread, not this generator, holds the model: a caller that stops pulling
-        # events (a closed tab whose iterator is never resumed) cannot keep the lock forever.
+    def _run(self, request: GenerationRequest, ticket: Ticket) -> Iterator[Event]:
+        # The worker thread (or the batch scheduler), not this generator, holds the model: a
+        # caller that stops pulling events (a closed tab whose iterator is never resumed)
+        # cannot keep it forever. Times count from here, so waiting in line is in the TTFT.
         started = time.perf_counter()
         sampling = request.sampling
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
         out: queue.Queue = queue.Queue()
-        state: dict = {"taps": []}
+        state: dict = {}
+
+        def end() -> None:
+            self._tickets.pop(request.request_id, None)
+            out.put(_DONE)
+
+        def finished(stats: Stats | None, message: str | None) -> None:
+            state["stats"], state["message"] = stats, message
+            end()
 
         def work() -> None:
             try:
+                if self._scheduler is not None:
+                    job = self._batch_job(request, seed, ticket.cancelled, out, state, started,
+                                          finished)
+                    self._scheduler.submit(job)
+                    return  # the scheduler calls `finished`
                 with self._lock.hold(ticket) as acquired:
                     if acquired:
-                        self._generate(request, seed, ticket.cancelled, out, state)
+                        self._generate(request, seed, ticket.cancelled, out, state, started)
                     else:
                         state["stats"] = Stats(finish_reason="cancelled", seed=seed)
             except BaseException as exc:  # reported to the caller below, never lost in a thread
-                if _is_out_of_memory(exc):
+                if is_out_of_memory(exc):
                     # Here, not in the caller's generator: a caller that went away would
                     # otherwise leave the memory held until the next request.
-                    _release_memory(exc)
+                    release_memory(exc)
                 state["error"] = exc
-            finally:
-                self._tickets.pop(request.request_id, None)
-                out.put(_DONE)
+            end()
 
         worker = threading.Thread(target=work, name=f"generate-{request.request_id[:8]}",
                                   daemon=True)
         worker.start()
-        finished = False
+        finished_stream = False
         try:
-            while not finished:
+            while not finished_stream:
                 item = out.get()
-                finished = item is _DONE
-                if not finished:
+                finished_stream = item is _DONE
+                if not finished_stream:
                     yield item
         finally:
-            if not finished:  # the caller went away: stop generating for nobody
+            if not finished_stream:  # the caller went away: stop generating for nobody
                 ticket.cancelled.set()
 
         error = state.get("error")
         if error is not None:
-            yield self._error_event(error, state["taps"], seed, started)
+            yield self._error_event(_user_message(error), state.get("tracker"), seed, started)
+        elif state.get("message"):
+            yield self._error_event(state["message"], state.get("tracker"), seed, started)
         else:
             yield Event("done", stats=state["stats"])
 
-    def _error_event(self, error: BaseException, taps: list[_Tap], seed: int,
+    def _error_event(self, message: str, tracker: AnswerTracker | None, seed: int,
                      started: float) -> Event:
-        if _is_out_of_memory(error):
-            log.warning("request ran out of GPU memory: %s", error)
-            message = str(OutOfMemory(OUT_OF_MEMORY_MESSAGE))
-        elif isinstance(error, StudioError):
-            message = str(error)
+        if tracker is not None:
+            stats = tracker.stats(seed=seed, finish_reason="error")
         else:
-            log.error("generation failed", exc_info=error)
-            message = "The model failed while answering. The error was logged on the server."
-        first = next((t.first_token_at for t in taps if t.first_token_at), None)
-        stats = Stats(
-            reasoning_tokens=sum(t.reasoning_tokens for t in taps),
-            answer_tokens=sum(t.answer_tokens for t in taps),
-            time_to_first_token_s=(first - started) if first else None,
-            duration_s=time.perf_counter() - started, finish_reason="error", seed=seed,
-        )
+            stats = Stats(duration_s=time.perf_counter() - started, finish_reason="error",
+                          seed=seed)
         return Event("done", stats=stats, error=message)
 
     def _build_inputs(self, messages: tuple[Message, ...], thinking: bool):
@@ -485,18 +374,15 @@ class LocalEngine:
         inputs = self.processor(images=images or None, text=prompt, return_tensors="pt")
         return inputs.to(self.model.device), prompt
 
-    def _generate(self, request: GenerationRequest, seed: int, cancelled: threading.Event,
-                  out: queue.Queue, state: dict) -> None:
+    def _prepare(self, request: GenerationRequest, out: queue.Queue, state: dict,
+                 started: float):
+        """Inputs, new-token limit and answer tracker of one request, for either decoding path."""
         import torch
 
-        started = time.perf_counter()
-        sampling = request.sampling
-        max_new = max(1, min(sampling.max_new_tokens, self.max_new_tokens_limit))
+        max_new = max(1, min(request.sampling.max_new_tokens, self.max_new_tokens_limit))
         thinking = request.thinking and self._supports_thinking
         budget = request.thinking_budget if thinking else None
-        self._adapter_switch.activate(request.adapter)
         inputs, prompt_text = self._build_inputs(request.messages, thinking)
-        prefilled = prompt_text.rstrip().endswith(OPEN_TAG)
         context = self.capabilities().context_length
         prompt_tokens = inputs["input_ids"].shape[1]
         if context and prompt_tokens >= context:
@@ -505,57 +391,53 @@ class LocalEngine:
                 f"at most {context}). Start a new conversation or use fewer images.")
         if context:
             max_new = min(max_new, context - prompt_tokens)
+        prefilled = prompt_text.rstrip().endswith(OPEN_TAG)
+        tracker = AnswerTracker(self.processor.tokenizer, out, prefilled=prefilled,
+                                budget=budget, started=started, eos_ids=self.eos_ids())
+        state["tracker"] = tracker
+        if budget == 0 and prefilled:
+            # No room to think at all: the prompt ends with the cue to conclude.
+            cue = torch.tensor([tracker.conclude()], device=inputs["input_ids"].device)
+            inputs = extend_inputs(inputs, torch.cat([inputs["input_ids"], cue], dim=1))
+        return inputs, max_new, tracker
 
-        tokenizer = self.processor.tokenizer
+    def _batch_job(self, request: GenerationRequest, seed: int, cancelled: threading.Event,
+                   out: queue.Queue, state: dict, started: float, finished) -> BatchJob:
+        inputs, max_new, tracker = self._prepare(request, out, state, started)
+        return BatchJob(request_id=request.request_id, inputs=inputs, max_new=max_new,
+                        sampling=request.sampling, seed=seed, adapter=request.adapter,
+                        tracker=tracker, cancelled=cancelled, finished=finished)
+
+    def _generate(self, request: GenerationRequest, seed: int, cancelled: threading.Event,
+                  out: queue.Queue, state: dict, started: float) -> None:
+        import torch
+
+        self._adapter_switch.activate(request.adapter)
+        inputs, max_new, tracker = self._prepare(request, out, state, started)
         torch.manual_seed(seed)
         if torch.cuda.is_available():
             torch.cuda.manual_seed_all(seed)
-        generation = self._generation_kwargs(sampling)
-        parser = ThinkingParser(OPEN_TAG, CLOSE_TAG, start_in_reasoning=prefilled)
-        tap = _Tap(tokenizer, inputs["input_ids"].shape[1], parser, out, cancelled, budget,
-                   started)
-        state["taps"].append(tap)
-        output_ids = inputs["input_ids"]
-        if not (budget == 0 and prefilled):
-            output_ids = self._call_generate(inputs, tap, max_new, generation)
-        tap.flush()
-        last = tap
-        budget_exhausted = (budget is not None and parser.in_reasoning
-                            and not cancelled.is_set() and (tap.budget_hit or budget == 0))
-        remaining = max_new - len(tap.ids)
+        generation = self._generation_kwargs(request.sampling)
+        prompt_length = inputs["input_ids"].shape[1]
+        output_ids = self._call_generate(inputs, TokenTap(tracker, prompt_length, cancelled),
+                                         max_new, generation)
         # The budget is spent while the model is still reasoning: cue it to conclude, close the
         # reasoning, and let it answer with the tokens that are left.
-        if budget_exhausted and remaining > 0:
-            cue_ids = tokenizer(CONCLUDE_CUE + CLOSE_TAG + "\n\n", add_special_tokens=False,
-                                return_tensors="pt")["input_ids"].to(output_ids.device)
-            continued = extend_inputs(inputs, torch.cat([output_ids, cue_ids], dim=1))
-            # After the cue everything the model writes is answer, whatever tags it emits.
-            last = _Tap(tokenizer, continued["input_ids"].shape[1], _AnswerOnly(), out,
-                        cancelled, None, started)
-            state["taps"].append(last)
-            self._call_generate(continued, last, remaining, generation)
-            last.flush()
+        if tracker.budget_spent and not cancelled.is_set():
+            remaining = max_new - tracker.generated
+            if remaining > 0:
+                cue = torch.tensor([tracker.conclude()], device=output_ids.device)
+                continued = extend_inputs(inputs, torch.cat([output_ids, cue], dim=1))
+                tap = TokenTap(tracker, continued["input_ids"].shape[1], cancelled)
+                self._call_generate(continued, tap, remaining, generation)
+            else:
+                tracker.budget_exhausted = True
+        tracker.finish()
+        state["stats"] = tracker.stats(
+            seed=seed, finish_reason="cancelled" if cancelled.is_set() else None,
+            max_new=max_new)
 
-        taps = state["taps"]
-        used = sum(len(t.ids) for t in taps)
-        first = next((t.first_token_at for t in taps if t.first_token_at), None)
-        if cancelled.is_set():
-            finish = "cancelled"
-        elif used >= max_new and not (last.ids and last.ids[-1] in self.eos_ids()):
-            finish = "length"
-        else:
-            finish = "stop"
-        state["stats"] = Stats(
-            reasoning_tokens=tap.reasoning_tokens,
-            answer_tokens=sum(t.answer_tokens for t in taps),
-            time_to_first_token_s=(first - started) if first else None,
-            duration_s=time.perf_counter() - started,
-            finish_reason=finish,
-            seed=seed,
-            budget_exhausted=budget_exhausted,
-        )
-
-    def _call_generate(self, inputs, tap: _Tap, max_new: int, generation: dict):
+    def _call_generate(self, inputs, tap: TokenTap, max_new: int, generation: dict):
         import torch
         from transformers import StoppingCriteriaList
 
@@ -599,25 +481,16 @@ def _without(text: str, tokens: list[str]) -> str:
     return text
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    import torch
-
-    # Allocation failures inside cuBLAS or bitsandbytes kernels arrive as plain RuntimeErrors.
-    return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+def _pad_id(tokenizer) -> int:
+    pad = tokenizer.pad_token_id
+    return pad if pad is not None else tokenizer.eos_token_id
 
 
-def _release_memory(error: BaseException) -> None:
-    """Give back the GPU memory a failed request held."""
-    import torch
-
-    # The traceback's frames still reference the request's tensors (inputs, activations, the
-    # KV cache); drop them before the allocator is asked to return its cached blocks.
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        error.__traceback__ = None
-        error = error.__cause__ or error.__context__
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+def _user_message(error: BaseException) -> str:
+    if is_out_of_memory(error):
+        log.warning("request ran out of GPU memory: %s", error)
+        return str(OutOfMemory(OUT_OF_MEMORY_MESSAGE))
+    if isinstance(error, StudioError):
+        return str(error)
+    log.error("generation failed", exc_info=error)
+    return "The model failed while answering. The error was logged on the server."

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from engine.batching import BatchLimits
 from engine.errors import ModelNotReady, RequestError
 from engine.images import ImagePolicy, load_image
 from engine.local import OUT_OF_MEMORY_MESSAGE, LocalEngine
@@ -132,7 +133,18 @@ def test_closing_the_stream_frees_the_engine(tiny_engine):
     assert finished.wait(timeout=60), "the engine stayed busy after its stream was closed"
 
 
-def test_requests_run_one_at_a_time_in_arrival_order(tiny_engine):
+@pytest.fixture(scope="module")
+def serial_engine():
+    """The tiny Qwen3.5 with batching turned off: one request at a time through `generate`."""
+    engine = LocalEngine("tiny-random", quantize="none", device="cpu",
+                         batch_limits=BatchLimits(max_batch_size=1))
+    engine.load()
+    return engine
+
+
+def test_without_batching_requests_run_one_at_a_time_in_arrival_order(serial_engine):
+    tiny_engine = serial_engine
+    assert not tiny_engine.batching
     order = []
     first = _request(max_new=200)
     events = tiny_engine.stream(first)

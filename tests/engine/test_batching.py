@@ -1,0 +1,267 @@
+"""Step-level batching on real tiny checkpoints: requests that arrive together or mid-answer
+share decode steps, and each still gets the answer it would get alone (greedy), its own seed,
+thinking budget and stop. Limits bound the batch without starving anyone, and running out of
+memory fails only the request that must fail."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from engine.batching import BatchLimits
+from engine.families import FAMILIES
+from engine.local import OUT_OF_MEMORY_MESSAGE, LocalEngine
+from engine.tiny import TINY_FAMILIES
+from engine.types import GenerationRequest, Message, Sampling
+
+BATCHED = {family.name for family in FAMILIES if family.batch_positions}
+BATCHED_FAMILIES = [family for family in TINY_FAMILIES if family in BATCHED]
+
+
+def _engine(ref: str, **limits) -> LocalEngine:
+    engine = LocalEngine(ref, quantize="none", device="cpu",
+                         batch_limits=BatchLimits(**limits) if limits else None)
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def engines():
+    """(batched, one-at-a-time) engines per family, loaded on first use."""
+    loaded: dict[str, tuple[LocalEngine, LocalEngine]] = {}
+
+    def get(family: str) -> tuple[LocalEngine, LocalEngine]:
+        if family not in loaded:
+            ref = f"tiny-random:{family}"
+            loaded[family] = (_engine(ref), _engine(ref, max_batch_size=1))
+        return loaded[family]
+
+    return get
+
+
+def _request(text="What is in the picture?", size=(64, 48), thinking=False, budget=None,
+             max_new=24, temperature=0.0, seed=1, **sampling) -> GenerationRequest:
+    images = (Image.new("RGB", size, (120, 40, 200)),) if size else ()
+    return GenerationRequest(
+        messages=(Message("user", text, images),), thinking=thinking, thinking_budget=budget,
+        sampling=Sampling(max_new_tokens=max_new, temperature=temperature, seed=seed,
+                          **sampling))
+
+
+def _collect(events) -> dict:
+    result = {"reasoning": "", "answer": "", "done": None}
+    for event in events:
+        if event.kind == "done":
+            result["done"] = event
+        else:
+            result[event.kind] += event.text
+    return result
+
+
+def _answer(result: dict) -> tuple[str, str, str, str | None]:
+    done = result["done"]
+    return result["reasoning"], result["answer"], done.stats.finish_reason, done.error
+
+
+def _together(engine: LocalEngine, requests: list[GenerationRequest],
+              stagger_s: float = 0.0) -> list[dict]:
+    """Run `requests` from one thread each, started `stagger_s` apart; results in order."""
+    results: list = [None] * len(requests)
+
+    def run(index: int) -> None:
+        results[index] = _collect(engine.stream(requests[index]))
+        results[index]["finished_at"] = time.perf_counter()
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+        time.sleep(stagger_s)
+    for thread in threads:
+        thread.join(timeout=300)
+    assert all(r is not None for r in results), "a request never finished"
+    return results
+
+
+def _mixed_requests(needs_image: bool) -> list[GenerationRequest]:
+    # Different prompt lengths, image sizes, and one without an image: rows of unequal length.
+    return [
+        _request(),
+        _request("Describe every part of it in detail, please, one by one.", size=(96, 64)),
+        _request("hello there", size=(32, 32) if needs_image else None),
+        _request("And the colours?", size=(48, 48), max_new=10),
+    ]
+
+
+@pytest.mark.parametrize("family", BATCHED_FAMILIES)
+def test_batched_greedy_answers_equal_answers_alone(engines, family):
+    batched, serial = engines(family)
+    assert batched.batching and not serial.batching
+    requests = _mixed_requests(batched.family.needs_image)
+    # Alone, through transformers' own `generate`: the reference.
+    alone = [_answer(_collect(serial.stream(r))) for r in requests]
+    assert all(a[3] is None and a[1] for a in alone)
+    peak_before = batched._scheduler.peak_batch_size
+    together = [_answer(r) for r in _together(batched, requests)]
+    assert together == alone
+    assert batched._scheduler.peak_batch_size > 1 or peak_before > 1
+
+
+def test_requests_joining_a_running_batch_answer_as_alone(engines):
+    batched, serial = engines("qwen3_5")
+    long = _request("Tell me a long story about it.", max_new=120)
+    joiners = [_request("What shape?", size=(40, 40)), _request("hi", size=None, max_new=8)]
+    alone = [_answer(_collect(serial.stream(r))) for r in [long, *joiners]]
+
+    events = batched.stream(long)
+    first = next(events)  # the long answer is decoding now
+    assert batched.queue_position(long.request_id) == 0
+    joined = _together(batched, joiners)
+    joined_all_done = time.perf_counter()
+    rest = _collect(events)
+    rest[first.kind] = first.text + rest[first.kind]
+    assert [_answer(rest), *map(_answer, joined)] == alone
+    # The joiners did not wait for the long answer: they were done while it was still going.
+    assert rest["done"].stats.total_tokens == 120
+    assert rest["answer"] != first.text
+    assert batched._scheduler.peak_batch_size >= 2
+    assert joined_all_done < time.perf_counter()
+
+
+def test_thinking_budgets_apply_per_request_in_a_batch(engines):
+    batched, serial = engines("qwen3_5")
+    requests = [_request(thinking=True, budget=6, max_new=40),
+                _request(thinking=True, budget=None, max_new=40),
+                _request(thinking=False, max_new=20)]
+    alone = [_collect(serial.stream(r)) for r in requests]
+    together = _together(batched, requests)
+    assert [_answer(r) for r in together] == [_answer(r) for r in alone]
+    budgeted, free, plain = (r["done"].stats for r in together)
+    assert budgeted.reasoning_tokens <= 6
+    assert budgeted.budget_exhausted and not free.budget_exhausted
+    assert plain.reasoning_tokens == 0
+
+
+def test_seeded_sampling_gives_the_same_answer_alone_or_batched(engines):
+    batched, _ = engines("qwen3_5")
+    sampled = [_request(temperature=1.0, top_p=0.9, seed=seed, max_new=20) for seed in (5, 6, 7)]
+    alone = [_answer(_collect(batched.stream(r))) for r in sampled]
+    together = [_answer(r) for r in _together(batched, sampled)]
+    assert together == alone
+    assert len({a[1] for a in alone}) > 1  # the seeds matter
+
+
+def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(engines):
+    batched, serial = engines("qwen3_5")
+    stopper = _request("Keep going.", max_new=4000)
+    others = [_request(max_new=30), _request("Shapes?", size=(40, 56), max_new=30)]
+    alone = [_answer(_collect(serial.stream(r))) for r in others]
+
+    events = batched.stream(stopper)
+    next(events)
+    results: list = []
+    thread = threading.Thread(target=lambda: results.extend(_together(batched, others)),
+                              daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    batched.cancel(stopper.request_id)
+    stopped = _collect(events)
+    thread.join(timeout=120)
+    assert stopped["done"].stats.finish_reason == "cancelled"
+    assert stopped["done"].stats.total_tokens < 4000
+    assert [_answer(r) for r in results] == alone
+
+
+def test_a_closed_stream_frees_its_place(engines):
+    batched, _ = engines("qwen3_5")
+    request = _request(max_new=4000)
+    events = batched.stream(request)
+    next(events)
+    events.close()  # what a closed browser tab does
+    after = _collect(batched.stream(_request(max_new=5)))
+    assert after["done"].stats.finish_reason == "length"
+    assert batched.queue_position(request.request_id) is None
+
+
+def test_batch_size_cap_holds_and_everyone_is_served_in_order():
+    engine = _engine("tiny-random", max_batch_size=2)
+    requests = [_request(max_new=40, seed=s) for s in range(5)]
+    highest_place = 0
+    watching = threading.Event()
+
+    def watch():
+        nonlocal highest_place
+        while not watching.is_set():
+            places = [engine.queue_position(r.request_id) or 0 for r in requests]
+            highest_place = max(highest_place, *places)
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    results = _together(engine, requests, stagger_s=0.02)
+    watching.set()
+    watcher.join(timeout=10)
+    assert all(r["done"].error is None for r in results)
+    assert engine._scheduler.peak_batch_size == 2
+    assert highest_place >= 1  # some waited in line, and were told their place
+    # First come, first served: the first two finish before the last one.
+    assert max(results[0]["finished_at"], results[1]["finished_at"]) < results[4]["finished_at"]
+
+
+def test_token_cap_runs_an_oversized_request_alone_instead_of_starving_it():
+    # Each request reserves its prompt plus 40 new tokens: more than the cap, so one at a time.
+    engine = _engine("tiny-random", max_batch_tokens=16)
+    requests = [_request(max_new=40, seed=s) for s in range(3)]
+    results = _together(engine, requests, stagger_s=0.02)
+    assert all(r["done"].error is None and r["answer"] for r in results)
+    assert engine._scheduler.peak_batch_size == 1
+
+
+def test_out_of_memory_in_a_batch_fails_only_the_newest_request(engines):
+    batched, serial = engines("qwen3_5")
+    requests = [_request(max_new=40), _request("Colours?", max_new=40),
+                _request("Shapes?", size=(40, 40), max_new=40)]
+    alone = [_answer(_collect(serial.stream(r))) for r in requests]
+    failures = []
+
+    def three_is_too_many(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape == (3, 1):  # a decode step of three sequences
+            failures.append(1)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    hook = batched.model.register_forward_pre_hook(three_is_too_many, with_kwargs=True)
+    try:
+        results = _together(batched, requests, stagger_s=0.01)
+    finally:
+        hook.remove()
+    assert failures
+    errors = [r["done"].error for r in results]
+    assert errors.count(OUT_OF_MEMORY_MESSAGE) == 1
+    survivors = [(a, _answer(r)) for a, r in zip(alone, results, strict=True)
+                 if r["done"].error is None]
+    assert len(survivors) == 2
+    assert all(mine == theirs for mine, theirs in survivors)
+    after = _collect(batched.stream(_request(max_new=5)))
+    assert after["done"].error is None
+
+
+def test_scoring_gets_the_model_between_batches(engines):
+    batched, _ = engines("qwen3_5")
+    running = batched.stream(_request(max_new=60))
+    next(running)
+    held = threading.Event()
+
+    def score():
+        messages = (Message("user", "What is in the picture?"),)
+        with batched.holding_model(messages):
+            held.set()
+
+    thread = threading.Thread(target=score, daemon=True)
+    thread.start()
+    finished = _collect(running)
+    assert held.wait(timeout=60), "the model was never handed over for scoring"
+    assert finished["done"].error is None
