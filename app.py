@@ -48,6 +48,8 @@ class Settings:
     max_new_tokens_limit: int = 4096
     max_upload_mb: int = 20
     max_queue: int = 64
+    max_batch: int = 8
+    max_batch_tokens: int = 32768
     max_pixels: int = 1_003_520
     retention_days: int = 0
     public: bool = False
@@ -94,6 +96,10 @@ _HELP = {
     "max_new_tokens_limit": "upper bound for max new tokens, whatever a user asks",
     "max_upload_mb": "largest accepted upload, in MB",
     "max_queue": "how many requests may wait for the model before new ones are refused",
+    "max_batch": "with the local engine: how many answers are decoded together (1: one at a "
+                 "time)",
+    "max_batch_tokens": "with the local engine: prompt plus max new tokens, summed over the "
+                        "answers decoded together (bounds the cache memory)",
     "max_pixels": "pixel budget an image is resized to before it reaches the model",
     "retention_days": "delete stored data older than this many days (0 keeps everything)",
     "public": "serve strangers: the data tab needs --admin-password (on by default on a Space)",
@@ -154,28 +160,34 @@ def settings_from(argv: list[str] | None = None, environ: dict | None = None) ->
         parser.error("--engine openai needs --base-url URL and --model NAME (the served model)")
     if settings.max_new_tokens_limit < 16:
         parser.error("--max-new-tokens-limit must be at least 16")
+    if settings.max_batch < 1 or settings.max_batch_tokens < 1:
+        parser.error("--max-batch and --max-batch-tokens must be at least 1")
     for item in settings.adapter:
         if "=" not in item:
             parser.error(f"--adapter takes NAME=PATH, not {item!r}")
     return settings
 
 
-def build_engine(settings: Settings):
-    """The engine the settings ask for; not loaded yet."""
+def build_engine(settings: Settings, *, batching: bool = True):
+    """The engine the settings ask for; not loaded yet. `batching` False: one request at a time
+    whatever --max-batch says."""
     if settings.engine == "openai":
         from engine.remote import RemoteEngine
 
         return RemoteEngine(settings.base_url, settings.model, api_key=settings.api_key or None,
                             max_new_tokens_limit=settings.max_new_tokens_limit)
+    from engine.batching import BatchLimits
     from engine.loading import default_model_id
     from engine.local import LocalEngine
 
     model = default_model_id() if settings.model == "auto" else settings.model
     adapters = dict(item.split("=", 1) for item in settings.adapter)
     kwargs = {"adapters": adapters} if adapters else {}
+    limits = BatchLimits(max_batch_size=settings.max_batch if batching else 1,
+                         max_batch_tokens=settings.max_batch_tokens)
     return LocalEngine(model, quantize=settings.quantize,
                        max_new_tokens_limit=settings.max_new_tokens_limit,
-                       max_waiting=settings.max_queue, **kwargs)
+                       max_waiting=settings.max_queue, batch_limits=limits, **kwargs)
 
 
 def serve(settings: Settings) -> None:
@@ -196,8 +208,11 @@ def serve(settings: Settings) -> None:
         store.purge_older_than(settings.retention_days)
         Periodic(lambda: store.purge_older_than(settings.retention_days), RETENTION_CHECK_HOURS,
                  "retention-purge").start()
-    engine = build_engine(settings)
-    if on_zerogpu():
+    zerogpu = on_zerogpu()
+    # On ZeroGPU the GPU exists only inside each request's own decorated call, so requests
+    # cannot share decode steps run by a scheduler thread: one at a time there.
+    engine = build_engine(settings, batching=not zerogpu)
+    if zerogpu:
         engine = ZeroGPUEngine(engine)
     start_push(settings, store)
     studio = Studio(engine, store, image_policy=ImagePolicy(

@@ -14,11 +14,13 @@ the wall time from the first submission to the last answer. Each simulated user 
 updates every `--client-poll-ms` (20 ms): sixteen users polling faster take CPU from the app
 on a two-core machine.
 
-With the local engine the app serves one generation at a time (the "model" concurrency group
-has limit 1), so aggregate throughput stays flat and the wait grows with the number of users;
-the table shows by how much.
+The app runs once per `--max-batch` (default 1, then 8): with 1 it serves one generation at a
+time, so aggregate throughput stays flat and the wait grows with the number of users; with 8
+the engine decodes up to eight answers together and the page lets that many run at once. The
+last table checks the batching targets at 8 users against 1 user of the same setting.
 
     python -m bench.concurrency [--model tiny|medium] [--users 1 4 8 16] [--questions 3]
+                                [--max-batch 1 8]
 """
 
 from __future__ import annotations
@@ -139,17 +141,19 @@ def run_users(url: str, users: int, questions: int, arguments: list, saving: boo
     return requests, wall
 
 
-def summarize(users: int, requests: list[Request], wall: float) -> list:
+def summarize(users: int, requests: list[Request], wall: float) -> tuple[list, float, float]:
+    """The table row, and the aggregate tokens/s and TTFT p95 (seconds) as numbers."""
     good = [r for r in requests if r.error is None]
     waits = [r.started - r.submitted for r in good if r.started is not None]
     ttfts = [r.first - r.submitted for r in good if r.first is not None]
     streams = [(r.tokens - 1) / (r.done - r.first) for r in good
                if r.first is not None and r.tokens > 1 and r.done > r.first]
     tokens = sum(r.tokens for r in good)
-    return [users, len(requests), len(requests) - len(good), fixed(tokens / wall),
+    row = [users, len(requests), len(requests) - len(good), fixed(tokens / wall),
             ms(percentile(waits, 50)), ms(percentile(waits, 95)),
             ms(percentile(ttfts, 50)), ms(percentile(ttfts, 95)),
             fixed(percentile(streams, 50)), fixed(wall)]
+    return row, tokens / wall, percentile(ttfts, 95)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="tiny", choices=MODELS)
     parser.add_argument("--users", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--questions", type=int, default=3)
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--no-saving", action="store_true")
     parser.add_argument("--client-poll-ms", type=float, default=20.0,
@@ -174,25 +179,43 @@ def main(argv: list[str] | None = None) -> int:
           f"conversation; greedy, {args.max_new_tokens} new tokens, thinking off; saving "
           f"{'on' if saving else 'off'}; app torch 1 thread; client polls every "
           f"{args.client_poll_ms:g} ms\n", flush=True)
-    rows = []
+    tables: dict[int, list] = {}
+    measured: dict[int, dict[int, tuple[float, float]]] = {}
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
         image_path = scene_image(Path(tmp) / "scene.png")
         arguments = chat_arguments(image_path, args.max_new_tokens)
-        with running_app(path, Path(tmp) / "app") as app:
-            run_users(app.url, 1, 2, arguments, saving, args.client_poll_ms / 1000)  # warm-up
-            for users in args.users:
-                before = load_average()
-                requests, wall = run_users(app.url, users, args.questions, arguments, saving,
-                                           args.client_poll_ms / 1000)
-                rows.append(summarize(users, requests, wall))
-                errors += sorted({r.error for r in requests if r.error})
-                print(f"- {users} users: load average before {before}, after {load_average()}",
-                      flush=True)
+        for max_batch in args.max_batch:
+            rows = tables.setdefault(max_batch, [])
+            figures = measured.setdefault(max_batch, {})
+            with running_app(path, Path(tmp) / f"app-{max_batch}", "--max-batch",
+                             str(max_batch)) as app:
+                run_users(app.url, 1, 2, arguments, saving, args.client_poll_ms / 1000)  # warm-up
+                for users in args.users:
+                    before = load_average()
+                    requests, wall = run_users(app.url, users, args.questions, arguments,
+                                               saving, args.client_poll_ms / 1000)
+                    row, aggregate, ttft_p95 = summarize(users, requests, wall)
+                    rows.append(row)
+                    figures[users] = (aggregate, ttft_p95)
+                    errors += sorted({r.error for r in requests if r.error})
+                    print(f"- max batch {max_batch}, {users} users: load average before "
+                          f"{before}, after {load_average()}", flush=True)
     print()
-    print_table("Per user count", ["users", "requests", "errors", "aggregate tok/s",
-                                   "queue wait p50 ms", "queue wait p95 ms", "TTFT p50 ms",
-                                   "TTFT p95 ms", "stream tok/s p50", "wall s"], rows)
+    headers = ["users", "requests", "errors", "aggregate tok/s", "queue wait p50 ms",
+               "queue wait p95 ms", "TTFT p50 ms", "TTFT p95 ms", "stream tok/s p50", "wall s"]
+    targets = []
+    for max_batch, rows in tables.items():
+        print_table(f"Max batch {max_batch}", headers, rows)
+        by_users = measured[max_batch]
+        if 1 in by_users and 8 in by_users:
+            speedup = by_users[8][0] / by_users[1][0]
+            ttft = by_users[8][1] / by_users[1][1]
+            targets.append([max_batch, fixed(speedup, 2), "yes" if speedup >= 4 else "no",
+                            fixed(ttft, 2), "yes" if ttft <= 2 else "no"])
+    if targets:
+        print_table("Targets at 8 users, against 1 user of the same setting",
+                    ["max batch", "aggregate tok/s x", ">= 4x", "TTFT p95 x", "<= 2x"], targets)
     if errors:
         print("Errors seen:\n" + "\n".join(f"- {e}" for e in errors))
     return 0

@@ -11,7 +11,7 @@ On a machine with CUDA, for each size: build the checkpoint on the GPU in bf16 a
 quantization load it through the app's own `LocalEngine` (bitsandbytes for 8-bit and NF4
 4-bit, the family's modules kept unquantized) and record the load time, the weights'
 footprint, the peak GPU memory after loading and while answering, and time to first token and
-tokens/s for 1 user and for `--users` users at once (one generation at a time, as the app
+tokens/s for 1 user and for `--users` users at once (decoded together in batches, as the app
 serves them). A question is a 640x480 image (300 vision tokens with the published processor
 bounds) and a short question, greedy, thinking off, `--max-new-tokens` tokens.
 
@@ -35,7 +35,6 @@ import argparse
 import gc
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -50,7 +49,7 @@ from bench.common import (
     scene_image,
 )
 from bench.models import QwenSize, build_qwen3_5, qwen3_5_config, tokenizer_and_processor
-from bench.workload import QUESTION, engine_request
+from bench.workload import QUESTION, ask_engine, crowd
 
 VOCAB = 248_320
 CONTEXT = 262_144
@@ -171,41 +170,6 @@ def check_configs(names: list[str]) -> None:
 # -- measuring (CUDA, or the CPU with --smoke) -----------------------------------------------
 
 
-def _ask(engine, image, max_new_tokens: int):
-    request = engine_request(image, max_new_tokens)
-    started = time.perf_counter()
-    first = None
-    stats = error = None
-    for event in engine.stream(request):
-        if event.kind == "answer" and first is None and event.text.strip():
-            first = time.perf_counter()
-        elif event.kind == "done":
-            stats, error = event.stats, event.error
-    done = time.perf_counter()
-    return started, first, done, stats, error
-
-
-def _users(engine, image, users: int, questions: int, max_new_tokens: int):
-    results = []
-    lock = threading.Lock()
-    gate = threading.Barrier(users + 1)
-
-    def user() -> None:
-        gate.wait()
-        for _ in range(questions):
-            outcome = _ask(engine, image, max_new_tokens)
-            with lock:
-                results.append(outcome)
-
-    threads = [threading.Thread(target=user) for _ in range(users)]
-    for thread in threads:
-        thread.start()
-    gate.wait()
-    for thread in threads:
-        thread.join()
-    return results
-
-
 def _peak_gib(device: str) -> float:
     import torch
 
@@ -224,23 +188,23 @@ def measure_quantization(path: Path, quantization: str, device: str, image, reps
     engine = LocalEngine(str(path), quantize=quantization, device=device)
     report = engine.load()
     after_load = _peak_gib(device)
-    _ask(engine, image, max_new_tokens)  # warm-up
-    single = [_ask(engine, image, max_new_tokens) for _ in range(reps)]
+    ask_engine(engine, image, max_new_tokens)  # warm-up
+    single = [ask_engine(engine, image, max_new_tokens) for _ in range(reps)]
     crowd_started = time.perf_counter()
-    crowd = _users(engine, image, users, 2, max_new_tokens)
+    together = crowd(engine, image, users, 2, max_new_tokens)
     crowd_wall = time.perf_counter() - crowd_started
     peak = _peak_gib(device)
-    errors = [e for *_, e in single + crowd if e]
+    errors = [e for *_, e in single + together if e]
 
     def ttft(outcomes):
         return [first - started for started, first, *_ in outcomes if first is not None]
 
     speeds = [s.tokens_per_s for *_, s, _ in single if s is not None]
-    crowd_tokens = sum(s.total_tokens for *_, s, _ in crowd if s is not None)
+    crowd_tokens = sum(s.total_tokens for *_, s, _ in together if s is not None)
     row = [quantization, fixed(report.load_seconds, 1), fixed(report.footprint_bytes / GIB, 2),
            fixed(after_load, 2), fixed(peak, 2), ms(percentile(ttft(single), 50)),
            fixed(percentile(speeds, 50)), fixed(crowd_tokens / crowd_wall),
-           ms(percentile(ttft(crowd), 50)), ms(percentile(ttft(crowd), 95)), len(errors)]
+           ms(percentile(ttft(together), 50)), ms(percentile(ttft(together), 95)), len(errors)]
     del engine
     gc.collect()
     if device == "cuda":

@@ -5,7 +5,8 @@ One workload everywhere, so the figures compare: a 640x480 PNG (`common.scene_im
 early), seed `SEED`, each time in a new conversation.
 
 - `model_path("tiny" | "medium")` builds (once) and returns the checkpoint folder;
-- `engine_request(image, n)` is the `GenerationRequest` for an engine's `stream()`;
+- `engine_request(image, n)` is the `GenerationRequest` for an engine's `stream()`,
+  `ask_engine` times one such question in-process and `crowd` has several users ask at once;
 - `chat_arguments(image_path, n)` are the inputs of the app's "chat" endpoint for
   `gradio_client`, `fresh_session(client, saving)` starts a new conversation (consent on or
   off), `answer_of(output)` reads the answer text out of one streamed output and
@@ -15,6 +16,8 @@ early), seed `SEED`, each time in a new conversation.
 from __future__ import annotations
 
 import re
+import threading
+import time
 from pathlib import Path
 
 QUESTION = "What is in the picture? Describe it."
@@ -40,6 +43,44 @@ def engine_request(image, max_new_tokens: int):
     return GenerationRequest(
         messages=(Message("user", QUESTION, (image,)),), thinking=False,
         sampling=Sampling(max_new_tokens=max_new_tokens, temperature=0.0, seed=SEED))
+
+
+def ask_engine(engine, image, max_new_tokens: int):
+    """One question to an engine in this process: (started, first answer text, done, stats,
+    error), times from `time.perf_counter`."""
+    request = engine_request(image, max_new_tokens)
+    started = time.perf_counter()
+    first = None
+    stats = error = None
+    for event in engine.stream(request):
+        if event.kind == "answer" and first is None and event.text.strip():
+            first = time.perf_counter()
+        elif event.kind == "done":
+            stats, error = event.stats, event.error
+    return started, first, time.perf_counter(), stats, error
+
+
+def crowd(engine, image, users: int, questions: int, max_new_tokens: int) -> list:
+    """`users` threads released together, each asking `questions` questions one after another;
+    every outcome as `ask_engine` gives it."""
+    results = []
+    lock = threading.Lock()
+    gate = threading.Barrier(users + 1)
+
+    def user() -> None:
+        gate.wait()
+        for _ in range(questions):
+            outcome = ask_engine(engine, image, max_new_tokens)
+            with lock:
+                results.append(outcome)
+
+    threads = [threading.Thread(target=user) for _ in range(users)]
+    for thread in threads:
+        thread.start()
+    gate.wait()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 def chat_arguments(image_path: Path, max_new_tokens: int) -> list:

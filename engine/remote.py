@@ -149,6 +149,9 @@ def _detail(response: httpx.Response) -> str:
     return text[:MAX_DETAIL_CHARS] + ("..." if len(text) > MAX_DETAIL_CHARS else "")
 
 
+REMOTE_CONCURRENCY = 16
+
+
 class RemoteEngine:
     """A model behind an OpenAI-compatible chat completions API. `load()` only checks the server."""
 
@@ -180,6 +183,8 @@ class RemoteEngine:
         self.max_new_tokens_limit = max_new_tokens_limit
         self.max_images = max_images
         self.thinking = thinking
+        # Requests worth sending at once: a serving engine batches them itself.
+        self.concurrency = REMOTE_CONCURRENCY
         self.thinking_budget_field = thinking_budget_field
         self.progress = LoadProgress("resolving", f"Waiting to contact the model server at "
                                                   f"{self.base_url}")

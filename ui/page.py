@@ -188,8 +188,9 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                     build_data_tab(studio, settings, data_tab)
         timer = gr.Timer(1.0)
         settings_inputs = [thinking, budget, max_new, temperature, top_p, top_k, seed, adapter]
-        # One model in this process answers one request at a time; a serving engine batches.
-        model_limit = 1 if getattr(settings, "engine", "local") == "local" else 16
+        # As many answers at once as the engine decodes together (1 when it does one at a
+        # time); more would only wait inside the engine instead of in Gradio's queue.
+        model_limit = max(1, int(getattr(engine, "concurrency", 1)))
 
         # -- page load and model status ---------------------------------------------------
 

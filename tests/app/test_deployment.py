@@ -31,8 +31,17 @@ def test_a_space_is_public_by_default_unless_told_otherwise():
     assert told.public is False
 
 
+def test_batch_limits_reach_the_engine_and_zerogpu_turns_batching_off():
+    settings = studio_app.settings_from(["--model", "tiny-random", "--max-batch-tokens", "999"],
+                                        {"VQA_STUDIO_MAX_BATCH": "4"})
+    engine = studio_app.build_engine(settings)
+    assert engine.batch_limits.max_batch_size == 4 and engine.concurrency == 4
+    assert engine.batch_limits.max_batch_tokens == 999
+    assert studio_app.build_engine(settings, batching=False).concurrency == 1
+
+
 @pytest.mark.parametrize("argv", [["--engine", "openai"], ["--quantize", "3bit"],
-                                  ["--adapter", "no-equals-sign"]])
+                                  ["--adapter", "no-equals-sign"], ["--max-batch", "0"]])
 def test_bad_settings_are_refused_with_a_message(argv, capsys):
     with pytest.raises(SystemExit):
         studio_app.settings_from(argv, {})

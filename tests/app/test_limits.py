@@ -1,9 +1,11 @@
-"""Busy and hostile: a full queue, an oversized upload, raw HTML in an answer's text."""
+"""Busy and hostile: users at once, a full queue, an oversized upload, raw HTML in an answer's
+text."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import time
 
 import pytest
 from PIL import Image
@@ -13,10 +15,47 @@ from tests.page_actions import give_consent, open_page
 pytestmark = pytest.mark.browser
 
 
+def _ask(client, text: str, max_new: int):
+    return client.submit({"text": text, "files": []}, False, 0, max_new, 0.0, 1.0, 0, 1,
+                         "Base model", api_name="/chat")
+
+
+def _wait_until_answering(client) -> None:
+    """Ask a tiny question until the model (loading behind the page) answers it."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if "tokens ·" in str(_ask(client, "ready?", 2).result(timeout=60)):
+            return  # the stats line under an answer
+        time.sleep(0.5)
+    pytest.fail("the model never answered")
+
+
+def test_a_second_user_is_answered_while_the_first_answer_is_still_streaming(launch_app):
+    from gradio_client import Client
+
+    app = launch_app("--max-new-tokens-limit", "4000")
+    long_client, short_client = Client(app.url, verbose=False), Client(app.url, verbose=False)
+    try:
+        _wait_until_answering(short_client)
+        long_job = _ask(long_client, "a long answer please", 4000)
+        deadline = time.monotonic() + 120
+        while not long_job.outputs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert long_job.outputs(), "the first answer never started"
+        _ask(short_client, "and a short one", 16).result(timeout=120)
+        # The short answer joined the long one's batch instead of waiting for its end.
+        assert not long_job.done()
+        long_job.cancel()
+    finally:
+        long_client.close()
+        short_client.close()
+
+
 def test_a_full_queue_refuses_with_a_clear_message(launch_app):
     from gradio_client import Client
 
-    app = launch_app("--max-queue", "1", "--max-new-tokens-limit", "4000")
+    # One answer at a time, so the others wait in the queue and it fills up.
+    app = launch_app("--max-queue", "1", "--max-batch", "1", "--max-new-tokens-limit", "4000")
     question = {"text": "a long answer please", "files": []}
     settings = (False, 0, 4000, 0.0, 1.0, 0, 1, "Base model")
     clients = [Client(app.url, verbose=False) for _ in range(4)]

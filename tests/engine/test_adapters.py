@@ -112,3 +112,23 @@ def test_helper_wrote_a_lora_adapter_for_the_text_model(adapter_dir):
     with safe_open(adapter_dir / "adapter_model.safetensors", "pt") as weights:
         names = list(weights.keys())
     assert names and all(".language_model." in name and ".lora_" in name for name in names)
+
+
+def test_requests_for_base_and_adapter_at_once_each_get_their_own_answer(tuned_engine):
+    import threading
+
+    alone = {name: _answer(tuned_engine, name, max_new=20) for name in (None, "tuned")}
+    asked = [None, "tuned", None, "tuned"]
+    answers: list = [None] * len(asked)
+
+    def ask(index: int) -> None:
+        answers[index] = _answer(tuned_engine, asked[index], max_new=20)
+
+    threads = [threading.Thread(target=ask, args=(i,), daemon=True) for i in range(len(asked))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    # One adapter per batch: the others wait for it to drain, and nobody gets the wrong one.
+    assert answers == [alone[name] for name in asked]
+    assert alone[None] != alone["tuned"]
