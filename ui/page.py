@@ -32,8 +32,11 @@ from ui.turns import (
 log = logging.getLogger(__name__)
 
 # Redrawing the chat per token costs the browser and the server more than the model does;
-# a dozen frames a second read as smooth streaming.
+# a dozen frames a second read as smooth streaming. With several answers streaming at once
+# (a batching engine) each redraws less often, so that rendering, which holds the
+# interpreter, keeps to about the same total and does not slow the decoding of them all.
 REDRAW_INTERVAL_S = 0.08
+MAX_REDRAW_INTERVAL_S = 0.4
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
 FAILED = "Something went wrong on the server; it was logged. Please try again."
 CSS = """
@@ -192,6 +195,9 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         # time); more would only wait inside the engine instead of in Gradio's queue.
         model_limit = max(1, int(getattr(engine, "concurrency", 1)))
 
+        def redraw_interval() -> float:
+            return min(MAX_REDRAW_INTERVAL_S, REDRAW_INTERVAL_S * max(1, studio.streaming))
+
         # -- page load and model status ---------------------------------------------------
 
         def init(key: str | None, chat_state: ChatState):
@@ -247,7 +253,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             last_yield = 0.0
             try:
                 while True:
-                    if update.done or time.monotonic() - last_yield >= REDRAW_INTERVAL_S:
+                    if update.done or time.monotonic() - last_yield >= redraw_interval():
                         last_turn.answer = update  # shown while it streams
                         messages, message_slots = render_chat(chat_state)
                         last_turn.answer = previous
@@ -329,7 +335,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             messages, message_slots = render_chat(chat_state)
             last_yield = 0.0
             while True:
-                if time.monotonic() - last_yield >= REDRAW_INTERVAL_S:
+                if time.monotonic() - last_yield >= redraw_interval():
                     yield (messages, message_slots, None, chat_state, gr.Group(visible=True),
                            _side(pair[0]), _side(pair[1]), *verdicts_off)
                     last_yield = time.monotonic()

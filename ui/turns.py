@@ -474,6 +474,12 @@ class Studio:
         return TurnUpdate(answer_id=answer_id, model=self.engine.capabilities().model_id,
                           adapter=request.adapter, label=label)
 
+    @property
+    def streaming(self) -> int:
+        """How many answers are streaming right now, from every session."""
+        with self._running_lock:
+            return len(self._running)
+
     def _stream(self, events: Iterator[Event], update: TurnUpdate, request: GenerationRequest,
                 session_key: str) -> Iterator[TurnUpdate]:
         """Fill `update` from the engine's events, yielding it after each; save as it goes."""
