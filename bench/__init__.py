@@ -4,7 +4,10 @@ Each module runs with one command from the repository root and prints Markdown t
 
 - `python -m bench.overhead`     raw `LocalEngine.stream` vs the running app through
                                  `gradio_client`, at two engine speeds;
-- `python -m bench.concurrency`  1-16 simulated users against the running app;
+- `python -m bench.concurrency`  1-16 simulated users against the running app, answers one at
+                                 a time and batched;
+- `python -m bench.batching`     1-16 users against the engine in-process, one at a time and
+                                 batched, with the batching targets;
 - `python -m bench.storage`      logging a turn, concurrent writers, exporting many pairs;
 - `python -m bench.peer`         the same workload through `transformers serve` (with and
                                  without continuous batching) and the local engine;
