@@ -95,6 +95,7 @@ class AnswerTracker:
         self.reasoning_tokens = 0
         self.answer_tokens = 0
         self.first_token_at: float | None = None
+        self.last_id: int | None = None
         self.budget_exhausted = False
 
     @property
@@ -133,7 +134,7 @@ class AnswerTracker:
         self.phase.flush()
 
     def ended_on_eos(self) -> bool:
-        return self.generated > 0 and getattr(self, "last_id", None) in self.eos_ids
+        return self.last_id is not None and self.last_id in self.eos_ids
 
     def stats(self, *, seed: int, finish_reason: str | None = None,
               max_new: int | None = None) -> Stats:
