@@ -328,7 +328,8 @@ class BatchScheduler:
 
     def _after_forward(self, rows: list[_Row], logits) -> None:
         """Each row's next token: forced (the conclude cue) or sampled; then who is done."""
-        for index, row in enumerate(rows):
+        chosen = self._choose(rows, logits)
+        for row, token in zip(rows, chosen, strict=True):
             if row.done:
                 continue
             if row.forced:
@@ -336,7 +337,6 @@ class BatchScheduler:
                 row.history.append(row.next_input)
                 continue
             tracker = row.job.tracker
-            token = self._sample(row, logits[index])
             tracker.take(token)
             row.history.append(token)
             row.next_input = token
@@ -355,19 +355,33 @@ class BatchScheduler:
                 self._finish_row(row, None)
         self._compact()
 
-    def _sample(self, row: _Row, logits) -> int:
+    def _choose(self, rows: list[_Row], logits) -> list[int]:
+        """The sampled token of every row (forced and finished rows' entries are unused).
+
+        Plain greedy rows share one argmax; the others go through their own processors and
+        generator. The ids reach the host in one transfer: on a GPU each read is a sync.
+        """
         import torch
 
-        sampling = row.job.sampling
-        scores = logits[None]
-        if row.processors:
-            history = torch.tensor([row.history], device=scores.device)
-            for processor in row.processors:
-                scores = processor(history, scores)
-        if not sampling.temperature or sampling.temperature <= 0:
-            return int(scores.argmax(dim=-1))
-        probabilities = torch.softmax(scores, dim=-1)
-        return int(torch.multinomial(probabilities, 1, generator=row.generator))
+        tokens = logits.argmax(dim=-1)
+        for index, row in enumerate(rows):
+            if row.done or row.forced:
+                continue
+            sampling = row.job.sampling
+            greedy = not sampling.temperature or sampling.temperature <= 0
+            if greedy and not row.processors:
+                continue
+            scores = logits[index][None]
+            if row.processors:
+                history = torch.tensor([row.history], device=scores.device)
+                for processor in row.processors:
+                    scores = processor(history, scores)
+            if greedy:
+                tokens[index] = scores.argmax(dim=-1)[0]
+            else:
+                probabilities = torch.softmax(scores, dim=-1)
+                tokens[index] = torch.multinomial(probabilities, 1, generator=row.generator)[0, 0]
+        return tokens.tolist()
 
     # -- leaving the batch ---------------------------------------------------------------
 
