@@ -38,15 +38,19 @@ from typing import Literal
 
 from engine import batch_cache
 from engine.decoding import AnswerTracker
-from engine.errors import StudioError
 from engine.fifo import FifoLock, Ticket, busy_error
-from engine.memory import OUT_OF_MEMORY_MESSAGE, is_out_of_memory, release_memory
+from engine.memory import (
+    FAILED_MESSAGE,
+    OUT_OF_MEMORY_MESSAGE,
+    failure_message,
+    is_out_of_memory,
+    release_memory,
+)
 from engine.types import Sampling, Stats
 
 log = logging.getLogger(__name__)
 
 Positions = Literal["plain", "mrope"]
-FAILED_MESSAGE = "The model failed while answering. The error was logged on the server."
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ class BatchScheduler:
     """Runs `BatchJob`s in batches on one model. `submit` from any thread; one worker thread."""
 
     def __init__(self, model, *, limits: BatchLimits, positions: Positions, pad_token_id: int,
-                 eos_ids: set[int], exclusive: FifoLock, activate_adapter: Callable,
+                 exclusive: FifoLock, activate_adapter: Callable,
                  max_waiting: int) -> None:
         import inspect
 
@@ -109,7 +113,6 @@ class BatchScheduler:
         self.limits = limits
         self.positions = positions
         self.pad_token_id = pad_token_id
-        self.eos_ids = eos_ids
         self.exclusive = exclusive
         self.activate_adapter = activate_adapter
         self.max_waiting = max_waiting
@@ -205,7 +208,7 @@ class BatchScheduler:
                 count += 1
             self._running_ids.update(job.request_id for job in group)
         for job in cancelled:
-            self._finish_job(job, job.tracker.stats(seed=job.seed, finish_reason="cancelled"))
+            self._settle(job, stats=job.tracker.stats(seed=job.seed, finish_reason="cancelled"))
         if group and not self._rows:
             self.activate_adapter(adapter)
             self._adapter = adapter
@@ -217,17 +220,14 @@ class BatchScheduler:
         try:
             rows, cache, mask, logits = self._prefill_together(group)
         except BaseException as error:
-            out_of_memory = is_out_of_memory(error)
-            if out_of_memory:
+            if is_out_of_memory(error):
                 release_memory(error)
             if len(group) > 1:
                 # Which one does not fit (or breaks) is unknown: try each alone.
                 for job in group:
                     self._prefill([job])
                 return
-            if not out_of_memory:
-                log.error("prefill failed", exc_info=error)
-            self._fail_job(group[0], _message(error))
+            self._settle(group[0], message=failure_message(error))
             return
         self._join(rows, cache, mask)
         self._after_forward(rows, logits)
@@ -313,9 +313,9 @@ class BatchScheduler:
                 log.warning("a decode step of %d sequences ran out of memory", len(self._rows))
                 self._fail_row(self._rows[-1], OUT_OF_MEMORY_MESSAGE)
             else:
-                log.error("decode step failed", exc_info=error)
+                message = failure_message(error)
                 for row in self._rows:
-                    self._fail_row(row, FAILED_MESSAGE)
+                    self._fail_row(row, message)
             self._compact()
             return
         del checkpoint
@@ -342,7 +342,7 @@ class BatchScheduler:
             row.next_input = token
             if row.job.cancelled.is_set():
                 self._finish_row(row, "cancelled")
-            elif token in self.eos_ids:
+            elif token in tracker.eos_ids:
                 self._finish_row(row, None)
             elif tracker.budget_spent:
                 if tracker.generated < row.job.max_new:
@@ -388,27 +388,24 @@ class BatchScheduler:
     def _finish_row(self, row: _Row, reason: str | None) -> None:
         row.done = True
         row.job.tracker.finish()
-        self._finish_job(row.job, row.job.tracker.stats(
+        self._settle(row.job, stats=row.job.tracker.stats(
             seed=row.job.seed, finish_reason=reason, max_new=row.job.max_new))
 
     def _fail_row(self, row: _Row, message: str) -> None:
         row.done = True
-        self._fail_job(row.job, message)
+        self._settle(row.job, message=message)
 
     def _fail_rows(self, rows: list[_Row], message: str) -> None:
         for row in rows:
             if not row.done:
                 self._fail_row(row, message)
 
-    def _finish_job(self, job: BatchJob, stats: Stats) -> None:
+    def _settle(self, job: BatchJob, *, stats: Stats | None = None,
+                message: str | None = None) -> None:
+        """The job is over: its stats, or the message of its failure, go to its caller."""
         with self._cond:
             self._running_ids.discard(job.request_id)
-        job.finished(stats, None)
-
-    def _fail_job(self, job: BatchJob, message: str) -> None:
-        with self._cond:
-            self._running_ids.discard(job.request_id)
-        job.finished(None, message)
+        job.finished(stats, message)
 
     def _compact(self) -> None:
         """Drop finished rows from the batch and the padding no remaining row needs."""
@@ -430,14 +427,6 @@ class BatchScheduler:
         self._rows = []
         self._cache = None
         self._mask = None
-
-
-def _message(error: BaseException) -> str:
-    if is_out_of_memory(error):
-        return OUT_OF_MEMORY_MESSAGE
-    if isinstance(error, StudioError):
-        return str(error)
-    return FAILED_MESSAGE
 
 
 def _processors(sampling: Sampling) -> list:

@@ -27,7 +27,6 @@ This module knows nothing of the UI or the database.
 
 from __future__ import annotations
 
-import logging
 import queue
 import random
 import threading
@@ -43,13 +42,16 @@ from engine.errors import ModelNotReady, OutOfMemory, RequestError, StudioError
 from engine.families import Family
 from engine.fifo import FifoLock, Ticket
 from engine.loading import LoadProgress, LoadReport, Quantize, load_model
-from engine.memory import OUT_OF_MEMORY_MESSAGE, is_out_of_memory, release_memory
+from engine.memory import (
+    OUT_OF_MEMORY_MESSAGE,
+    failure_message,
+    is_out_of_memory,
+    release_memory,
+)
 from engine.requests import check_request
 from engine.types import Capabilities, Event, GenerationRequest, Message, Stats
 
 __all__ = ["OUT_OF_MEMORY_MESSAGE", "LocalEngine", "extend_inputs"]
-
-log = logging.getLogger(__name__)
 
 _DONE = object()
 
@@ -158,7 +160,7 @@ class LocalEngine:
             tokenizer = self.processor.tokenizer
             self._scheduler = BatchScheduler(
                 self.model, limits=self.batch_limits, positions=self.family.batch_positions,
-                pad_token_id=_pad_id(tokenizer), eos_ids=self.eos_ids(), exclusive=self._lock,
+                pad_token_id=_pad_id(tokenizer), exclusive=self._lock,
                 activate_adapter=self._adapter_switch.activate, max_waiting=self.max_waiting)
         self._ready.set()
         return self.report
@@ -284,7 +286,7 @@ class LocalEngine:
                     # Here, not in the caller's generator: a caller that went away would
                     # otherwise leave the memory held until the next request.
                     release_memory(exc)
-                state["error"] = exc
+                state["message"] = failure_message(exc)
             end()
 
         worker = threading.Thread(target=work, name=f"generate-{request.request_id[:8]}",
@@ -301,10 +303,7 @@ class LocalEngine:
             if not finished_stream:  # the caller went away: stop generating for nobody
                 ticket.cancelled.set()
 
-        error = state.get("error")
-        if error is not None:
-            yield self._error_event(_user_message(error), state.get("tracker"), seed, started)
-        elif state.get("message"):
+        if state.get("message"):
             yield self._error_event(state["message"], state.get("tracker"), seed, started)
         else:
             yield Event("done", stats=state["stats"])
@@ -374,8 +373,7 @@ class LocalEngine:
         inputs = self.processor(images=images or None, text=prompt, return_tensors="pt")
         return inputs.to(self.model.device), prompt
 
-    def _prepare(self, request: GenerationRequest, out: queue.Queue, state: dict,
-                 started: float):
+    def _prepare(self, request: GenerationRequest, out: queue.Queue, started: float):
         """Inputs, new-token limit and answer tracker of one request, for either decoding path."""
         import torch
 
@@ -394,7 +392,6 @@ class LocalEngine:
         prefilled = prompt_text.rstrip().endswith(OPEN_TAG)
         tracker = AnswerTracker(self.processor.tokenizer, out, prefilled=prefilled,
                                 budget=budget, started=started, eos_ids=self.eos_ids())
-        state["tracker"] = tracker
         if budget == 0 and prefilled:
             # No room to think at all: the prompt ends with the cue to conclude.
             cue = torch.tensor([tracker.conclude()], device=inputs["input_ids"].device)
@@ -403,7 +400,8 @@ class LocalEngine:
 
     def _batch_job(self, request: GenerationRequest, seed: int, cancelled: threading.Event,
                    out: queue.Queue, state: dict, started: float, finished) -> BatchJob:
-        inputs, max_new, tracker = self._prepare(request, out, state, started)
+        inputs, max_new, tracker = self._prepare(request, out, started)
+        state["tracker"] = tracker
         return BatchJob(request_id=request.request_id, inputs=inputs, max_new=max_new,
                         sampling=request.sampling, seed=seed, adapter=request.adapter,
                         tracker=tracker, cancelled=cancelled, finished=finished)
@@ -413,7 +411,8 @@ class LocalEngine:
         import torch
 
         self._adapter_switch.activate(request.adapter)
-        inputs, max_new, tracker = self._prepare(request, out, state, started)
+        inputs, max_new, tracker = self._prepare(request, out, started)
+        state["tracker"] = tracker
         torch.manual_seed(seed)
         if torch.cuda.is_available():
             torch.cuda.manual_seed_all(seed)
@@ -485,12 +484,3 @@ def _pad_id(tokenizer) -> int:
     pad = tokenizer.pad_token_id
     return pad if pad is not None else tokenizer.eos_token_id
 
-
-def _user_message(error: BaseException) -> str:
-    if is_out_of_memory(error):
-        log.warning("request ran out of GPU memory: %s", error)
-        return str(OutOfMemory(OUT_OF_MEMORY_MESSAGE))
-    if isinstance(error, StudioError):
-        return str(error)
-    log.error("generation failed", exc_info=error)
-    return "The model failed while answering. The error was logged on the server."
