@@ -24,6 +24,16 @@ the shapes fit together (head dims, mrope sections, vision merge into the text w
 included, to prove the script end to end.
 
     python -m bench.gpu [--sizes 0.8B 2B 4B 9B] [--quantizations none 8bit 4bit] [--users 8]
+                        [--app 2B:4bit --app-seconds 60] [--deadline-s 520]
+
+`--app SIZE:QUANTIZATION` also serves that size through the app itself (`python app.py
+--model PATH` on the GPU, the same question through `gradio_client` on the "chat" endpoint,
+one user, for about `--app-seconds`), right after the in-process engine answered it, and
+reports the app's tokens/s over the engine's. The client does not download the files of
+streamed updates (`download_files=False`), which stock `gradio_client` does for every update
+and which would measure the client, not the app. `--deadline-s` bounds the whole run: a
+measurement that would start after it is reported as not run, so one bounded call on a lent
+GPU returns every figure it could take.
 
 A Qwen3.5 on CUDA without the `flash-linear-attention` and `causal-conv1d` packages runs its
 linear-attention layers in reference PyTorch; install them for figures a deployment would see.
@@ -177,7 +187,7 @@ def _peak_gib(device: str) -> float:
 
 
 def measure_quantization(path: Path, quantization: str, device: str, image, reps: int,
-                         users: int, max_new_tokens: int) -> list:
+                         users: int, max_new_tokens: int, rounds: int = 2) -> list:
     import torch
 
     from engine.local import LocalEngine
@@ -191,7 +201,7 @@ def measure_quantization(path: Path, quantization: str, device: str, image, reps
     ask_engine(engine, image, max_new_tokens)  # warm-up
     single = [ask_engine(engine, image, max_new_tokens) for _ in range(reps)]
     crowd_started = time.perf_counter()
-    together = crowd(engine, image, users, 2, max_new_tokens)
+    together = crowd(engine, image, users, rounds, max_new_tokens)
     crowd_wall = time.perf_counter() - crowd_started
     peak = _peak_gib(device)
     errors = [e for *_, e in single + together if e]
@@ -212,14 +222,32 @@ def measure_quantization(path: Path, quantization: str, device: str, image, reps
     return row
 
 
+class Deadline:
+    """The end of the run, so that a bounded call on a lent GPU returns what it measured."""
+
+    def __init__(self, seconds: float | None):
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def allows(self, seconds: float) -> bool:
+        """Whether a step expected to take `seconds` still fits."""
+        return self.end is None or time.monotonic() + seconds < self.end
+
+
 def measure_sizes(names: list[str], quantizations: list[str], device: str, workdir: Path,
-                  reps: int, users: int, max_new_tokens: int, smoke: bool) -> None:
+                  reps: int, users: int, max_new_tokens: int, smoke: bool,
+                  rounds: int = 2, app: tuple[str, str] | None = None,
+                  app_seconds: float = 60.0, deadline: Deadline | None = None) -> None:
     import torch
 
     from engine.images import ImagePolicy, load_image
 
-    image = load_image(str(scene_image(workdir / "scene.png")), ImagePolicy())
+    deadline = deadline or Deadline(None)
+    image_path = scene_image(workdir / "scene.png")
+    image = load_image(str(image_path), ImagePolicy())
     for name in names:
+        if not deadline.allows(60):
+            print(f"- {name}: not run, the run's deadline came first", flush=True)
+            continue
         size = slice_of(SIZES[name], keep_vocab=True) if smoke else SIZES[name]
         folder = workdir / f"qwen3_5-{name}"
         started = time.perf_counter()
@@ -232,22 +260,84 @@ def measure_sizes(names: list[str], quantizations: list[str], device: str, workd
             gc.collect()
             torch.cuda.empty_cache()
         rows = []
-        for quantization in quantizations:
-            try:
-                rows.append(measure_quantization(folder, quantization, device, image, reps,
-                                                 users, max_new_tokens))
-            except Exception as exc:  # one failing quantization must not hide the others
-                rows.append([quantization, f"failed: {type(exc).__name__}: {exc}"[:200]]
-                            + [""] * 9)
-        shutil.rmtree(folder, ignore_errors=True)
         label = f"{name} slice on CPU (smoke)" if smoke else name
         print(f"- {label}: random checkpoint built and saved in {built:.0f} s, {disk:.1f} GiB "
               "on disk", flush=True)
-        print_table(f"Qwen3.5-{label}: {reps} single questions, then {users} users x 2",
+        for quantization in quantizations:
+            if not deadline.allows(30):
+                rows.append([quantization, "not run: the run's deadline came first"] + [""] * 9)
+                continue
+            try:
+                rows.append(measure_quantization(folder, quantization, device, image, reps,
+                                                 users, max_new_tokens, rounds))
+            except Exception as exc:  # one failing quantization must not hide the others
+                rows.append([quantization, f"failed: {type(exc).__name__}: {exc}"[:200]]
+                            + [""] * 9)
+            print(f"  {label} {quantization}: {rows[-1]}", flush=True)
+        if app is not None and app[0] == name:
+            if deadline.allows(app_seconds + 60):
+                measure_app(folder, app[1], device, image, image_path, app_seconds,
+                            max_new_tokens, workdir)
+            else:
+                print(f"- app with {name} {app[1]}: not run, the run's deadline came first")
+        shutil.rmtree(folder, ignore_errors=True)
+        print_table(f"Qwen3.5-{label}: {reps} single questions, then {users} users x {rounds}",
                     ["quantization", "load s", "weights GiB", "peak GiB after load",
                      "peak GiB answering", "TTFT p50 ms (1 user)", "tok/s (1 user)",
                      f"aggregate tok/s ({users} users)", f"TTFT p50 ms ({users} users)",
                      f"TTFT p95 ms ({users} users)", "errors"], rows)
+
+
+def measure_app(folder: Path, quantization: str, device: str, image, image_path: Path,
+                seconds: float, max_new_tokens: int, workdir: Path) -> None:
+    """One user: the engine in this process, then the app serving the same checkpoint."""
+    import torch
+    from gradio_client import Client
+
+    from bench.common import running_app
+    from bench.overhead import ask_app
+    from bench.overhead import ask_engine as timed_answer
+    from bench.workload import chat_arguments, fresh_session
+    from engine.local import LocalEngine
+
+    engine = LocalEngine(str(folder), quantize=quantization, device=device)
+    engine.load()
+    timed_answer(engine, image, max_new_tokens)  # warm-up
+    in_process = []
+    started = time.monotonic()
+    while time.monotonic() - started < seconds / 3 or len(in_process) < 3:
+        in_process.append(timed_answer(engine, image, max_new_tokens))
+    del engine
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    served = []
+    with running_app(str(folder), workdir / "app", "--quantize", quantization) as app:
+        client = Client(app.url, verbose=False, download_files=False)
+        arguments = chat_arguments(image_path, max_new_tokens)
+        fresh_session(client, saving=True)
+        ask_app(client, arguments, 0.002)  # warm-up
+        started = time.monotonic()
+        while time.monotonic() - started < seconds or len(served) < 3:
+            fresh_session(client, saving=True)
+            served.append(ask_app(client, arguments, 0.002))
+        client.close()
+
+    def median_of(samples, attribute):
+        values = sorted(getattr(sample, attribute) for sample in samples)
+        return values[len(values) // 2]
+
+    engine_speed = median_of(in_process, "tokens_per_s")
+    app_speed = median_of(served, "tokens_per_s")
+    same = sum(sample.text == in_process[0].text for sample in served)
+    print_table(f"The app on {device} ({folder.name}, {quantization}), one user, "
+                f"{max_new_tokens} new tokens, saving on",
+                ["path", "answers", "TTFT p50 ms", "tok/s p50", "ratio", "same answer"],
+                [["engine in-process", len(in_process), ms(median_of(in_process, "ttft_s")),
+                  fixed(engine_speed), "", ""],
+                 ["app via gradio_client", len(served), ms(median_of(served, "ttft_s")),
+                  fixed(app_speed), fixed(app_speed / engine_speed, 2),
+                  f"{same}/{len(served)}"]])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,10 +351,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where checkpoints are written (default: a temporary folder)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="questions each of the --users asks one after another")
+    parser.add_argument("--app", default=None, metavar="SIZE:QUANTIZATION",
+                        help="also measure the app serving this size, e.g. 2B:4bit")
+    parser.add_argument("--app-seconds", type=float, default=60.0)
+    parser.add_argument("--deadline-s", type=float, default=None,
+                        help="skip what would start after this many seconds")
     parser.add_argument("--smoke", action="store_true",
                         help="without CUDA, also run the measuring path on CPU with the "
                              "0.8B slice")
     args = parser.parse_args(argv)
+    app = None
+    if args.app:
+        size, _, quantization = args.app.partition(":")
+        if size not in SIZES or quantization not in ("none", "8bit", "4bit"):
+            parser.error(f"--app takes SIZE:QUANTIZATION with a size of {list(SIZES)}, "
+                         f"got {args.app!r}")
+        app = (size, quantization)
+    deadline = Deadline(args.deadline_s)
     quiet_transformers()
     import torch
 
@@ -284,10 +389,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if cuda:
             measure_sizes(args.sizes, args.quantizations, "cuda", workdir, args.reps,
-                          args.users, args.max_new_tokens, smoke=False)
+                          args.users, args.max_new_tokens, smoke=False, rounds=args.rounds,
+                          app=app, app_seconds=args.app_seconds, deadline=deadline)
         else:
             measure_sizes(["0.8B"], args.quantizations, "cpu", workdir, reps=1, users=2,
-                          max_new_tokens=8, smoke=True)
+                          max_new_tokens=8, smoke=True, rounds=1,
+                          app=("0.8B", app[1]) if app else None,
+                          app_seconds=args.app_seconds, deadline=deadline)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
