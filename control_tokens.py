@@ -101,7 +101,8 @@ CONTROL_TOKENS: tuple[str, ...] = tuple(
 
 
 def _pattern(tokens: Iterable[str], pipe_tokens: bool) -> re.Pattern[str]:
-    literal = sorted({t for t in tokens if t}, key=lambda token: (-len(token), token))
+    # Whitespace-only added tokens (some tokenizers have them) are left alone, as everywhere.
+    literal = sorted({t for t in tokens if t.strip()}, key=lambda token: (-len(token), token))
     alternatives = [re.escape(token) for token in literal]
     if pipe_tokens:
         alternatives.insert(0, _PIPE_TOKEN)
