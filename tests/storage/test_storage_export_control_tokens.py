@@ -252,3 +252,40 @@ def test_trl_trains_one_step_on_the_hostile_export(hostile, tmp_path, family, ki
     result = trainer.train()
     assert trainer.state.global_step == 1
     assert math.isfinite(result.training_loss)
+
+
+def documented_trl_script() -> str:
+    """The `train_trl.py` block of docs/training.md, exactly as a reader copies it."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    (script,) = [block for block in blocks if "kind, model_id, export_dir, output_dir" in block]
+    return script
+
+
+# Without a GPU (CI, this machine) the script takes its CPU path: float32 and use_cpu.
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sft", "kto", "dpo"])
+def test_the_documented_trl_script_trains_an_adapter(
+    hostile, tmp_path, monkeypatch, kind
+):
+    import runpy
+    import sys
+
+    import datasets
+
+    from engine.tiny import ensure_tiny
+
+    export_dir = tmp_path / "export"
+    export(hostile, f"trl-{kind}", export_dir, eval_fraction=0.0)
+    script = tmp_path / "train_trl.py"
+    script.write_text(documented_trl_script())
+    adapter = tmp_path / "adapter"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(
+        sys, "argv",
+        [str(script), kind, str(ensure_tiny("qwen3_5")), str(export_dir), str(adapter)],
+    )
+    runpy.run_path(str(script), run_name="__main__")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 16
+    assert (adapter / "adapter_model.safetensors").stat().st_size > 0
