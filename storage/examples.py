@@ -15,6 +15,10 @@ Votes are the latest per answer ("clear" withdraws one), pair verdicts the lates
 edits the latest per corrected answer. Pairs with an empty side or two identical sides are
 dropped and counted. Reasoning is left out unless `keep_reasoning`, which puts it before the
 answer as "<think>...</think>"; assistant turns inside a prompt never carry reasoning.
+Every text (questions, answers, corrections, reasoning) is kept from writing control tokens
+(`control_tokens.without_control_tokens`) before an example is made, so examples, their
+dedupe keys and every export format hold exactly the text a trainer will encode; the only
+"<think>" tags left are the ones `keep_reasoning` writes.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from control_tokens import without_control_tokens
 from storage.records import PAIR_KINDS, VOTE_KINDS, Conversation, Feedback, StoredMessage
 
 Kind = Literal["dpo", "kto", "sft"]
@@ -92,9 +97,11 @@ def in_eval_split(example: Example, eval_fraction: float) -> bool:
 
 
 def answer_text(message: StoredMessage, keep_reasoning: bool) -> str:
-    if keep_reasoning and message.reasoning.strip():
-        return f"<think>\n{message.reasoning.strip()}\n</think>\n\n{message.text}"
-    return message.text
+    text = without_control_tokens(message.text)
+    reasoning = without_control_tokens(message.reasoning).strip() if keep_reasoning else ""
+    if reasoning:
+        return f"<think>\n{reasoning}\n</think>\n\n{text}"
+    return text
 
 
 def _usable(message: StoredMessage) -> bool:
@@ -163,7 +170,9 @@ def conversation_examples(
             continue
         path = conversation.path(question.id)
         prompt = tuple(
-            Turn("user", m.text, m.image_shas) if m.role == "user" else Turn("assistant", m.text)
+            Turn("user", without_control_tokens(m.text), m.image_shas)
+            if m.role == "user"
+            else Turn("assistant", without_control_tokens(m.text))
             for m in path
         )
         context = _Context(conversation, question, path, prompt, by_id, keep_reasoning)

@@ -8,8 +8,10 @@ in the same split, and writes into an empty `out_dir` (a split without examples 
 
 - swift-dpo | swift-kto | swift-sft: train.jsonl and eval.jsonl in ms-swift's standard
   format (`messages`, `images`, plus `rejected_response` or `label`), one `<image>` tag per
-  image in the user turns; image paths are relative to out_dir (run ms-swift from there, or
-  set ROOT_IMAGE_DIR=out_dir).
+  image in the user turns. ms-swift reads a relative image path against the folder it runs
+  in (or ROOT_IMAGE_DIR), not against the dataset file: paths are relative to out_dir by
+  default (run ms-swift from there, or set ROOT_IMAGE_DIR=out_dir) and absolute with
+  `absolute_image_paths`, which works from anywhere on the machine that exported.
 - trl-dpo | trl-kto | trl-sft: data/train.parquet and data/eval.parquet written with
   Hugging Face `datasets`, images embedded as bytes; conversational columns with
   {"type": "image"} content parts (`prompt`/`chosen`/`rejected`, `prompt`/`completion`/
@@ -18,13 +20,17 @@ in the same split, and writes into an empty `out_dir` (a split without examples 
 - llamafactory-dpo | -kto | -sft: train.json and eval.json in LLaMA-Factory's sharegpt
   format with a dataset_info.json describing both (`ranking` for DPO, `kto_tag` for KTO);
   image paths are relative to out_dir, LLaMA-Factory's default media_dir when dataset_dir
-  is out_dir.
+  is out_dir (absolute with `absolute_image_paths`, which LLaMA-Factory reads as they are).
 
 Every format also gets manifest.json (counts, filters, models, date range, schema version)
 and provenance.jsonl: for each example id, the conversation, message and feedback ids, the
 model, adapter, settings and seed behind each answer. Examples carry only their `id` as an
 extra key, which all three trainers drop. Images the JSON formats use are copied under
-out_dir/images/.
+out_dir/images/; the manifest's `image_paths` says how the files name them.
+
+No text a user typed or a model wrote can act as a control token in any format: examples come
+with control tokens removed (storage.examples), so the only `<image>` tags are the ones
+written here, one per image, and the only "<think>" tags the ones `keep_reasoning` writes.
 """
 
 from __future__ import annotations
@@ -48,9 +54,6 @@ TRAINERS = ("swift", "trl", "llamafactory")
 FORMATS = tuple(f"{trainer}-{kind}" for trainer in TRAINERS for kind in KINDS)
 SPLITS = ("train", "eval")
 DATASET_PREFIX = "vqa_studio"
-# Tags ms-swift and LLaMA-Factory read as media slots; a literal one typed in a message would
-# shift the image count, so text keeps it only as "[image]" and the like.
-_MEDIA_TAGS = {"<image>": "[image]", "<video>": "[video]", "<audio>": "[audio]"}
 
 
 @dataclass(frozen=True)
@@ -205,10 +208,12 @@ def export(
     keep_reasoning: bool = False,
     eval_fraction: float = 0.1,
     consent_versions: Collection[str] | None = None,
+    absolute_image_paths: bool = False,
 ) -> ExportResult:
     """Write the examples for `format` (one of FORMATS) into `out_dir`, which must be empty
     or not exist yet. `since` keeps feedback given on or after that date (UTC), `model`
-    keeps examples whose answers all come from that model id."""
+    keeps examples whose answers all come from that model id. `absolute_image_paths` makes
+    the JSON formats name their copied images by absolute path (TRL embeds the images)."""
     if format not in FORMATS:
         raise InvalidRequest(f"Unknown export format {format!r}; use one of {', '.join(FORMATS)}.")
     if not 0.0 <= eval_fraction < 1.0:
@@ -236,8 +241,9 @@ def export(
         splits["eval" if in_eval_split(example, eval_fraction) else "train"].append(example)
 
     out.mkdir(parents=True, exist_ok=True)
+    image_root = out.resolve() / "images" if absolute_image_paths else Path("images")
     writer = {"swift": _write_swift, "trl": _write_trl, "llamafactory": _write_llamafactory}
-    files = writer[trainer](store, kind, splits, out)
+    files = writer[trainer](store, kind, splits, out, image_root)
     files["provenance"] = _write_provenance(out, splits)
     shas = sorted({sha for example in present for sha in example.image_shas})
     desirable = sum(1 for e in present if e.label) if kind == "kto" else None
@@ -257,35 +263,56 @@ def export(
         "keep_reasoning": keep_reasoning,
         "eval_fraction": eval_fraction,
         "consent_versions": sorted(consent_versions) if consent_versions is not None else None,
+        "absolute_image_paths": absolute_image_paths,
     }
-    files["manifest"] = _write_manifest(out, result, present, splits, dropped, filters)
+    paths = _image_paths_note(trainer, image_root)
+    files["manifest"] = _write_manifest(out, result, present, splits, dropped, filters, paths)
     return result
 
 
 # -- shared pieces -----------------------------------------------------------------------
 
 
-def _relative_image(store: Store, sha: str) -> str:
+def _image_name(store: Store, sha: str, root: Path) -> str:
+    """How the training files name an image: under `root`, "images" (relative to out_dir)
+    or out_dir/images as an absolute path."""
     info = store.image_info(sha)
-    return images.image_file(Path("images"), sha, info.format).as_posix()
+    return images.image_file(root, sha, info.format).as_posix()
 
 
 def _copy_images(store: Store, out: Path, examples: Iterable[Example]) -> None:
     for sha in sorted({sha for example in examples for sha in example.image_shas}):
-        target = out / _relative_image(store, sha)
+        target = out / _image_name(store, sha, Path("images"))
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(store.image_path(sha), target)
 
 
-def _tagged(text: str) -> str:
-    for tag, harmless in _MEDIA_TAGS.items():
-        text = text.replace(tag, harmless)
-    return text
+def _image_paths_note(trainer: str, image_root: Path) -> dict[str, str]:
+    """The manifest's word on how the training files find their images."""
+    if trainer == "trl":
+        return {"style": "embedded", "how": "the images are stored as bytes in the parquet files"}
+    if image_root.is_absolute():
+        return {
+            "style": "absolute",
+            "root": image_root.as_posix(),
+            "how": "paths name the copies under images/ on this machine; training can start "
+            "anywhere here, but moving the folder breaks them (export again without "
+            "absolute_image_paths to move it)",
+        }
+    how = {
+        "swift": "relative to this folder: start ms-swift from it, or set ROOT_IMAGE_DIR to "
+        "its absolute path (ms-swift does not read them relative to the dataset file); or "
+        "export with absolute_image_paths",
+        "llamafactory": "relative to this folder: give it as dataset_dir (LLaMA-Factory's "
+        "default media_dir), or set media_dir to it; or export with absolute_image_paths",
+    }[trainer]
+    return {"style": "relative", "root": "images", "how": how}
 
 
 def _user_text_with_tags(turn: Turn) -> str:
-    return "<image>" * len(turn.image_shas) + _tagged(turn.text)
+    # The examples' text holds no control tokens, so these are the only media tags.
+    return "<image>" * len(turn.image_shas) + turn.text
 
 
 def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
@@ -320,6 +347,7 @@ def _write_manifest(
     splits: dict[str, list[Example]],
     dropped: Counter[str],
     filters: dict[str, Any],
+    image_paths: dict[str, str],
 ) -> Path:
     models = sorted(
         {
@@ -350,6 +378,8 @@ def _write_manifest(
         "filters": filters,
         "split_rule": "sha256 of the prompt's sorted image hashes (text-only: its first question)",
         "dropped": dict(sorted(dropped.items())),
+        "image_paths": image_paths,
+        "control_tokens": "removed from every question, answer, correction and reasoning",
         "files": {name: path.relative_to(out).as_posix() for name, path in result.files.items()},
     }
     path = out / "manifest.json"
@@ -364,17 +394,17 @@ def _swift_messages(example: Example, final: str | None) -> list[dict[str, str]]
     messages = [
         {
             "role": turn.role,
-            "content": _user_text_with_tags(turn) if turn.role == "user" else _tagged(turn.text),
+            "content": _user_text_with_tags(turn) if turn.role == "user" else turn.text,
         }
         for turn in example.prompt
     ]
     if final is not None:
-        messages.append({"role": "assistant", "content": _tagged(final)})
+        messages.append({"role": "assistant", "content": final})
     return messages
 
 
 def _write_swift(
-    store: Store, kind: str, splits: dict[str, list[Example]], out: Path
+    store: Store, kind: str, splits: dict[str, list[Example]], out: Path, image_root: Path
 ) -> dict[str, Path]:
     files = {}
     for split, examples in splits.items():
@@ -385,10 +415,10 @@ def _write_swift(
             row: dict[str, Any] = {
                 "id": example.id,
                 "messages": _swift_messages(example, example.completion),
-                "images": [_relative_image(store, sha) for sha in example.image_shas],
+                "images": [_image_name(store, sha, image_root) for sha in example.image_shas],
             }
             if kind == "dpo":
-                row["rejected_response"] = _tagged(example.rejected or "")
+                row["rejected_response"] = example.rejected or ""
             elif kind == "kto":
                 row["label"] = bool(example.label)
             rows.append(row)
@@ -404,13 +434,13 @@ def _sharegpt_turns(example: Example) -> list[dict[str, str]]:
     return [
         {"from": "human", "value": _user_text_with_tags(turn)}
         if turn.role == "user"
-        else {"from": "gpt", "value": _tagged(turn.text)}
+        else {"from": "gpt", "value": turn.text}
         for turn in example.prompt
     ]
 
 
 def _write_llamafactory(
-    store: Store, kind: str, splits: dict[str, list[Example]], out: Path
+    store: Store, kind: str, splits: dict[str, list[Example]], out: Path, image_root: Path
 ) -> dict[str, Path]:
     files = {}
     info = {}
@@ -423,14 +453,14 @@ def _write_llamafactory(
             row: dict[str, Any] = {"id": example.id}
             if kind == "dpo":
                 row["conversations"] = conversations
-                row["chosen"] = {"from": "gpt", "value": _tagged(example.completion)}
-                row["rejected"] = {"from": "gpt", "value": _tagged(example.rejected or "")}
+                row["chosen"] = {"from": "gpt", "value": example.completion}
+                row["rejected"] = {"from": "gpt", "value": example.rejected or ""}
             else:
-                conversations.append({"from": "gpt", "value": _tagged(example.completion)})
+                conversations.append({"from": "gpt", "value": example.completion})
                 row["conversations"] = conversations
                 if kind == "kto":
                     row["kto_tag"] = bool(example.label)
-            row["images"] = [_relative_image(store, sha) for sha in example.image_shas]
+            row["images"] = [_image_name(store, sha, image_root) for sha in example.image_shas]
             rows.append(row)
         path = out / f"{split}.json"
         path.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
@@ -489,8 +519,9 @@ def _trl_features(kind: str) -> Any:
 
 
 def _write_trl(
-    store: Store, kind: str, splits: dict[str, list[Example]], out: Path
+    store: Store, kind: str, splits: dict[str, list[Example]], out: Path, image_root: Path
 ) -> dict[str, Path]:
+    del image_root  # the images travel inside the parquet files
     # Imported here: `datasets` is heavy and only exports need it.
     from datasets import Dataset
     from datasets.utils import (
@@ -565,6 +596,12 @@ def main(argv: list[str] | None = None, *, default_db: str | Path | None = None)
         help="only conversations consented under this version (repeatable; default: any)",
     )
     parser.add_argument(
+        "--absolute-image-paths",
+        action="store_true",
+        help="ms-swift and LLaMA-Factory files name images by absolute path, so training "
+        "can start from any folder (the export folder must then stay where it is)",
+    )
+    parser.add_argument(
         "--counts", action="store_true", help="print how many examples each format would hold"
     )
     args = parser.parse_args(argv)
@@ -586,7 +623,12 @@ def main(argv: list[str] | None = None, *, default_db: str | Path | None = None)
                     print(f"{fmt:18} {count}")
                 return
             result = export(
-                store, args.format, args.out, eval_fraction=args.eval_fraction, **filters
+                store,
+                args.format,
+                args.out,
+                eval_fraction=args.eval_fraction,
+                absolute_image_paths=args.absolute_image_paths,
+                **filters,
             )
         except InvalidRequest as error:
             parser.error(str(error))
