@@ -152,11 +152,15 @@ def build_ovis2_5(folder: Path) -> None:
 
     from engine.ovis25_config import Ovis25Config
     from engine.ovis25_model import Ovis25ForConditionalGeneration
+    from engine.ovis25_processing import PLACEHOLDERS
 
     tokenizer = qwen_style_tokenizer(Qwen2Tokenizer, PRETOKENIZE_REGEX, VISION_TOKENS,
                                      TINY_TEMPLATE)
+    # The processor registers the template's image and video placeholders as two more tokens
+    # at load: rows for them keep the vocabulary equal to the loaded tokenizer's.
+    vocab_size = len(tokenizer) + len(PLACEHOLDERS)
     llm = {
-        "vocab_size": len(tokenizer),
+        "vocab_size": vocab_size,
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
@@ -176,7 +180,8 @@ def build_ovis2_5(folder: Path) -> None:
     model = Ovis25ForConditionalGeneration(Ovis25Config(**copy.deepcopy(config))).eval()
     silent = list(tokenizer.added_tokens_decoder)
     silent += [tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens]
-    silence_tokens(model, silent + unprintable_ids(tokenizer))
+    placeholders = list(range(len(tokenizer), vocab_size))
+    silence_tokens(model, silent + placeholders + unprintable_ids(tokenizer))
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.convert_tokens_to_ids(list(EOS_TOKENS)),
