@@ -68,7 +68,8 @@ class Ovis25VisionEmbeddings(nn.Module):
         embeddings = self.patch_embedding(patches).view(-1, config.hidden_size)
         stride = config.hidden_stride
         table = self.position_embedding.weight.reshape(self.position_side, self.position_side, -1)
-        table = table.permute(2, 0, 1).unsqueeze(0).float()
+        # Resized in the weights' own dtype, as published (bfloat16 matches it bit for bit).
+        table = table.permute(2, 0, 1).unsqueeze(0)
         positions = []
         for t, h, w in grid_thw.tolist():
             resized = F.interpolate(table, size=(h, w), mode="bicubic", align_corners=False)
@@ -77,7 +78,7 @@ class Ovis25VisionEmbeddings(nn.Module):
             resized = resized.reshape(h // stride, stride, w // stride, stride, -1)
             resized = resized.permute(0, 2, 1, 3, 4).reshape(h * w, -1)
             positions.append(resized.repeat(t, 1))
-        return embeddings + torch.cat(positions).to(embeddings.dtype)
+        return embeddings + torch.cat(positions)
 
 
 def _rotary(grid_thw: torch.Tensor, config: Ovis25VisionConfig, device) -> tuple:
