@@ -221,3 +221,223 @@ def test_checkpoint_code_is_never_imported(tmp_path):
     assert events[-1].error is None and events[-1].stats.total_tokens == 6
     assert not [name for name in sys.modules if "transformers_modules" in name]
     assert not [name for name in sys.modules if name.endswith("ovis2_5")]
+
+
+# -- through the engine, like every family -------------------------------------------------
+
+QUESTION = "What is in the picture?"
+TARGET = "a white horse is next to the river"
+
+
+def _image(color=(200, 30, 30), size=(64, 48)) -> Image.Image:
+    return Image.new("RGB", size, color)
+
+
+def _request(*messages: Message, thinking=False, budget=None, max_new=12, **kwargs):
+    return GenerationRequest(messages=messages, thinking=thinking, thinking_budget=budget,
+                             sampling=Sampling(max_new_tokens=max_new, temperature=0.0, seed=3),
+                             **kwargs)
+
+
+def _collect(events) -> dict:
+    result = {"reasoning": "", "answer": "", "kinds": [], "done": None}
+    for event in events:
+        if event.kind == "done":
+            result["done"] = event
+        else:
+            result[event.kind] += event.text
+            result["kinds"].append(event.kind)
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_ovis():
+    engine = LocalEngine("tiny-random:ovis2_5", quantize="none", device="cpu")
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def published_engine():
+    """The 9B-like reference folder, whose chat template is the published one."""
+    engine = LocalEngine(str(FIXTURES / "tiny_untied"), quantize="none", device="cpu")
+    engine.load()
+    return engine
+
+
+def test_published_template_drops_list_answers_so_earlier_answers_go_as_text(published_engine):
+    processor = published_engine.processor
+    answer = [{"type": "text", "text": "A red square."}]
+    # The template's own fault, rendered directly: the answer vanishes.
+    raw = processor.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": answer}],
+        tokenize=False)
+    assert "A red square." not in raw
+    history = (Message("user", QUESTION, (_image(),)), Message("assistant", "A red square."),
+               Message("user", "And the colour?"))
+    inputs, prompt = published_engine._build_inputs(history, thinking=False)
+    assert "<|im_start|>assistant\nA red square.<|im_end|>" in prompt
+    text = processor.tokenizer.decode(inputs["input_ids"][0])
+    assert "A red square." in text
+
+
+@pytest.mark.parametrize("typed", ["<ima<image>ge>", "<vid<video>eo>", "<<image>image>>",
+                                   "<image><video><|image_pad|><|vision_start|>"])
+def test_placeholders_typed_in_user_text_add_no_image_slots(published_engine, typed):
+    atom = published_engine.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    start = published_engine.processor.tokenizer.convert_tokens_to_ids("<|vision_start|>")
+
+    def counts(text: str) -> tuple[int, int]:
+        inputs, _ = published_engine._build_inputs(
+            (Message("user", text, (_image(),)),), thinking=False)
+        ids = inputs["input_ids"]
+        return int((ids == atom).sum()), int((ids == start).sum())
+
+    assert counts(f"What {typed} is it?") == counts("What is it?")
+    done = _collect(published_engine.stream(
+        _request(Message("user", f"What {typed} is it?", (_image(),)))))["done"]
+    assert done.error is None
+
+
+def test_visual_head_runs_in_chunks_with_the_same_result(published, monkeypatch):
+    import engine.ovis25_model as ovis25_model
+
+    processor, model, _ = published("tiny_untied")
+    inputs = _inputs(processor, _reference_conversation(), False, **CONVERSATION_PIXELS)
+    with torch.no_grad():
+        whole = model.visual_embeddings(inputs["pixel_values"], inputs["image_grid_thw"])
+    rows_seen: list[int] = []
+    hook = model.visual_tokenizer.head.register_forward_hook(
+        lambda module, args, output: rows_seen.append(args[0].shape[0]))
+    monkeypatch.setattr(ovis25_model, "HEAD_CHUNK", 5)
+    try:
+        with torch.no_grad():
+            chunked = model.visual_embeddings(inputs["pixel_values"], inputs["image_grid_thw"])
+    finally:
+        hook.remove()
+    assert sum(rows_seen) == whole.shape[0] == 28
+    assert max(rows_seen) == 5 and len(rows_seen) == 6
+    assert _max_diff(chunked, whole) <= 1e-6
+
+
+def test_thinking_budget_concludes_inside_one_stream(tiny_ovis):
+    question = Message("user", QUESTION, (_image(),))
+    free = _collect(tiny_ovis.stream(_request(question, thinking=True, max_new=30)))
+    assert free["kinds"][0] == "reasoning" and not free["done"].stats.budget_exhausted
+    budgeted = _collect(tiny_ovis.stream(_request(question, thinking=True, budget=5, max_new=30)))
+    stats = budgeted["done"].stats
+    assert budgeted["done"].error is None
+    assert stats.budget_exhausted and stats.reasoning_tokens == 5
+    assert budgeted["kinds"][0] == "reasoning" and budgeted["kinds"][-1] == "answer"
+    assert budgeted["answer"].strip() and stats.total_tokens == 30
+    off = _collect(tiny_ovis.stream(_request(question, thinking=False)))
+    assert "reasoning" not in off["kinds"] and off["done"].stats.reasoning_tokens == 0
+
+
+def test_stop_ends_a_long_answer(tiny_ovis):
+    request = _request(Message("user", "Keep going.", (_image(),)), max_new=4000)
+    events = tiny_ovis.stream(request)
+    next(events)
+    tiny_ovis.cancel(request.request_id)
+    done = _collect(events)["done"]
+    assert done.stats.finish_reason == "cancelled" and done.stats.total_tokens < 4000
+    after = _collect(tiny_ovis.stream(_request(Message("user", QUESTION))))["done"]
+    assert after.error is None and after.stats.finish_reason == "length"
+
+
+@pytest.mark.parametrize("quantize", ["4bit", "8bit"])
+def test_quantized_keeps_visual_head_embeddings_and_lm_head_in_full_precision(quantize):
+    from bitsandbytes.nn import Linear4bit, Linear8bitLt
+
+    engine = LocalEngine("tiny-random:ovis2_5", quantize=quantize, device="cpu")
+    engine.load()
+    report, model = engine.report, engine.model
+    assert report.quantization == quantize
+    # Every quantized layer is a linear of the language model's decoder layers.
+    assert dict(report.quantized_by_prefix) == {"llm.model": report.quantized_modules}
+    assert report.quantized_modules == 2 * 7
+    quantized = (Linear4bit, Linear8bitLt)
+    for part in (model.visual_tokenizer, model.vte, model.llm.lm_head,
+                 model.llm.model.embed_tokens):
+        assert not any(isinstance(m, quantized) for m in part.modules())
+    assert type(model.visual_tokenizer.head[0]) is torch.nn.Linear
+    assert type(model.llm.lm_head) is torch.nn.Linear
+    assert type(model.vte) is torch.nn.Embedding
+    assert isinstance(model.llm.model.layers[0].mlp.up_proj, quantized)
+    assert dict(report.unquantized_by_prefix)["visual_tokenizer.head"] == 1
+    result = _collect(engine.stream(_request(Message("user", QUESTION, (_image(),)))))
+    assert result["done"].error is None and result["answer"].strip()
+    assert result["done"].stats.answer_tokens == 12
+
+
+def _train_lora(out: Path) -> Path:
+    """A LoRA adapter on the language model's linears, fitted so QUESTION gets TARGET."""
+    from lora_helpers import _with_answer, prompt_inputs
+    from peft import LoraConfig, get_peft_model
+
+    from engine.tiny import ensure_tiny
+
+    torch.manual_seed(0)
+    processor, model = load_ovis25(ensure_tiny("ovis2_5"), dtype=torch.float32)
+    tokenizer = processor.tokenizer
+    answer_ids = tokenizer(TARGET, add_special_tokens=False)["input_ids"]
+    inputs, labels = _with_answer(prompt_inputs(processor, QUESTION, _image()),
+                                  answer_ids + [tokenizer.eos_token_id])
+    targets = [name for name, module in model.named_modules()
+               if isinstance(module, torch.nn.Linear) and name.startswith("llm.model.layers.")]
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                                                  target_modules=targets))
+    peft_model.train()
+    optimizer = torch.optim.AdamW(
+        [p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(25):
+        optimizer.zero_grad()
+        peft_model(**inputs, labels=labels).loss.backward()
+        optimizer.step()
+    peft_model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tuned_ovis(tmp_path_factory):
+    adapter = _train_lora(tmp_path_factory.mktemp("ovis-lora") / "tuned")
+    engine = LocalEngine("tiny-random:ovis2_5", quantize="none", device="cpu",
+                         adapters={"tuned": adapter})
+    engine.load()
+    return engine
+
+
+def test_lora_adapter_changes_answers_only_when_asked(tuned_ovis, tiny_ovis):
+    question = Message("user", QUESTION, (_image(),))
+    base = _collect(tuned_ovis.stream(_request(question, max_new=12)))["answer"]
+    tuned = _collect(tuned_ovis.stream(_request(question, max_new=12, adapter="tuned")))
+    assert tuned["done"].error is None
+    assert tuned["answer"].strip().startswith(TARGET)
+    assert base == _collect(tiny_ovis.stream(_request(question, max_new=12)))["answer"]
+    assert not base.strip().startswith(TARGET)
+
+
+def test_scoring_reads_the_models_own_log_probabilities(tuned_ovis):
+    from engine.scoring import score_answers
+
+    messages = (Message("user", QUESTION, (_image(),)),)
+    base, tuned = (score_answers(tuned_ovis, messages, [TARGET, "a red car is near the tree"],
+                                 adapter=name) for name in (None, "tuned"))
+    assert all(score.tokens > 0 and score.total_logprob < 0 for score in base + tuned)
+    # The adapter was trained toward TARGET: it finds it likelier than the base model does,
+    # and likelier than the other answer.
+    assert tuned[0].total_logprob > base[0].total_logprob
+    assert tuned[0].total_logprob > tuned[1].total_logprob
+    # By hand, from the logits of one forward pass over prompt and answer.
+    processor, model = tuned_ovis.processor, tuned_ovis.model
+    model.disable_adapters()
+    inputs, _ = tuned_ovis._build_inputs(messages, thinking=False)
+    answer = processor.tokenizer(TARGET, add_special_tokens=False)["input_ids"]
+    answer = answer + [processor.tokenizer.eos_token_id]
+    ids = torch.cat([inputs["input_ids"], torch.tensor([answer])], dim=1)
+    with torch.no_grad():
+        logits = model(input_ids=ids, pixel_values=inputs["pixel_values"],
+                       image_grid_thw=inputs["image_grid_thw"]).logits[0].float()
+    logprobs = torch.log_softmax(logits[-len(answer) - 1:-1], dim=-1)
+    expected = float(logprobs.gather(1, torch.tensor(answer)[:, None]).sum())
+    assert base[0].total_logprob == pytest.approx(expected, abs=1e-4)
