@@ -441,3 +441,40 @@ def test_scoring_reads_the_models_own_log_probabilities(tuned_ovis):
     logprobs = torch.log_softmax(logits[-len(answer) - 1:-1], dim=-1)
     expected = float(logprobs.gather(1, torch.tensor(answer)[:, None]).sum())
     assert base[0].total_logprob == pytest.approx(expected, abs=1e-4)
+
+
+# -- the published sizes, with random weights, for benchmarks ------------------------------
+
+
+def test_published_sizes_have_the_published_tensors():
+    from bench.ovis25 import published_sizes, tensor_names
+
+    names, parameters = tensor_names(published_sizes("9B"))
+    # AIDC-AI/Ovis2.5-9B's model.safetensors.index.json lists 840 tensors, 18.35 GB in bf16.
+    assert len(names) == 840 and round(parameters / 1e9, 3) == 9.175
+    assert "llm.lm_head.weight" in names and "vte.weight" in names
+    names, parameters = tensor_names(published_sizes("2B"))
+    assert len(names) == 751 and "llm.lm_head.weight" not in names
+    assert round(parameters / 1e9, 3) == 2.570
+
+
+def test_random_checkpoint_in_the_published_layout_loads_through_the_engine(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    from bench.ovis25 import published_sizes, shrunk, tensor_names, write_random_checkpoint
+
+    config = shrunk(published_sizes("9B"))
+    folder = write_random_checkpoint(config, tmp_path / "ovis2_5-9B-tiny")
+    written = json.loads((folder / "config.json").read_text())
+    assert {"llm_config", "vit_config", "auto_map"} <= set(written)
+    assert written["llm_config"]["num_hidden_layers"] == 2
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        assert sorted(weights.keys()) == sorted(tensor_names(config)[0])
+    engine = LocalEngine(str(folder), quantize="none", device="cpu")
+    engine.load()
+    assert engine.capabilities().family == "ovis2_5"
+    result = _collect(engine.stream(_request(Message("user", QUESTION, (_image(),)))))
+    assert result["done"].error is None and result["answer"].strip()
+    assert result["done"].stats.answer_tokens == 12
