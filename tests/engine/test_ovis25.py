@@ -478,3 +478,27 @@ def test_random_checkpoint_in_the_published_layout_loads_through_the_engine(tmp_
     result = _collect(engine.stream(_request(Message("user", QUESTION, (_image(),)))))
     assert result["done"].error is None and result["answer"].strip()
     assert result["done"].stats.answer_tokens == 12
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cuda_matches_the_published_code(layout):
+    reference = torch.load(FIXTURES / layout / "reference.pt", weights_only=False)
+    for dtype in (torch.float32, torch.bfloat16):
+        processor, model = load_ovis25(FIXTURES / layout, dtype=dtype)
+        model = model.to("cuda").eval()
+        for key, thinking in (("nothink", False), ("think", True)):
+            inputs = _inputs(processor, _reference_conversation(), thinking,
+                             **CONVERSATION_PIXELS).to("cuda")
+            with torch.no_grad():
+                logits = model(**inputs).logits.float().cpu()
+                generated = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+            expected = reference[f"{key}.logits"]
+            agreement = (logits.argmax(-1) == expected.argmax(-1)).float().mean()
+            if dtype == torch.float32:
+                assert _max_diff(logits, expected) <= 1e-2 and agreement == 1.0
+                new_tokens = generated[:, inputs["input_ids"].shape[1]:].cpu()
+                assert torch.equal(new_tokens, reference[f"{key}.generated"])
+            else:
+                assert agreement >= 0.95
