@@ -299,6 +299,40 @@ def test_placeholders_typed_in_user_text_add_no_image_slots(published_engine, ty
     assert done.error is None
 
 
+def test_batched_answers_equal_answers_alone_with_several_images_and_none(published_engine):
+    import threading
+
+    from engine.batching import BatchLimits
+
+    serial = LocalEngine(str(FIXTURES / "tiny_untied"), quantize="none", device="cpu",
+                         batch_limits=BatchLimits(max_batch_size=1))
+    serial.load()
+    assert published_engine.batching and not serial.batching
+    a, b, c = _conversation_images()
+    requests = [
+        _request(Message("user", "What color is the cat?", (a,)),
+                 Message("assistant", "The cat is red."),
+                 Message("user", "And these two?", (b, c)), max_new=16),
+        _request(Message("user", "Describe a cat."), max_new=10),
+        _request(Message("user", "And this one, in detail please?", (c,)), max_new=12),
+    ]
+    alone = [_collect(serial.stream(r)) for r in requests]
+    together: list = [None] * len(requests)
+
+    def run(index: int) -> None:
+        together[index] = _collect(published_engine.stream(requests[index]))
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert all(result is not None for result in together)
+    assert [r["answer"] for r in together] == [r["answer"] for r in alone]
+    assert all(r["done"].error is None and r["answer"] for r in together)
+    assert published_engine._scheduler.peak_batch_size > 1
+
+
 def test_visual_head_runs_in_chunks_with_the_same_result(published, monkeypatch):
     import engine.ovis25_model as ovis25_model
 
