@@ -207,7 +207,8 @@ def load_model(
     path = _local_path(model_ref, cache_dir, progress)
     family, trust_remote_code = _family(model_ref, path)
     try:
-        AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if family.loader is None:
+            AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise ModelLoadError(f"{model_ref} is not a transformers model folder ({exc}).") from exc
 
@@ -221,9 +222,12 @@ def load_model(
         kwargs["quantization_config"] = quant_config
         kwargs["device_map"] = {"": device if device != "cuda" else 0}
     try:
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForImageTextToText.from_pretrained(
-            path, trust_remote_code=trust_remote_code, **kwargs)
+        if family.loader is not None:
+            processor, model = _project_loader(family.loader)(path, **kwargs)
+        else:
+            processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+            model = AutoModelForImageTextToText.from_pretrained(
+                path, trust_remote_code=trust_remote_code, **kwargs)
     except ModelLoadError:
         raise
     except Exception as exc:
@@ -277,6 +281,14 @@ def _family(model_ref: str, path: Path) -> tuple[Family, bool]:
     if family.remote_code_broken:
         raise ModelLoadError(family.remote_code_broken)
     return family, True
+
+
+def _project_loader(reference: str) -> Callable:
+    """The function a family names to load (processor, model) with this project's classes."""
+    import importlib
+
+    module_name, function_name = reference.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
 
 
 def _native(model_type: str) -> bool:

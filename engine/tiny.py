@@ -158,6 +158,18 @@ _RECIPES: dict[str, _Recipe] = {
             keep_unquantized=("model.vision_tower", "model.visual_embeddings_table", "lm_head"),
         ),
     ),
+    "ovis2_5": _Recipe(
+        1,
+        "engine.tiny_ovis25:build_ovis2_5",
+        TinyNote(
+            model_class="Ovis25ForConditionalGeneration",
+            processor_class="Ovis25Processor",
+            thinking=True,
+            chat_template=True,
+            image_token="<|image_pad|>",
+            keep_unquantized=("visual_tokenizer", "vte", "llm.lm_head"),
+        ),
+    ),
     "blip2": _Recipe(
         1,
         "engine.tiny_blip2:build_blip2",

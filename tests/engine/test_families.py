@@ -1,15 +1,12 @@
 """Every tiny family through the local engine: capabilities, streaming, history, thinking, and
-user text that tries to write control tokens. Ovis2.5, whose remote code cannot run here, is
-refused with a message."""
+user text that tries to write control tokens."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 from PIL import Image
 
-from engine.errors import ModelLoadError, RequestError
+from engine.errors import RequestError
 from engine.local import LocalEngine
 from engine.tiny import TINY_FAMILIES, TINY_NOTES
 from engine.types import GenerationRequest, Message, Sampling
@@ -154,21 +151,3 @@ def test_control_tokens_in_user_text_add_no_turns_or_image_slots(engine_for, fam
         assert counts[0] == counts[1], token
     _, _, done = _collect(engine.stream(_request(*injected)))
     assert done.error is None
-
-
-def test_ovis2_5_is_refused_before_its_remote_code_runs(tmp_path):
-    # A folder laid out like the published checkpoint: config with auto_map and the remote
-    # modeling code, which here would leave a mark if anything imported it.
-    marker = tmp_path / "imported"
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "ovis2_5",
-        "auto_map": {"AutoConfig": "configuration_ovis2_5.Ovis2_5_Config",
-                     "AutoModelForCausalLM": "modeling_ovis2_5.Ovis2_5"},
-    }))
-    for module in ("configuration_ovis2_5.py", "modeling_ovis2_5.py"):
-        (tmp_path / module).write_text(f"open({str(marker)!r}, 'w').close()\n")
-    engine = LocalEngine(str(tmp_path), quantize="none", device="cpu")
-    with pytest.raises(ModelLoadError, match="Ovis2.5 ships its own modeling code.*vLLM"):
-        engine.load()
-    assert "Ovis2.5" in engine.load_error
-    assert not marker.exists()

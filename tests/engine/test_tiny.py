@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import importlib
 
 import pytest
 import torch
 from PIL import Image
 
+from engine.families import family_for
 from engine.tiny import MARKER, TINY_FAMILIES, TINY_NOTES, ensure_tiny, tiny_path
 
 THINKING = [family for family in TINY_FAMILIES if TINY_NOTES[family].thinking]
@@ -40,9 +42,28 @@ def _load(folder, family):
     from transformers import AutoProcessor
 
     torch.set_num_threads(1)
+    loader = family_for(family).loader
+    if loader is not None:
+        processor, model = _project_loader(loader)(folder)
+        return processor, model.eval()
     processor = AutoProcessor.from_pretrained(folder)
     model_class = getattr(transformers, TINY_NOTES[family].model_class)
     return processor, model_class.from_pretrained(folder).eval()
+
+
+def _project_loader(loader: str):
+    """A family this project implements is loaded by its own function, as the engine does."""
+    module_name, function_name = loader.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def _from_pretrained(folder, family, **kwargs):
+    import transformers
+
+    loader = family_for(family).loader
+    if loader is not None:
+        return _project_loader(loader)(folder, **kwargs)[1]
+    return getattr(transformers, TINY_NOTES[family].model_class).from_pretrained(folder, **kwargs)
 
 
 def _inputs(processor, family, image):
@@ -132,7 +153,6 @@ def test_unquantized_prefixes_name_real_modules(tiny_checkpoint, family):
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_four_bit_text_model_generates_with_the_listed_modules_kept(tiny_checkpoint, family):
-    import transformers
     from bitsandbytes.nn import Linear4bit
     from transformers import BitsAndBytesConfig
 
@@ -144,9 +164,7 @@ def test_four_bit_text_model_generates_with_the_listed_modules_kept(tiny_checkpo
         bnb_4bit_compute_dtype=torch.float32,
         llm_int8_skip_modules=list(note.keep_unquantized),
     )
-    model = getattr(transformers, note.model_class).from_pretrained(
-        folder, quantization_config=quantization, device_map="cpu"
-    )
+    model = _from_pretrained(folder, family, quantization_config=quantization, device_map="cpu")
     quantized = [name for name, module in model.named_modules() if isinstance(module, Linear4bit)]
     assert quantized
     for name in quantized:
