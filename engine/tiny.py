@@ -25,7 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 MARKER = "tiny-complete.txt"
@@ -35,7 +35,6 @@ MARKER = "tiny-complete.txt"
 class TinyNote:
     """What the engine needs to know about one tiny checkpoint."""
 
-    family: str  # the engine family it belongs to (engine.families)
     model_class: str  # transformers class that loads the folder
     processor_class: str  # what AutoProcessor returns
     # What its chat template does with enable_thinking: "never" thinks (the switch is
@@ -51,6 +50,8 @@ class TinyNote:
     thinking_default: bool = False
     # The real checkpoint's files it is built from (a folder of the hub files), if any.
     real_source: str | None = None
+    # The engine family it belongs to (engine.families); empty: the same as its name.
+    family: str = ""
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,19 @@ _RECIPES: dict[str, _Recipe] = {
 }
 
 TINY_FAMILIES: tuple[str, ...] = tuple(_RECIPES)
-TINY_NOTES: dict[str, TinyNote] = {name: recipe.note for name, recipe in _RECIPES.items()}
+
+
+def _settled(name: str, note: TinyNote) -> TinyNote:
+    """The note with its family named and its thinking spelled as a mode."""
+    thinking, default = note.thinking, note.thinking_default
+    if isinstance(thinking, bool):  # True: honours enable_thinking, thinking by default
+        thinking, default = ("switchable", True) if thinking else ("never", False)
+    return replace(note, family=note.family or name, thinking=thinking,
+                   thinking_default=default)
+
+
+TINY_NOTES: dict[str, TinyNote] = {
+    name: _settled(name, recipe.note) for name, recipe in _RECIPES.items()}
 
 
 def default_cache_dir() -> Path:
