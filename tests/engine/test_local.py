@@ -282,3 +282,14 @@ def test_a_large_cleaned_photo_is_answered(tiny_engine):
                                 sampling=Sampling(max_new_tokens=8, temperature=0.0))
     texts, _, done = _collect(tiny_engine.stream(request))
     assert done.error is None and texts["answer"].strip()
+
+
+def test_a_tiny_checkpoint_without_its_real_files_is_a_load_error(monkeypatch, tmp_path):
+    from engine.errors import ModelLoadError
+
+    monkeypatch.setenv("VQA_STUDIO_HUB", str(tmp_path / "nowhere"))
+    engine = LocalEngine("tiny-random:llava", quantize="none", device="cpu",
+                         cache_dir=tmp_path)
+    with pytest.raises(ModelLoadError, match="shared/hub"):
+        engine.load()
+    assert "VQA_STUDIO_HUB" in engine.load_error
