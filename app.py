@@ -187,7 +187,8 @@ def build_engine(settings: Settings, *, batching: bool = True):
                          max_batch_tokens=settings.max_batch_tokens)
     return LocalEngine(model, quantize=settings.quantize,
                        max_new_tokens_limit=settings.max_new_tokens_limit,
-                       max_waiting=settings.max_queue, batch_limits=limits, **kwargs)
+                       max_waiting=settings.max_queue, batch_limits=limits,
+                       max_pixels=settings.max_pixels, **kwargs)
 
 
 def serve(settings: Settings) -> None:

@@ -120,7 +120,10 @@ def _local_path(model_ref: str, cache_dir: Path | None, progress: ProgressCallba
 
         family = model_ref.partition(":")[2] or "qwen3_5"
         progress(LoadProgress("building", f"Preparing the tiny random {family} checkpoint"))
-        return ensure_tiny(family, cache_dir)
+        try:
+            return ensure_tiny(family, cache_dir)
+        except (FileNotFoundError, ValueError) as exc:  # no real Hub files; unknown name
+            raise ModelLoadError(str(exc)) from exc
     path = Path(model_ref).expanduser()
     if path.is_dir():
         return path

@@ -45,13 +45,25 @@ CSS = """
 """
 
 
+# What the checkpoint's template does about thinking, by (mode, default).
+_THINKING_TEXT = {
+    ("switchable", False): "thinks when asked",
+    ("switchable", True): "thinks unless told not to",
+    ("always", True): "always thinks",
+}
+
+
 def _status_text(engine) -> str:
     if engine.ready:
         caps = engine.capabilities()
-        thinking = "can think" if caps.thinking else "no thinking"
+        thinking = _THINKING_TEXT.get((caps.thinking_mode, caps.thinking_default), "can think")
+        if not caps.thinking:
+            thinking = "no thinking"
         adapters = f" · adapters: {', '.join(caps.adapters)}" if caps.adapters else ""
+        cost = f" (about {caps.image_tokens} tokens each)" if caps.image_tokens else ""
         return (f"**{caps.model_id}** · {caps.family} · {caps.quantization} · {thinking} · "
-                f"up to {caps.max_images} image{'s' if caps.max_images != 1 else ''}{adapters}")
+                f"up to {caps.max_images} image{'s' if caps.max_images != 1 else ''}{cost}"
+                f"{adapters}")
     if engine.load_error:
         return (f"⚠️ **The model could not be loaded.** {safe_markdown(engine.load_error)}\n\n"
                 "Start with local weights: `python app.py --model /path/to/model-folder`, "
@@ -490,6 +502,10 @@ def _model_controls(studio: Studio):
         reason = "This model cannot think before answering."
         return (gr.Checkbox(value=False, interactive=False, info=reason),
                 gr.Slider(interactive=False, info=reason), adapter, compare_mode)
+    if caps.thinking_mode == "always":
+        reason = "This model always thinks before answering; the budget caps its thinking."
+        return (gr.Checkbox(value=True, interactive=False, info=reason),
+                gr.Slider(interactive=caps.thinking_budget), adapter, compare_mode)
     if not caps.thinking_budget:
         return (gr.Checkbox(interactive=True),
                 gr.Slider(interactive=False,
