@@ -152,6 +152,13 @@ def settings_from(argv: list[str] | None = None, environ: dict | None = None) ->
     # A Hugging Face Space serves strangers: public defaults unless told otherwise.
     if "public" not in values and environ.get("SPACE_ID"):
         values["public"] = True
+    from engine.zerogpu import DEFAULT_MAX_NEW_TOKENS, on_zerogpu
+
+    if on_zerogpu(environ):
+        # Each answer borrows a GPU slice against the visitor's daily quota: shorter answers by
+        # default; bf16, since a slice has 70 GB and 4-bit would only slow decoding down.
+        values.setdefault("max_new_tokens_limit", DEFAULT_MAX_NEW_TOKENS)
+        values.setdefault("quantize", "none")
     settings = Settings(**values)
     for name, choices in _CHOICES.items():
         if getattr(settings, name) not in choices:
@@ -191,11 +198,19 @@ def build_engine(settings: Settings, *, batching: bool = True):
 
 
 def serve(settings: Settings) -> None:
+    from engine.zerogpu import ZeroGPUEngine, on_zerogpu
+
+    zerogpu = on_zerogpu()
+    if zerogpu:
+        # First of all: `spaces` refuses to start once anything has touched CUDA (choosing the
+        # default model reads the GPU's memory).
+        from engine.zerogpu import enable
+
+        enable()
     if settings.persistent and "HF_HOME" not in os.environ:
         # Downloaded weights survive restarts too (set before the hub library is imported).
         os.environ["HF_HOME"] = str(Path(settings.persistent_root) / ".huggingface")
     from engine.images import ImagePolicy
-    from engine.zerogpu import ZeroGPUEngine, on_zerogpu
     from storage import Store
     from ui.page import CSS, build_page
     from ui.turns import Studio
@@ -208,7 +223,6 @@ def serve(settings: Settings) -> None:
         store.purge_older_than(settings.retention_days)
         Periodic(lambda: store.purge_older_than(settings.retention_days), RETENTION_CHECK_HOURS,
                  "retention-purge").start()
-    zerogpu = on_zerogpu()
     # On ZeroGPU the GPU exists only inside each request's own decorated call, so requests
     # cannot share decode steps run by a scheduler thread: one at a time there.
     engine = build_engine(settings, batching=not zerogpu)
@@ -227,8 +241,13 @@ def serve(settings: Settings) -> None:
                 log.exception("unexpected failure while loading the model")
                 engine.load_error = f"{type(exc).__name__}: {exc}"
 
-    # The page comes up at once; the model loads behind it and the page shows the progress.
-    threading.Thread(target=load, name="load-model", daemon=True).start()
+    if zerogpu:
+        # ZeroGPU's CUDA emulation covers only the thread that imported `spaces`, and the
+        # weights it finds at launch are the ones it prepares for the GPU workers: load here.
+        load()
+    else:
+        # The page comes up at once; the model loads behind it and the page shows the progress.
+        threading.Thread(target=load, name="load-model", daemon=True).start()
     demo = build_page(studio, settings)
     log.info("storing data in %s", settings.db_path)
     demo.queue(max_size=settings.max_queue, default_concurrency_limit=1)

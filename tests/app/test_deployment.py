@@ -1,4 +1,5 @@
-"""Settings from flags and the environment, Space detection, persistence, ZeroGPU, pushes."""
+"""Settings from flags and the environment, Space detection, persistence, pushes (ZeroGPU:
+test_zerogpu.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import time
 import pytest
 
 import app as studio_app
-from engine.types import GenerationRequest, Message, Sampling
-from engine.zerogpu import ZeroGPUEngine, gpu_seconds, on_zerogpu
 from tests.page_actions import give_consent, open_page
 
 
@@ -57,43 +56,6 @@ def test_persistent_storage_holds_the_database(tmp_path):
     missing = studio_app.settings_from(["--persistent-root", str(tmp_path / "nope")], {})
     assert not missing.persistent
     assert missing.db_path == studio_app.APP_DIR / "data" / "studio.db"
-
-
-def test_zerogpu_only_where_the_space_says_so():
-    assert on_zerogpu({}) is False
-    assert on_zerogpu({"SPACES_ZERO_GPU": "true"}) is False  # `spaces` is not installed here
-
-
-def test_gpu_duration_grows_with_the_answer_and_is_capped():
-    short = GenerationRequest((Message("user", "hi"),), sampling=Sampling(max_new_tokens=64))
-    long = GenerationRequest((Message("user", "hi"),), sampling=Sampling(max_new_tokens=4000))
-    huge = GenerationRequest((Message("user", "hi"),), sampling=Sampling(max_new_tokens=10**6))
-    assert gpu_seconds(short) < gpu_seconds(long) <= gpu_seconds(huge) == 300
-
-
-def test_zerogpu_wraps_only_generation_with_the_request_duration(tiny_engine):
-    class SpacesModule:
-        """The one call the app makes into the `spaces` package, recorded."""
-
-        calls: list = []
-
-        @classmethod
-        def GPU(cls, duration):  # noqa: N802 - the package's own name
-            def decorate(function):
-                def run(request):
-                    cls.calls.append(duration(request))
-                    return function(request)
-                return run
-            return decorate
-
-    engine = ZeroGPUEngine(tiny_engine, spaces_module=SpacesModule)
-    request = GenerationRequest((Message("user", "hi"),),
-                                sampling=Sampling(max_new_tokens=8, temperature=0.0))
-    events = list(engine.stream(request))
-    assert events[-1].kind == "done" and events[-1].stats.answer_tokens == 8
-    assert SpacesModule.calls == [gpu_seconds(request)]
-    # Everything else is the engine's own.
-    assert engine.capabilities() == tiny_engine.capabilities() and engine.ready
 
 
 def test_push_exports_uploads_each_format_of_consented_data(tmp_path):
