@@ -66,10 +66,12 @@ class Settings:
     @property
     def data_dir(self) -> Path:
         # Persistent storage when mounted; otherwise beside the app, so that a checkout is
-        # self-contained.
+        # self-contained; an installed package keeps it in the user's data folder.
         if self.persistent:
             return Path(self.persistent_root) / "vqa-studio"
-        return APP_DIR / "data"
+        if (APP_DIR / "pyproject.toml").exists():
+            return APP_DIR / "data"
+        return Path(os.environ.get("XDG_DATA_HOME") or "~/.local/share").expanduser() / "vqa-studio"
 
     @property
     def db_path(self) -> Path:
@@ -113,14 +115,57 @@ _HELP = {
 _CHOICES = {"quantize": ("auto", "4bit", "8bit", "none"), "engine": ("local", "openai")}
 
 
-def _parse_bool(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+COMMANDS = {
+    "export": "write stored feedback as training data (DPO, KTO, SFT) for a trainer",
+    "evaluate": "score the model and its adapters against the stored feedback",
+    "backup": "copy the database and its images consistently, while the app runs",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line naming the setting: no usage block, no traceback."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _prog() -> str:
+    name = Path(sys.argv[0]).name
+    return name if name in ("app.py", "vqa-studio") else "app.py"
+
+
+def _from_environment(name: str, kind: str, raw: str, parser: _Parser):
+    """The value of VQA_STUDIO_<NAME>, or a one-line error naming it."""
+    variable = ENV_PREFIX + name.upper()
+    if kind == "bool":
+        if raw.strip().lower() in _TRUE:
+            return True
+        if raw.strip().lower() in _FALSE:
+            return False
+        parser.error(f"{variable}={raw!r} is not a yes/no value (use 1, true, yes, on or "
+                     f"0, false, no, off)")
+    if kind == "int":
+        try:
+            return int(raw.strip())
+        except ValueError:
+            parser.error(f"{variable}={raw!r} is not a whole number")
+    if kind.startswith("tuple"):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
 
 
 def settings_from(argv: list[str] | None = None, environ: dict | None = None) -> Settings:
-    """Settings from the environment, overridden by command-line flags."""
+    """Settings from the environment, overridden by command-line flags. A bad value, in a flag
+    or a variable, stops with one line that names it."""
     environ = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(prog="app.py", description="VQA Studio")
+    commands = "\n".join(f"  {name:<10} {text}" for name, text in COMMANDS.items())
+    parser = _Parser(
+        prog=_prog(), description="VQA Studio: serve the page (default), or run a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"commands (each takes --help):\n{commands}\n\nEvery flag can also be set "
+               f"with an environment variable {ENV_PREFIX}<FLAG>,\nfor example "
+               f"{ENV_PREFIX}MODEL=tiny-random; flags win over the environment.")
     for f in fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
@@ -136,15 +181,8 @@ def settings_from(argv: list[str] | None = None, environ: dict | None = None) ->
     for f in fields(Settings):
         value = getattr(args, f.name)
         if value is None and ENV_PREFIX + f.name.upper() in environ:
-            raw = environ[ENV_PREFIX + f.name.upper()]
-            if f.type == "bool":
-                value = _parse_bool(raw)
-            elif f.type == "int":
-                value = int(raw)
-            elif f.type.startswith("tuple"):
-                value = [item.strip() for item in raw.split(",") if item.strip()]
-            else:
-                value = raw
+            value = _from_environment(f.name, f.type, environ[ENV_PREFIX + f.name.upper()],
+                                      parser)
         if isinstance(value, list):
             value = tuple(value)
         if value is not None:
@@ -162,7 +200,16 @@ def settings_from(argv: list[str] | None = None, environ: dict | None = None) ->
     settings = Settings(**values)
     for name, choices in _CHOICES.items():
         if getattr(settings, name) not in choices:
-            parser.error(f"--{name} must be one of {', '.join(choices)}")
+            parser.error(f"--{name} ({ENV_PREFIX}{name.upper()}) must be one of "
+                         f"{', '.join(choices)}, not {getattr(settings, name)!r}")
+    if not 0 <= settings.port <= 65535:
+        parser.error(f"--port ({ENV_PREFIX}PORT) must be between 1 and 65535")
+    for name in ("max_upload_mb", "max_queue", "max_pixels", "push_every_hours"):
+        if getattr(settings, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} ({ENV_PREFIX}{name.upper()}) must be at "
+                         f"least 1")
+    if settings.retention_days < 0:
+        parser.error(f"--retention-days ({ENV_PREFIX}RETENTION_DAYS) cannot be negative")
     if settings.engine == "openai" and (not settings.base_url or settings.model == "auto"):
         parser.error("--engine openai needs --base-url URL and --model NAME (the served model)")
     if settings.max_new_tokens_limit < 16:
@@ -275,8 +322,7 @@ def start_push(settings: Settings, store) -> None:
 def backup(argv: list[str]) -> None:
     from storage import Store
 
-    parser = argparse.ArgumentParser(prog="app.py backup",
-                                     description="Consistent copy of the database, while it runs")
+    parser = _Parser(prog=f"{_prog()} backup", description=COMMANDS["backup"])
     parser.add_argument("dest", help="path of the copy to write")
     parser.add_argument("--db", default=None, help="database to copy")
     args = parser.parse_args(argv)

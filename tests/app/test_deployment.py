@@ -3,7 +3,10 @@ test_zerogpu.py)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -116,3 +119,39 @@ def test_a_space_without_persistent_storage_warns_on_the_page(launch_app, tmp_pa
     page.goto(app.url)
     page.locator("#storage-warning").wait_for(timeout=60_000)
     assert "lost when it restarts" in page.locator("#storage-warning").inner_text()
+
+
+def _run_app(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("VQA_STUDIO_")}
+    return subprocess.run([sys.executable, str(studio_app.APP_DIR / "app.py"), *argv],
+                          env={**environment, **(env or {})}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_help_lists_the_commands():
+    shown = _run_app("--help")
+    assert shown.returncode == 0
+    for command in ("export", "evaluate", "backup"):
+        assert f"\n  {command} " in shown.stdout
+
+
+@pytest.mark.parametrize(("argv", "env", "named"), [
+    ((), {"VQA_STUDIO_PORT": "abc"}, "VQA_STUDIO_PORT='abc'"),
+    ((), {"VQA_STUDIO_SHARE": "yesplease"}, "VQA_STUDIO_SHARE='yesplease'"),
+    ((), {"VQA_STUDIO_QUANTIZE": "3bit"}, "VQA_STUDIO_QUANTIZE"),
+    (("--port", "x"), {}, "--port"),
+    (("--port", "70000"), {}, "--port"),
+    (("--max-upload-mb", "0"), {}, "--max-upload-mb"),
+])
+def test_a_bad_setting_stops_the_app_with_one_line_naming_it(argv, env, named):
+    refused = _run_app(*argv, env=env)
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "error" in lines[0], refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_an_unset_boolean_variable_is_false_and_a_set_one_true():
+    assert studio_app.settings_from([], {"VQA_STUDIO_SHARE": ""}).share is False
+    assert studio_app.settings_from([], {"VQA_STUDIO_SHARE": "off"}).share is False
+    assert studio_app.settings_from([], {"VQA_STUDIO_SHARE": "Yes"}).share is True
