@@ -327,9 +327,14 @@ def backup(argv: list[str]) -> None:
     parser.add_argument("--db", default=None, help="database to copy")
     args = parser.parse_args(argv)
     settings = settings_from(["--db", args.db] if args.db else [])
+    from storage.errors import StorageError
+
     # recover=False: answers still streaming in the running app are not cut off.
-    with Store(settings.db_path, recover=False) as store:
-        store.backup(Path(args.dest))
+    try:
+        with Store(settings.db_path, recover=False) as store:
+            store.backup(Path(args.dest))
+    except StorageError as exc:
+        parser.exit(1, f"{parser.prog}: incomplete: {exc}\n")
     print(f"backed up {settings.db_path} to {args.dest}")
 
 
