@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 from dataclasses import dataclass, fields
@@ -55,6 +56,7 @@ class Settings:
     public: bool = False
     admin_password: str = ""
     persistent_root: str = "/data"
+    snapshot_minutes: int = 5
     push_repo: str = ""
     push_every_hours: int = 24
 
@@ -65,13 +67,16 @@ class Settings:
 
     @property
     def data_dir(self) -> Path:
-        # Persistent storage when mounted; otherwise beside the app, so that a checkout is
-        # self-contained; an installed package keeps it in the user's data folder.
-        if self.persistent:
-            return Path(self.persistent_root) / "vqa-studio"
+        # Always on local disk (SQLite's WAL and locks need one): beside the app, so that a
+        # checkout is self-contained; an installed package keeps it in the user's data folder.
         if (APP_DIR / "pyproject.toml").exists():
             return APP_DIR / "data"
         return Path(os.environ.get("XDG_DATA_HOME") or "~/.local/share").expanduser() / "vqa-studio"
+
+    @property
+    def snapshot_dir(self) -> Path | None:
+        """Where snapshots of the database and images go: persistent storage, when mounted."""
+        return Path(self.persistent_root) / "vqa-studio" if self.persistent else None
 
     @property
     def db_path(self) -> Path:
@@ -91,7 +96,7 @@ _HELP = {
     "api_key": "with --engine openai: the server's API key, if it needs one",
     "adapter": "NAME=PATH of a LoRA adapter to load on top of the model (repeatable; "
                "environment: comma-separated)",
-    "db": "SQLite file (default: data/studio.db beside the app, or /data on a Space)",
+    "db": "SQLite file, on local disk (default: data/studio.db beside the app)",
     "host": "address to listen on (default 127.0.0.1, or GRADIO_SERVER_NAME)",
     "port": "port to listen on (default 7860, or GRADIO_SERVER_PORT)",
     "share": "create a public Gradio share link",
@@ -107,7 +112,10 @@ _HELP = {
     "public": "serve strangers: the data tab needs --admin-password (on by default on a Space)",
     "admin_password": "password that unlocks the data tab when the app is public",
     "persistent_root": "where persistent storage is mounted (a Space mounts it at /data): "
-                       "database, images and model cache go there when it exists",
+                       "snapshots of the database and images go there when it exists, and "
+                       "are restored from there onto an empty local disk",
+    "snapshot_minutes": "how often to snapshot the database into persistent storage (also "
+                        "done at shutdown)",
     "push_repo": "Hugging Face dataset repo to push exports of consented data to "
                  "(token from HF_TOKEN)",
     "push_every_hours": "how often to push exports to --push-repo",
@@ -204,7 +212,8 @@ def settings_from(argv: list[str] | None = None, environ: dict | None = None) ->
                          f"{', '.join(choices)}, not {getattr(settings, name)!r}")
     if not 0 <= settings.port <= 65535:
         parser.error(f"--port ({ENV_PREFIX}PORT) must be between 1 and 65535")
-    for name in ("max_upload_mb", "max_queue", "max_pixels", "push_every_hours"):
+    for name in ("max_upload_mb", "max_queue", "max_pixels", "push_every_hours",
+                 "snapshot_minutes"):
         if getattr(settings, name) < 1:
             parser.error(f"--{name.replace('_', '-')} ({ENV_PREFIX}{name.upper()}) must be at "
                          f"least 1")
@@ -254,15 +263,18 @@ def serve(settings: Settings) -> None:
         from engine.zerogpu import enable
 
         enable()
-    if settings.persistent and "HF_HOME" not in os.environ:
-        # Downloaded weights survive restarts too (set before the hub library is imported).
-        os.environ["HF_HOME"] = str(Path(settings.persistent_root) / ".huggingface")
     from engine.images import ImagePolicy
     from storage import Store
     from ui.page import CSS, build_page
     from ui.turns import Studio
 
+    snapshots = settings.snapshot_dir
+    if snapshots is not None:
+        from storage.snapshots import restore
+
+        restore(snapshots, settings.db_path)
     store = Store(settings.db_path)
+    snapshotting = start_snapshots(settings, store)
     if settings.retention_days:
         # Purged at start and then every few hours, so a long-running app keeps to the limit.
         from storage.periodic import Periodic
@@ -298,9 +310,36 @@ def serve(settings: Settings) -> None:
     demo = build_page(studio, settings)
     log.info("storing data in %s", settings.db_path)
     demo.queue(max_size=settings.max_queue, default_concurrency_limit=1)
-    demo.launch(server_name=settings.host or None, server_port=settings.port or None,
-                share=settings.share,
-                max_file_size=f"{settings.max_upload_mb}mb", show_error=False, css=CSS)
+    # A stopping Space (or `kill`) sends SIGTERM: close the server as Ctrl-C does, so that the
+    # last snapshot below is taken.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        demo.launch(server_name=settings.host or None, server_port=settings.port or None,
+                    share=settings.share,
+                    max_file_size=f"{settings.max_upload_mb}mb", show_error=False, css=CSS)
+    finally:
+        if snapshotting is not None:
+            snapshotting.stop()
+            from storage.snapshots import take_snapshot
+
+            take_snapshot(store, snapshots)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def start_snapshots(settings: Settings, store):
+    """Snapshot the database into persistent storage every few minutes, when it is mounted."""
+    if settings.snapshot_dir is None:
+        return None
+    from storage.periodic import Periodic
+    from storage.snapshots import take_snapshot
+
+    log.info("snapshots of %s go to %s every %d min", settings.db_path, settings.snapshot_dir,
+             settings.snapshot_minutes)
+    return Periodic(lambda: take_snapshot(store, settings.snapshot_dir),
+                    settings.snapshot_minutes / 60, "snapshot").start()
 
 
 def start_push(settings: Settings, store) -> None:

@@ -73,16 +73,23 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def copy_verified(source_root: Path, dest_root: Path, sha256: str, image_format: str) -> bool:
-    """Make dest_root hold the image, whole: kept if already there with the right bytes, else
-    copied through a temporary name and renamed once its hash checks. True when the image is
-    in place or gone from the source (erased meanwhile); False when the source's bytes no
-    longer match their name (nothing is written then)."""
+def copy_verified(source_root: Path, dest_root: Path, sha256: str, image_format: str,
+                  verify_existing: bool = True) -> bool:
+    """Make dest_root hold the image, whole: kept if already there with the right bytes
+    (`verify_existing` False: with the source's size), else copied through a temporary name
+    and renamed once its hash checks. True when the image is in place or gone from the source
+    (erased meanwhile); False when the source's bytes no longer match their name (nothing is
+    written then)."""
     target = image_file(dest_root, sha256, image_format)
-    if target.exists() and file_sha256(target) == sha256:
-        return True
+    source = image_file(source_root, sha256, image_format)
+    if target.exists():
+        if verify_existing and file_sha256(target) == sha256:
+            return True
+        if not verify_existing and source.exists() and (
+                target.stat().st_size == source.stat().st_size):
+            return True
     try:
-        reader = open(image_file(source_root, sha256, image_format), "rb")  # noqa: SIM115
+        reader = open(source, "rb")  # noqa: SIM115 - closed by the `with` below
     except FileNotFoundError:
         return True
     with reader:
@@ -111,6 +118,14 @@ def remove_partial_copies(root: Path) -> None:
     if root.is_dir():
         for leftover in root.glob(f"*/{_PARTIAL}*"):
             leftover.unlink(missing_ok=True)
+
+
+def remove_all_but(root: Path, kept: set[Path]) -> None:
+    """Remove every image file under `root` that is not in `kept`."""
+    if root.is_dir():
+        for path in root.glob("*/*"):
+            if path.is_file() and path not in kept:
+                path.unlink(missing_ok=True)
 
 
 def remove_image(root: Path, sha256: str, image_format: str) -> None:

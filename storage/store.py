@@ -720,7 +720,8 @@ class Store:
 
     # -- backup ---------------------------------------------------------------------------
 
-    def backup(self, dest_path: str | Path, *, images_dir: str | Path | None = None) -> Path:
+    def backup(self, dest_path: str | Path, *, images_dir: str | Path | None = None,
+               verify_existing: bool = True, prune: bool = False) -> Path:
         """Write a consistent copy of the database to `dest_path` while others keep writing,
         then copy the image files it refers to into `images_dir` (default: an "images"
         folder beside `dest_path`).
@@ -734,6 +735,11 @@ class Store:
         bytes still match its name, so running the backup again repairs a damaged one.
         Temporary files that an interrupted run left behind are removed. Raises StorageError,
         after copying everything else, if a source image no longer matches its hash.
+
+        The copy is a single file (rollback journal, no WAL beside it). `verify_existing`
+        False trusts an image already in the backup when its size matches (repeated snapshots
+        then read only new images); `prune` removes images the copy no longer refers to, so
+        erased images leave the backup too.
         """
         dest = Path(dest_path).absolute()
         if dest == self.path.absolute():
@@ -747,6 +753,7 @@ class Store:
             target = sqlite3.connect(temporary)
             try:
                 self._db().conn.backup(target)
+                target.execute("PRAGMA journal_mode = DELETE")
             finally:
                 target.close()
             os.replace(temporary, dest)
@@ -763,7 +770,11 @@ class Store:
             images.remove_partial_copies(dest_images)
             damaged = [sha for sha, image_format in wanted
                        if not images.copy_verified(self.images_dir, dest_images, sha,
-                                                   image_format)]
+                                                   image_format, verify_existing)]
+            if prune:
+                images.remove_all_but(dest_images, {
+                    images.image_file(dest_images, sha, image_format)
+                    for sha, image_format in wanted})
             if damaged:
                 raise StorageError(
                     f"{len(damaged)} stored image(s) no longer match their hash and were not "

@@ -3,7 +3,9 @@ test_zerogpu.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import time
 import pytest
 
 import app as studio_app
-from tests.page_actions import give_consent, open_page
+from tests.page_actions import give_consent, open_page, submit_question
 
 
 def test_environment_sets_every_flag_and_flags_win():
@@ -50,15 +52,15 @@ def test_bad_settings_are_refused_with_a_message(argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
-def test_persistent_storage_holds_the_database(tmp_path):
+def test_persistent_storage_holds_snapshots_while_the_live_database_stays_local(tmp_path):
     mounted = tmp_path / "data"
     mounted.mkdir()
     settings = studio_app.settings_from(["--persistent-root", str(mounted)], {})
     assert settings.persistent
-    assert settings.db_path == mounted / "vqa-studio" / "studio.db"
+    assert settings.snapshot_dir == mounted / "vqa-studio"
+    assert settings.db_path == studio_app.APP_DIR / "data" / "studio.db"
     missing = studio_app.settings_from(["--persistent-root", str(tmp_path / "nope")], {})
-    assert not missing.persistent
-    assert missing.db_path == studio_app.APP_DIR / "data" / "studio.db"
+    assert not missing.persistent and missing.snapshot_dir is None
 
 
 def test_push_exports_uploads_each_format_of_consented_data(tmp_path):
@@ -91,25 +93,51 @@ def test_push_exports_uploads_each_format_of_consented_data(tmp_path):
 
 
 @pytest.mark.browser
-def test_a_space_keeps_its_data_in_persistent_storage(launch_app, tmp_path, page):
+def test_a_space_restarted_on_an_empty_disk_gets_its_data_back_from_the_snapshot(
+        launch_app, tmp_path, page):
+    from PIL import Image
+
     mounted = tmp_path / "mounted"
     mounted.mkdir()
-    expected = mounted / "vqa-studio" / "studio.db"
-    app = launch_app("--max-new-tokens-limit", "16", db_path=expected,
-                     env={"SPACE_ID": "team/studio", "VQA_STUDIO_PERSISTENT_ROOT": str(mounted)})
+    env = {"SPACE_ID": "team/studio", "VQA_STUDIO_PERSISTENT_ROOT": str(mounted),
+           "VQA_STUDIO_PUBLIC": "0"}
+    picture = tmp_path / "picture.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(picture)
+    app = launch_app("--max-new-tokens-limit", "16", env=env)
     open_page(page, app)
     assert page.locator("#storage-warning").count() == 0
     give_consent(page)
-    page.locator("#question textarea").fill("space: kept?")
-    page.locator("#question textarea").press("Enter")
+    submit_question(page, "space: kept?", image=picture)
     deadline = time.monotonic() + 60
-    rows = []
-    while not rows and time.monotonic() < deadline:
+    while not _answered(app.db_path, "space: kept?") and time.monotonic() < deadline:
         time.sleep(0.3)
-        if expected.exists():
-            with sqlite3.connect(expected) as db:
-                rows = db.execute("select * from messages where text = 'space: kept?'").fetchall()
-    assert rows
+    assert _answered(app.db_path, "space: kept?"), app.log()
+    app.stop()  # SIGTERM, as a Space sends: the last snapshot is taken on the way out
+
+    snapshot = mounted / "vqa-studio" / "studio.db"
+    assert _answered(snapshot, "space: kept?"), app.log()
+    assert not list(mounted.rglob("*-wal")) and not list(mounted.rglob("*-shm"))
+
+    # A new machine: the local disk is empty, the mounted storage is not.
+    local = app.db_path.parent
+    shutil.rmtree(local)
+    again = launch_app("--max-new-tokens-limit", "16", env=env)
+    open_page(page, again)
+    assert again.db_path == app.db_path and _answered(again.db_path, "space: kept?")
+    with sqlite3.connect(again.db_path) as db:
+        (sha,) = db.execute("select sha256 from images").fetchone()
+    restored = next((local / "images").rglob(f"{sha}.*"))
+    assert hashlib.sha256(restored.read_bytes()).hexdigest() == sha
+
+
+def _answered(db_path, question: str) -> bool:
+    """Whether `question` is stored with a finished answer."""
+    if not db_path.exists():
+        return False
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+        return bool(db.execute(
+            "select 1 from messages q join messages a on a.parent_id = q.id "
+            "where q.text = ? and a.status != 'streaming'", (question,)).fetchall())
 
 
 @pytest.mark.browser
