@@ -386,6 +386,12 @@ def evaluate(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if os.environ.get("GRADIO_WATCH_DIRS"):
+        # Gradio's hot reload re-runs this module after each edit and expects a page built at
+        # import, which would load the model again every time.
+        sys.exit("`gradio app.py` (hot reload) is not supported: it would load the model again "
+                 "after every edit. Run `python app.py` (or `vqa-studio`) with the same flags "
+                 "and restart it after an edit.")
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if argv and argv[0] == "backup":

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +184,11 @@ def test_an_unset_boolean_variable_is_false_and_a_set_one_true():
     assert studio_app.settings_from([], {"VQA_STUDIO_SHARE": ""}).share is False
     assert studio_app.settings_from([], {"VQA_STUDIO_SHARE": "off"}).share is False
     assert studio_app.settings_from([], {"VQA_STUDIO_SHARE": "Yes"}).share is True
+
+
+def test_gradio_hot_reload_says_what_to_run_instead():
+    gradio_cli = Path(sys.executable).parent / "gradio"
+    ran = subprocess.run([gradio_cli, "app.py"], cwd=studio_app.APP_DIR, capture_output=True,
+                         text=True, timeout=120)
+    assert "is not supported" in ran.stderr and "Run `python app.py`" in ran.stderr
+    assert "Running on" not in ran.stdout
