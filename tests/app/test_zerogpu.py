@@ -10,9 +10,13 @@ the worker. Without a GPU the worker cannot start CUDA, and the visitor is told 
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +137,24 @@ def test_a_zerogpu_space_loads_the_model_and_asks_for_a_gpu_per_answer(launch_ap
         # ...in a warning on the page.
         page.get_by_test_id("toast-text").get_by_text(
             "The GPU lent for this answer failed").wait_for(timeout=30_000)
+
+
+def test_an_answer_runs_in_a_worker_the_package_forks_and_attaches_to_the_gpu():
+    """The app's engine path without the page: tests/app/zerogpu_answer.py, run as a script."""
+    ran = subprocess.run([sys.executable, str(Path(__file__).with_name("zerogpu_answer.py"))],
+                         capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    result = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert result["device"] == "cuda" and result["quantization"] == "none"
+    (schedule, allow, release) = result["calls"]
+    assert [schedule[0], allow[0], release[0]] == ["/schedule", "/allow", "/release"]
+    sixteen = GenerationRequest((Message("user", "x"),), sampling=Sampling(max_new_tokens=16))
+    assert int(schedule[1]["durationSeconds"]) == gpu_seconds(sixteen)
+    assert int(allow[1]["pid"]) != result["pid"]
+    if _has_gpu():
+        assert release[1]["fail"] == "false", ran.stderr
+        assert result["answer_tokens"] == 16 and result["answer"], ran.stderr
+    else:
+        assert release[1]["fail"] == "true"
+        assert result["finish_reason"] == "error"
+        assert result["error"].startswith("The GPU lent for this answer failed")
