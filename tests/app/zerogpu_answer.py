@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,10 +21,22 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
+def _gpu_uuid() -> str:
+    """The GPU the device API lends: this machine's first one, as the real service names it."""
+    from tests.app.zerogpu_api import GPU_UUID
+
+    try:
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=uuid", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=60).stdout.split()
+    except OSError:  # no NVIDIA driver: the worker will fail to attach, as it should
+        return GPU_UUID
+    return listed[0] if listed else GPU_UUID
+
+
 def main() -> None:
     from tests.app.zerogpu_api import ZeroGPUApi
 
-    api = ZeroGPUApi().start()
+    api = ZeroGPUApi(gpu_uuid=_gpu_uuid()).start()
     work = Path(tempfile.mkdtemp(prefix="zerogpu-"))
     (work / "cgroup").write_text("0::/zerogpu-test\n")
     os.environ.update({

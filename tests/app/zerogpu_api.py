@@ -23,6 +23,7 @@ GPU_UUID = "GPU-00000000-0000-0000-0000-000000000000"
 class ZeroGPUApi:
     """`start()` serves on a free loopback port; `calls` lists (path, params) in arrival order."""
 
+    gpu_uuid: str = GPU_UUID
     calls: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _changed: threading.Condition = field(default_factory=threading.Condition)
@@ -43,7 +44,7 @@ class ZeroGPUApi:
                     api.calls.append((parts.path, params))
                     api._changed.notify_all()
                 if parts.path == "/schedule":
-                    body = json.dumps({"idle": True, "nvidiaIndex": 0, "nvidiaUUID": GPU_UUID,
+                    body = json.dumps({"idle": True, "nvidiaIndex": 0, "nvidiaUUID": api.gpu_uuid,
                                        "allowToken": f"token-{len(api.calls)}"}).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
