@@ -24,16 +24,17 @@ from collections.abc import Iterator
 from engine.memory import failure_message
 from engine.types import Event, GenerationRequest, Stats
 
-# Decoding one token at a time with transformers' generate on a ZeroGPU slice (an H200 MIG
-# share) runs well above this for a 9B model in bf16; a floor, so that a slow answer still
-# finishes inside its reservation.
-TOKENS_PER_SECOND = 25.0
+# Qwen3.5-9B in bf16 decoded 18 tokens/s for one user on a whole H200 with transformers'
+# generate (docs/benchmarks.md, "GPU"; its linear-attention layers run in reference PyTorch
+# without the flash-linear-attention kernels). A ZeroGPU slice is a share of an H200: a floor
+# below that, so that an answer finishes inside its reservation.
+TOKENS_PER_SECOND = 15.0
 # Starting the worker, moving the weights onto the GPU and reading the prompt and its images.
 BASE_SECONDS = 10.0
 MAX_SECONDS = 300
-# The answer length a ZeroGPU Space allows by default: 50 s of GPU at most per answer, so an
-# anonymous visitor's daily quota covers at least two full-length answers.
-DEFAULT_MAX_NEW_TOKENS = 1024
+# The answer length a ZeroGPU Space allows by default: 44 s of GPU at most per answer, so an
+# anonymous visitor's daily quota (120 s) covers at least two full-length answers.
+DEFAULT_MAX_NEW_TOKENS = 512
 # Daily GPU quotas by visitor tier, in seconds, as Hugging Face documents them
 # (https://huggingface.co/docs/hub/spaces-zerogpu, "Usage Tiers").
 DAILY_QUOTA_SECONDS = {"without a Hugging Face login": 120, "with a free account": 210,
