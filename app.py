@@ -317,6 +317,8 @@ def serve(settings: Settings) -> None:
         demo.launch(server_name=settings.host or None, server_port=settings.port or None,
                     share=settings.share,
                     max_file_size=f"{settings.max_upload_mb}mb", show_error=False, css=CSS)
+    except KeyboardInterrupt:  # stopped while still starting: as quiet as a stop once serving
+        demo.close()
     finally:
         if snapshotting is not None:
             snapshotting.stop()
@@ -403,6 +405,12 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "evaluate":
         return evaluate(argv[1:])
     serve(settings_from(argv))
+    # Stopped, and everything is saved: leave now. Finalising the interpreter after a served
+    # model takes seconds more, and a stopping Space does not wait long before killing.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
