@@ -139,12 +139,17 @@ def test_a_zerogpu_space_loads_the_model_and_asks_for_a_gpu_per_answer(launch_ap
             "The GPU lent for this answer failed").wait_for(timeout=30_000)
 
 
-def test_an_answer_runs_in_a_worker_the_package_forks_and_attaches_to_the_gpu():
-    """The app's engine path without the page: tests/app/zerogpu_answer.py, run as a script."""
+def _answer(env: dict | None = None) -> tuple[dict, str]:
+    """Run tests/app/zerogpu_answer.py (the app's engine path without the page)."""
     ran = subprocess.run([sys.executable, str(Path(__file__).with_name("zerogpu_answer.py"))],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, **(env or {})})
     assert ran.returncode == 0, ran.stderr
-    result = json.loads(ran.stdout.strip().splitlines()[-1])
+    return json.loads(ran.stdout.strip().splitlines()[-1]), ran.stderr
+
+
+def test_an_answer_runs_in_a_worker_the_package_forks_and_attaches_to_the_gpu():
+    result, stderr = _answer()
     assert result["device"] == "cuda" and result["quantization"] == "none"
     (schedule, allow, release) = result["calls"]
     assert [schedule[0], allow[0], release[0]] == ["/schedule", "/allow", "/release"]
@@ -152,9 +157,18 @@ def test_an_answer_runs_in_a_worker_the_package_forks_and_attaches_to_the_gpu():
     assert int(schedule[1]["durationSeconds"]) == gpu_seconds(sixteen)
     assert int(allow[1]["pid"]) != result["pid"]
     if _has_gpu():
-        assert release[1]["fail"] == "false", ran.stderr
-        assert result["answer_tokens"] == 16 and result["answer"], ran.stderr
+        assert release[1]["fail"] == "false", stderr
+        assert result["answer_tokens"] == 16 and result["answer"], stderr
     else:
         assert release[1]["fail"] == "true"
         assert result["finish_reason"] == "error"
         assert result["error"].startswith("The GPU lent for this answer failed")
+
+
+def test_an_answer_over_the_visitors_quota_is_refused_with_zerogpus_reason():
+    sixteen = GenerationRequest((Message("user", "x"),), sampling=Sampling(max_new_tokens=16))
+    result, stderr = _answer({"ZEROGPU_TEST_QUOTA_LEFT": str(gpu_seconds(sixteen) - 1)})
+    # Refused before any GPU is attached; the visitor reads why.
+    assert [path for path, _ in result["calls"]] == ["/schedule"], stderr
+    assert result["finish_reason"] == "error" and result["answer"] == ""
+    assert result["error"].startswith("ZeroGPU quota exceeded: ")

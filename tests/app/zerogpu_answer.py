@@ -4,8 +4,9 @@ Run as a script (the package reads its mode from the environment when first impo
 serves the device API on 127.0.0.1 (tests/app/zerogpu_api.py), imports `spaces` first, builds
 the engine from the app's own settings, loads the tiny model onto the emulated GPU on this
 thread, and streams one greedy answer through `ZeroGPUEngine`, which the package runs in a
-forked worker attached to the GPU. Prints one JSON object: the answer, its finish reason or
-error, the device the model was loaded on and the API calls made.
+forked worker attached to the GPU (ZEROGPU_TEST_QUOTA_LEFT=N: the API refuses durations over
+N seconds, as for a visitor with that much quota left). Prints one JSON object: the answer, its
+finish reason or error, the device the model was loaded on and the API calls made.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def _gpu_uuid() -> str:
 def main() -> None:
     from tests.app.zerogpu_api import ZeroGPUApi
 
-    api = ZeroGPUApi(gpu_uuid=_gpu_uuid()).start()
+    quota_left = os.environ.get("ZEROGPU_TEST_QUOTA_LEFT")
+    api = ZeroGPUApi(gpu_uuid=_gpu_uuid(),
+                     quota_left=int(quota_left) if quota_left else None).start()
     work = Path(tempfile.mkdtemp(prefix="zerogpu-"))
     (work / "cgroup").write_text("0::/zerogpu-test\n")
     os.environ.update({

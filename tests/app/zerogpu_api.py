@@ -2,10 +2,11 @@
 
 On a ZeroGPU Space the package asks an HTTP service (SPACES_ZERO_DEVICE_API_URL) to schedule
 each decorated call, to allow the worker process onto the GPU and to release it afterwards.
-This server answers those four endpoints the way the service does when a GPU is free and
-records every request, so a test can run the real package, unmodified, on 127.0.0.1 and check
-what the app asked for (the durations above all). Only the API is replaced: the package's
-CUDA emulation, forking and worker protocol are its own.
+This server answers those four endpoints the way the service does when a GPU is free (or,
+with `quota_left`, when the visitor's quota is too small) and records every request, so a test
+can run the real package, unmodified, on 127.0.0.1 and check what the app asked for (the
+durations above all). Only the API is replaced: the package's CUDA emulation, forking and
+worker protocol are its own.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class ZeroGPUApi:
     """`start()` serves on a free loopback port; `calls` lists (path, params) in arrival order."""
 
     gpu_uuid: str = GPU_UUID
+    # Seconds of quota the visitor has left; None lends a GPU for any duration. When set below
+    # a request's duration, the schedule is refused as the service refuses it (HTTP 429).
+    quota_left: int | None = None
     calls: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _changed: threading.Condition = field(default_factory=threading.Condition)
@@ -43,6 +47,16 @@ class ZeroGPUApi:
                 with api._changed:
                     api.calls.append((parts.path, params))
                     api._changed.notify_all()
+                duration = int(params.get("durationSeconds", 0))
+                if parts.path == "/schedule" and api.quota_left is not None and (
+                        duration > api.quota_left):
+                    body = json.dumps({"left": api.quota_left, "wait": 3600}).encode()
+                    self.send_response(429)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 if parts.path == "/schedule":
                     body = json.dumps({"idle": True, "nvidiaIndex": 0, "nvidiaUUID": api.gpu_uuid,
                                        "allowToken": f"token-{len(api.calls)}"}).encode()
