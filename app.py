@@ -5,6 +5,8 @@
     python app.py evaluate [--adapter NAME=PATH ...]
     python app.py backup DEST
 
+Installed with `pip install .`, the same is the `vqa-studio` command.
+
 Every flag can also be set through an environment variable named VQA_STUDIO_<FLAG> (for
 example VQA_STUDIO_MODEL=tiny-random), which is how a hosted Space configures the app. Flags
 win over the environment. `main()` reads the settings, builds the engine, the store and the
