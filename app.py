@@ -326,7 +326,11 @@ def serve(settings: Settings) -> None:
             snapshotting.stop()
             from storage.snapshots import take_snapshot
 
-            take_snapshot(store, snapshots)
+            try:
+                take_snapshot(store, snapshots)
+            except Exception:  # the local database still has everything; say so and stop
+                log.exception("the last snapshot into %s failed; the data is in %s",
+                              snapshots, settings.db_path)
 
 
 def _interrupt(signum, frame) -> None:
