@@ -216,8 +216,7 @@ def load_model(
         raise ModelLoadError(f"{model_ref} is not a transformers model folder ({exc}).") from exc
 
     progress(LoadProgress("loading", f"Loading {model_ref} ({quantization})"))
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    measure_peak = device == "cuda" and _reset_cuda_peak(torch)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     kwargs: dict = {"dtype": dtype}
     quant_config = _quantization_config(quantization, family)
@@ -255,7 +254,7 @@ def load_model(
         footprint_bytes=int(model.get_memory_footprint()),
         device=device,
         load_seconds=time.perf_counter() - started,
-        cuda_peak_bytes=torch.cuda.max_memory_allocated() if device == "cuda" else None,
+        cuda_peak_bytes=torch.cuda.max_memory_allocated() if measure_peak else None,
         revision=_revision(path),
         quantized_by_prefix=tuple(sorted(quantized.items())),
         unquantized_by_prefix=tuple(sorted(kept.items())),
@@ -264,6 +263,17 @@ def load_model(
     log.info("%s", report.summary())
     progress(LoadProgress("ready", f"{model_ref} is ready"))
     return model, processor, family, report
+
+
+def _reset_cuda_peak(torch) -> bool:
+    """Start measuring the load's peak GPU memory; False where there is no allocator to measure
+    (ZeroGPU emulates CUDA in the app's own process and has no peak statistics to reset)."""
+    try:
+        torch.cuda.reset_peak_memory_stats()
+    except RuntimeError as exc:
+        log.info("not measuring peak GPU memory: %s", exc)
+        return False
+    return True
 
 
 def _family(model_ref: str, path: Path) -> tuple[Family, bool]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import tempfile
 import threading
@@ -721,26 +720,40 @@ class Store:
 
     # -- backup ---------------------------------------------------------------------------
 
-    def backup(self, dest_path: str | Path, *, images_dir: str | Path | None = None) -> Path:
+    def backup(self, dest_path: str | Path, *, images_dir: str | Path | None = None,
+               verify_existing: bool = True, prune: bool = False) -> Path:
         """Write a consistent copy of the database to `dest_path` while others keep writing,
         then copy the image files it refers to into `images_dir` (default: an "images"
         folder beside `dest_path`).
 
-        The database copy is one snapshot (SQLite's online backup in a single step). Image
-        files never change once written, so copying them afterwards is safe; a file erased
-        in between is skipped, as its erasure is what the user asked for. The images folder
-        can equally be mirrored with rsync at any time.
+        The database copy is one snapshot (SQLite's online backup in a single step), written to
+        a temporary name and renamed. Image files never change once written, so copying them
+        afterwards is safe; a file erased in between is skipped, as its erasure is what the
+        user asked for. Each image is copied to a temporary name, checked against its sha256
+        and renamed, so a copy cut short (the process killed, the disk full) never leaves a
+        partial file under an image's name; an image already in the backup is kept only if its
+        bytes still match its name, so running the backup again repairs a damaged one.
+        Temporary files that an interrupted run left behind are removed. Raises StorageError,
+        after copying everything else, if a source image no longer matches its hash.
+
+        The copy is a single file (rollback journal, no WAL beside it). `verify_existing`
+        False trusts an image already in the backup when its size matches (repeated snapshots
+        then read only new images); `prune` removes images the copy no longer refers to, so
+        erased images leave the backup too.
         """
         dest = Path(dest_path).absolute()
         if dest == self.path.absolute():
             raise InvalidRequest("A backup cannot overwrite the database it copies.")
         dest.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in dest.parent.glob(f".{dest.name}.*"):
+            leftover.unlink(missing_ok=True)
         fd, temporary = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
         os.close(fd)
         try:
             target = sqlite3.connect(temporary)
             try:
                 self._db().conn.backup(target)
+                target.execute("PRAGMA journal_mode = DELETE")
             finally:
                 target.close()
             os.replace(temporary, dest)
@@ -754,13 +767,18 @@ class Store:
                 wanted = copy.execute("SELECT sha256, format FROM images").fetchall()
             finally:
                 copy.close()
-            for sha, image_format in wanted:
-                source = images.image_file(self.images_dir, sha, image_format)
-                target_file = images.image_file(dest_images, sha, image_format)
-                if target_file.exists() or not source.exists():
-                    continue
-                target_file.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, target_file)
+            images.remove_partial_copies(dest_images)
+            damaged = [sha for sha, image_format in wanted
+                       if not images.copy_verified(self.images_dir, dest_images, sha,
+                                                   image_format, verify_existing)]
+            if prune:
+                images.remove_all_but(dest_images, {
+                    images.image_file(dest_images, sha, image_format)
+                    for sha, image_format in wanted})
+            if damaged:
+                raise StorageError(
+                    f"{len(damaged)} stored image(s) no longer match their hash and were not "
+                    f"backed up (first: {damaged[0]}); everything else was.")
         return dest
 
 

@@ -132,6 +132,8 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         if getattr(settings, "on_space", False) and not getattr(settings, "persistent", True):
             gr.Markdown("⚠️ This Space has no persistent storage: saved conversations and "
                         "feedback are lost when it restarts.", elem_id="storage-warning")
+        if callable(getattr(engine, "quota_note", None)):  # a GPU lent per answer (ZeroGPU)
+            gr.Markdown(engine.quota_note(), elem_id="gpu-quota-note")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 with gr.Row(equal_height=False):
