@@ -3,7 +3,7 @@
 `ensure_tiny(name)` returns a folder that loads exactly like a hub checkpoint:
 `AutoProcessor.from_pretrained(path)` and the family's model class (see `TINY_NOTES`), with
 random seeded weights. Where the real Hub files of a target checkpoint are at hand
-(`engine.tiny_hub`: ../shared/hub beside the repository), the tiny checkpoint is built from
+(`engine.tiny_hub`: the files in engine/hub), the tiny checkpoint is built from
 them: the real config with its sizes shrunk, the real chat template, tokenizer, special token
 ids, processor and generation configs. The other families (LLaVA-NeXT, SmolVLM2, and the
 language sides of LLaVA-OneVision and Ovis2) get a locally trained byte-level BPE tokenizer

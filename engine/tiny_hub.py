@@ -1,8 +1,9 @@
 """Tiny random checkpoints built from the real Hub files of the checkpoints the app targets.
 
 The published text files of those checkpoints (config, chat template, tokenizer files,
-processor and generation configs; no weights) live in a `hub` folder beside the repository:
-`<repo>/../shared/hub/<owner>__<name>/`, or wherever $VQA_STUDIO_HUB points. Each `build_*`
+processor and generation configs; no weights) ship with the engine in `engine/hub/<owner>__<name>/`
+(its README.md says where each came from), so a fresh clone or an installed copy builds them
+offline; $VQA_STUDIO_HUB points elsewhere, for a newer copy of those files. Each `build_*`
 function here reads one of them at build time and writes a checkpoint that keeps everything
 but the sizes: the real `config.json` with its widths, depths and head counts shrunk (token
 ids, context length, vocabulary size, rotary and vision settings kept), the real chat template,
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from engine.tiny_common import seed_everything, silence_tokens, unprintable_ids
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+HUB_FILES = Path(__file__).resolve().parent / "hub"
 
 QWEN3_5 = "Qwen__Qwen3.5-0.8B"
 QWEN3_VL = "Qwen__Qwen3-VL-4B-Instruct"
@@ -69,12 +70,12 @@ VISION_SIZES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers":
 def hub_dir() -> Path:
     """The folder of real Hub files; a clear error when it is not there."""
     configured = os.environ.get("VQA_STUDIO_HUB")
-    path = Path(configured) if configured else REPO_ROOT.parent / "shared" / "hub"
+    path = Path(configured) if configured else HUB_FILES
     if not path.is_dir():
         raise FileNotFoundError(
-            f"The real Hub files the tiny checkpoints are built from are not at {path}. Put "
-            "the shared/hub folder beside the repository (../shared/hub) or set "
-            "VQA_STUDIO_HUB to its path.")
+            f"The real Hub files the tiny checkpoints are built from are not at {path}. "
+            "Restore engine/hub from the repository, or set VQA_STUDIO_HUB to a folder "
+            "holding them.")
     return path
 
 
