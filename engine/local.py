@@ -37,6 +37,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from control_tokens import without_control_tokens
 from engine.adapters import AdapterSwitch
 from engine.batching import BatchJob, BatchLimits, BatchScheduler
 from engine.decoding import OPEN_TAG, AnswerTracker, TokenTap
@@ -420,7 +421,7 @@ class LocalEngine:
         control = self._control_tokens() if scrub else []
         conversation = []
         for message in messages:
-            text = _without(message.text, control)
+            text = without_control_tokens(message.text, control)
             content = [{"type": "image", "image": image} for image in message.images]
             content.append({"type": "text", "text": text})
             conversation.append({"role": message.role, "content": content})
@@ -433,7 +434,7 @@ class LocalEngine:
         control = self._control_tokens()
         lines = []
         for message in messages:
-            text = _without(message.text, control).strip()
+            text = without_control_tokens(message.text, control).strip()
             if message.role == "user":
                 lines.append(f"Question: {text}")
             elif message.role == "assistant":
@@ -545,20 +546,6 @@ class LocalEngine:
         if isinstance(eos, int):
             return {eos}
         return set(eos or ())
-
-
-def _without(text: str, tokens: list[str]) -> str:
-    """`text` with every occurrence of `tokens` removed, including ones the removal creates."""
-    # Removing "<|x|>" from "<im<|x|>age>" joins the rest into "<image>": repeat until stable.
-    # Each pass that changes anything makes the text shorter, so this ends.
-    changed = True
-    while changed:
-        changed = False
-        for token in tokens:
-            if token in text:
-                text = text.replace(token, "")
-                changed = True
-    return text
 
 
 def _pad_id(tokenizer) -> int:
