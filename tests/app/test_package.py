@@ -13,6 +13,7 @@ import shutil
 import site
 import subprocess
 import sys
+import tomllib
 import urllib.request
 import venv
 from pathlib import Path
@@ -21,7 +22,13 @@ import pytest
 
 from tests.conftest import ROOT, RunningApp, _wait_for_page, free_port
 
-SOURCES = ("app.py", "pyproject.toml", "README.md", "requirements.txt", "engine", "storage", "ui")
+
+def sources() -> list[str]:
+    """What the package is built from: the files pyproject.toml names, and nothing else of the
+    checkout, so a module it forgets to declare fails here rather than after install."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    return ["pyproject.toml", "README.md", "requirements.txt",
+            *(f"{module}.py" for module in setuptools["py-modules"]), *setuptools["packages"]]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +37,7 @@ def installed(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("package")
     source = work / "source"
     source.mkdir()
-    for name in SOURCES:
+    for name in sources():
         path = ROOT / name
         if path.is_dir():
             shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
