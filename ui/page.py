@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -27,6 +26,7 @@ from ui.turns import (
     Studio,
     TurnOptions,
     TurnUpdate,
+    usable_client_key,
 )
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,10 @@ REDRAW_INTERVAL_S = 0.08
 MAX_REDRAW_INTERVAL_S = 0.4
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
 FAILED = "Something went wrong on the server; it was logged. Please try again."
+# Gradio encrypts browser-stored values with this, and sends it to every visitor in the page
+# config: it protects nothing, so it is fixed, which lets a browser read its key back after
+# the server restarts. The key itself is the credential; the store keeps only its hash.
+BROWSER_STATE_SECRET = "vqa-studio-browser-state"
 CSS = """
 .verdict-row button { min-width: 0; }
 @media (max-width: 720px) { #settings-column { min-width: 100% !important; } }
@@ -73,7 +77,7 @@ def _warn(exc: Exception) -> None:
 
 
 def _session_key(request: gr.Request | None, state: ChatState) -> str:
-    return getattr(request, "session_hash", None) or state.client_key
+    return getattr(request, "session_hash", None) or state.owner()
 
 
 def _files(message: dict | None) -> list[str]:
@@ -97,7 +101,8 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
     public = bool(getattr(settings, "public", False))
     # A public app cleans Gradio's upload cache: files older than an hour, checked every 30 min.
     with gr.Blocks(title="VQA Studio", delete_cache=(1800, 3600) if public else None) as demo:
-        client_key = gr.BrowserState(None, storage_key="vqa-studio-client")
+        client_key = gr.BrowserState(None, storage_key="vqa-studio-client",
+                                     secret=BROWSER_STATE_SECRET)
         state = gr.State(ChatState())
         slots = gr.State([])
 
@@ -201,8 +206,11 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         # -- page load and model status ---------------------------------------------------
 
         def init(key: str | None, chat_state: ChatState):
-            chat_state.client_key = key or uuid.uuid4().hex
-            return chat_state, chat_state.client_key, _conversation_choices(chat_state)
+            # The browser's stored key, or else the one this tab may already have been given
+            # by a request that came before the load event: the browser keeps it from now on.
+            if usable_client_key(key):
+                chat_state.client_key = key
+            return chat_state, chat_state.owner(), _conversation_choices(chat_state)
 
         def _conversation_choices(chat_state: ChatState):
             try:
@@ -426,7 +434,8 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
 
         # -- wiring -----------------------------------------------------------------------
 
-        demo.load(init, [client_key, state], [state, client_key, conversations])
+        # Unqueued, so a full queue cannot refuse the tab its identity.
+        demo.load(init, [client_key, state], [state, client_key, conversations], queue=False)
         timer.tick(poll, None, [status, timer, thinking, budget, adapter, compare_mode])
         consent.change(set_consent, [consent, state], [state])
         chat_outputs = [chatbot, slots, box, state]

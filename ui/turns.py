@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import random
+import re
+import secrets
 import threading
 import time
 import uuid
@@ -47,6 +49,10 @@ CONSENT_TEXT = (
 DISLIKE_REASONS = ("Wrong or hallucinated", "Incomplete", "Unsafe", "Bad format", "Other")
 TITLE_LENGTH = 60
 NO_CONSENT_FEEDBACK = "Feedback is only kept when “Save my data” is ticked."
+
+# A browser's key is a random bearer credential: whoever holds it is that person, and the
+# store keeps only its sha256. Keys made by earlier versions (32 hex digits) still qualify.
+CLIENT_KEY = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 CompareMode = Literal["samples", "thinking", "adapter"]
 Verdict = Literal["A", "B", "tie", "both_bad"]
@@ -101,17 +107,37 @@ class Comparison:
     group: str
 
 
+def new_client_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def usable_client_key(key: object) -> bool:
+    return isinstance(key, str) and bool(CLIENT_KEY.fullmatch(key))
+
+
 @dataclass
 class ChatState:
-    """What one browser tab carries between events."""
+    """What one browser tab carries between events.
 
-    client_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    `client_key` starts empty: a default value would be copied into every session and make
+    them one person. A tab adopts its browser's stored key on load; anything that needs an
+    identity before that (an API client, a tab whose load was refused) gets a fresh one
+    from `owner()`.
+    """
+
+    client_key: str = ""
     consented: bool = False
     conversation_id: str | None = None
     turns: list[Turn] = field(default_factory=list)
     comparison: Comparison | None = None
     # The turn whose answer was just disliked, waiting for reasons.
     pending_dislike: int | None = None
+
+    def owner(self) -> str:
+        """This tab's client key, made on first use."""
+        if not self.client_key:
+            self.client_key = new_client_key()
+        return self.client_key
 
     def reset(self) -> None:
         self.conversation_id = None
@@ -305,10 +331,10 @@ class Studio:
         if stored:
             if verdict in ("A", "B"):
                 other = left if verdict == "B" else right
-                self.store.add_pick(state.client_key, chosen.answer_id, other.answer_id,
+                self.store.add_pick(state.owner(), chosen.answer_id, other.answer_id,
                                     left.answer_id)
             else:
-                self.store.add_feedback(state.client_key, left.answer_id, verdict,
+                self.store.add_feedback(state.owner(), left.answer_id, verdict,
                                         other_message_id=right.answer_id)
         turn.answer = chosen
         state.comparison = None
@@ -327,7 +353,7 @@ class Studio:
         if not self.storing(state) or not answer_id:
             return NO_CONSENT_FEEDBACK
         kind = "clear" if liked is None else "like" if liked else "dislike"
-        self.store.add_feedback(state.client_key, answer_id, kind,
+        self.store.add_feedback(state.owner(), answer_id, kind,
                                 reasons=list(reasons) if kind == "dislike" else (),
                                 comment=(comment.strip() or None) if kind == "dislike" else None)
         return {"like": "Thanks for the feedback.", "clear": "Vote withdrawn.",
@@ -343,7 +369,7 @@ class Studio:
             return "Nothing changed."
         edit_id = None
         if self.storing(state) and turn.answer.answer_id:
-            edit_id = self.store.add_edit(state.client_key, turn.answer.answer_id, text)
+            edit_id = self.store.add_edit(state.owner(), turn.answer.answer_id, text)
         turn.earlier.append(turn.answer)
         turn.answer = TurnUpdate(answer=text, done=True, answer_id=edit_id, label="Edited",
                                  model="your correction")
@@ -355,11 +381,11 @@ class Studio:
     def conversations(self, state: ChatState):
         if self.store is None:
             return []
-        return self.store.list_conversations(state.client_key)
+        return self.store.list_conversations(state.owner())
 
     def open_conversation(self, state: ChatState, conversation_id: str) -> None:
         """Load a stored conversation along its latest branch, ready to continue."""
-        conversation = self.store.get_conversation(state.client_key, conversation_id)
+        conversation = self.store.get_conversation(state.owner(), conversation_id)
         by_parent: dict[str | None, list] = {}
         for message in conversation.messages:
             by_parent.setdefault(message.parent_id, []).append(message)
@@ -407,17 +433,17 @@ class Studio:
             label="Edited" if message.origin == "edit" else "")
 
     def rename_conversation(self, state: ChatState, conversation_id: str, title: str) -> None:
-        self.store.rename_conversation(state.client_key, conversation_id,
+        self.store.rename_conversation(state.owner(), conversation_id,
                                        title.strip()[:200] or "Untitled")
 
     def delete_conversation(self, state: ChatState, conversation_id: str) -> ErasureCounts:
-        counts = self.store.delete_conversation(state.client_key, conversation_id)
+        counts = self.store.delete_conversation(state.owner(), conversation_id)
         if state.conversation_id == conversation_id:
             state.reset()
         return counts
 
     def delete_my_data(self, state: ChatState) -> ErasureCounts:
-        counts = self.store.delete_user_data(state.client_key) if self.store else ErasureCounts()
+        counts = self.store.delete_user_data(state.owner()) if self.store else ErasureCounts()
         state.reset()
         return counts
 
@@ -449,9 +475,9 @@ class Studio:
         if state.conversation_id is None:
             title = question.text[:TITLE_LENGTH] or "Image question"
             state.conversation_id = self.store.create_conversation(
-                state.client_key, title, consent_version=CONSENT_VERSION)
+                state.owner(), title, consent_version=CONSENT_VERSION)
         return self.store.add_user_message(
-            state.client_key, state.conversation_id, text=question.text, image_shas=shas,
+            state.owner(), state.conversation_id, text=question.text, image_shas=shas,
             parent_id=state.last_answer_id())
 
     def _open_answer(self, state: ChatState, question_id: str | None,
@@ -466,7 +492,7 @@ class Studio:
             thinking_budget=request.thinking_budget, sampling=asdict(request.sampling),
             seed=request.sampling.seed, compare_group=group, side=side,
         )
-        return self.store.start_answer(state.client_key, state.conversation_id,
+        return self.store.start_answer(state.owner(), state.conversation_id,
                                        parent_id=question_id, meta=meta)
 
     def _new_update(self, answer_id: str | None, request: GenerationRequest,
