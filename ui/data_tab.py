@@ -22,7 +22,7 @@ import pandas as pd
 from storage.evaluations import list_runs
 from storage.export import FORMATS, count_examples, export, preview_pairs
 from ui.evaluation import run_points, run_rows
-from ui.render import safe_markdown
+from ui.render import inert_html, safe_markdown
 
 log = logging.getLogger(__name__)
 PREVIEW_PAIRS = 5
@@ -148,7 +148,7 @@ def build_data_tab(studio, settings, tab: gr.Tab) -> None:
                                           root_dir=folder / fmt)
         except Exception as exc:
             log.exception("export failed")
-            gr.Warning(f"Export failed: {exc}")
+            gr.Warning(inert_html(f"Export failed: {exc}"))
             return None
         gr.Info(f"Exported {result.total} examples.")
         return archive

@@ -18,7 +18,7 @@ from engine.types import Sampling
 from storage import StorageError
 from ui.data_tab import build_data_tab
 from ui.examples import example_inputs
-from ui.render import answer_messages, plain_text, render_chat, safe_markdown
+from ui.render import answer_messages, inert_html, plain_text, render_chat, safe_markdown
 from ui.turns import (
     CONSENT_TEXT,
     DISLIKE_REASONS,
@@ -50,18 +50,22 @@ CSS = """
 
 
 def _status_text(engine) -> str:
+    # Names come from checkpoints and model servers: untrusted, so shown inert.
     if engine.ready:
         caps = engine.capabilities()
         thinking = "can think" if caps.thinking else "no thinking"
-        adapters = f" · adapters: {', '.join(caps.adapters)}" if caps.adapters else ""
-        return (f"**{caps.model_id}** · {caps.family} · {caps.quantization} · {thinking} · "
+        adapters = (f" · adapters: {safe_markdown(', '.join(caps.adapters))}"
+                    if caps.adapters else "")
+        return (f"**{safe_markdown(caps.model_id)}** · {safe_markdown(caps.family)} · "
+                f"{safe_markdown(caps.quantization)} · {thinking} · "
                 f"up to {caps.max_images} image{'s' if caps.max_images != 1 else ''}{adapters}")
     if engine.load_error:
         return (f"⚠️ **The model could not be loaded.** {safe_markdown(engine.load_error)}\n\n"
                 "Start with local weights: `python app.py --model /path/to/model-folder`, "
                 "or try the app with `python app.py --model tiny-random`.")
     progress = engine.progress
-    text = f"⏳ Loading **{engine.model_ref}**: {safe_markdown(progress.message)}"
+    text = (f"⏳ Loading **{safe_markdown(str(engine.model_ref))}**: "
+            f"{safe_markdown(progress.message)}")
     if progress.bytes_total:
         text += (f" — {progress.bytes_done / 1e9:.2f} / {progress.bytes_total / 1e9:.2f} GB "
                  f"({100 * progress.bytes_done / progress.bytes_total:.0f}%)")
@@ -70,7 +74,7 @@ def _status_text(engine) -> str:
 
 def _warn(exc: Exception) -> None:
     if isinstance(exc, StudioError | StorageError):
-        gr.Warning(str(exc))
+        gr.Warning(inert_html(str(exc)))  # may quote a model server
     else:
         log.error("handler failed", exc_info=exc)
         gr.Warning(FAILED)
@@ -273,7 +277,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             except Exception as exc:
                 _warn(exc)
             if update.error:
-                gr.Warning(update.error)
+                gr.Warning(inert_html(update.error))
             messages, message_slots = render_chat(chat_state)
             yield messages, message_slots, None, chat_state
 
@@ -483,7 +487,7 @@ def _slot(message_slots, index):
 def _side(update: TurnUpdate, reveal: bool = False) -> list[dict]:
     messages = answer_messages(update)
     if reveal and update.label:
-        messages.insert(0, {"role": "assistant", "content": f"*{update.label}*"})
+        messages.insert(0, {"role": "assistant", "content": f"*{safe_markdown(update.label)}*"})
     return messages
 
 
