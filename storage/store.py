@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -58,6 +59,8 @@ from storage.records import (
     StoredMessage,
     StoreStats,
 )
+
+log = logging.getLogger(__name__)
 
 # Long enough for any single write to finish; a writer waiting this long means a bug.
 BUSY_TIMEOUT_S = 30.0
@@ -107,6 +110,8 @@ class Store:
         # of bytes that are being erased at the same moment keeps its file.
         self._image_lock = threading.Lock()
         self._closed = False
+        # Called after every erasure, so copies kept elsewhere (exports) go with the data.
+        self._erasure_listeners: list[Callable[[list[str]], None]] = []
         # Timestamps (activity, retention) come from here, so retention can be tested.
         self._clock = clock
         self._db().enable_wal()
@@ -175,6 +180,12 @@ class Store:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def on_erasure(self, callback: Callable[[list[str]], None]) -> None:
+        """Call `callback(image_shas)` after every erasure (a conversation, a client's data,
+        retention) has committed and its image files are gone; `image_shas` are the sha256s
+        of the images no longer stored, whose copies elsewhere should go too."""
+        self._erasure_listeners.append(callback)
 
     # -- ownership ----------------------------------------------------------------------
 
@@ -718,6 +729,11 @@ class Store:
         # Best effort: a reader still on an older snapshot lets the checkpoint finish only
         # partly; the next checkpoint completes it.
         self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        for callback in self._erasure_listeners:
+            try:
+                callback([sha for sha, _ in removed])
+            except Exception:  # the erasure itself is done; a listener's failure is logged
+                log.exception("an erasure listener failed")
 
     # -- backup ---------------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ apology. No torch here: the UI talks to the engine only through its contract.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -89,6 +91,43 @@ def _files(message: dict | None) -> list[str]:
     return [f if isinstance(f, str) else f.get("path") for f in files]
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Uploads:
+    """Gradio's upload folder, seen from the studio: uploads are dropped once their turn has
+    taken them (the studio keeps cleaned copies only while the session lives, and the store
+    only with consent), and erased images lose every cached copy there."""
+
+    def __init__(self, root: Path, keep: set[str]) -> None:
+        self.root = root.resolve()
+        self.keep = keep  # sha256 of files never dropped: the examples' images
+
+    def discard(self, paths: list[str]) -> None:
+        for name in paths:
+            path = Path(name).resolve()
+            if not path.is_relative_to(self.root) or not path.is_file():
+                continue
+            try:
+                if _sha256(path) in self.keep:
+                    continue
+                path.unlink()
+                path.parent.rmdir()  # Gradio gives each upload a folder of its own
+            except OSError:
+                pass
+
+    def forget(self, shas: list[str]) -> None:
+        """Remove files named after erased images (copies Gradio made to serve them)."""
+        doomed = set(shas)
+        if not doomed:
+            return
+        for folder, _dirs, names in os.walk(self.root):
+            for name in names:
+                if name.split(".", 1)[0] in doomed:
+                    Path(folder, name).unlink(missing_ok=True)
+
+
 def _options(think, budget, max_tokens, temperature, top_p, top_k, seed, adapter) -> TurnOptions:
     return TurnOptions(
         thinking=bool(think), thinking_budget=int(budget),
@@ -103,11 +142,20 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
     engine = studio.engine
     examples_dir = Path(settings.db_path).parent / "examples"
     public = bool(getattr(settings, "public", False))
+    upload_root = Path(gr.utils.get_upload_folder())
+    studio.use_scratch(upload_root / "vqa-studio-sessions")
+    uploads = Uploads(upload_root, keep={
+        _sha256(Path(f)) for example in example_inputs(examples_dir) for f in example["files"]})
+    if studio.store is not None:
+        studio.store.on_erasure(studio.forget_images)
+        studio.store.on_erasure(uploads.forget)
     # A public app cleans Gradio's upload cache: files older than an hour, checked every 30 min.
     with gr.Blocks(title="VQA Studio", delete_cache=(1800, 3600) if public else None) as demo:
         client_key = gr.BrowserState(None, storage_key="vqa-studio-client",
                                      secret=BROWSER_STATE_SECRET)
-        state = gr.State(ChatState())
+        # A session's state goes when Gradio drops it (a closed tab, after a while); its
+        # images are on disk, not in it, and go with it.
+        state = gr.State(ChatState(), delete_callback=studio.drop_state)
         slots = gr.State([])
 
         with gr.Sidebar(label="Conversations", open=False, elem_id="sidebar"):
@@ -242,7 +290,12 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 return
             turn = studio.ask(chat_state, text, files, _options(*values),
                               session_key=_session_key(request, chat_state))
-            yield from _stream_turn(turn, chat_state, message)
+            taken: list[bool] = []
+            try:
+                yield from _stream_turn(turn, chat_state, message, taken)
+            finally:
+                if taken:
+                    uploads.discard(files)
 
         def regenerate(chat_state: ChatState, think, think_budget, max_tokens, temp, p, k,
                        seed_value, variant, request: gr.Request):
@@ -251,7 +304,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                                      session_key=_session_key(request, chat_state))
             yield from _stream_turn(turn, chat_state, gr.skip())
 
-        def _stream_turn(turn, chat_state: ChatState, message):
+        def _stream_turn(turn, chat_state: ChatState, message, taken: list | None = None):
             try:
                 update = next(turn)
             except StopIteration:
@@ -260,6 +313,8 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 _warn(exc)  # refused before anything was stored: the question stays in the box
                 yield gr.skip(), gr.skip(), message, chat_state
                 return
+            if taken is not None:
+                taken.append(True)  # the turn has its images: the uploads can go
             last_turn = chat_state.turns[-1]
             previous = last_turn.answer
             last_yield = 0.0
@@ -339,6 +394,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 pairs = studio.compare(chat_state, text, files, _options(*values), mode,
                                        session_key=_session_key(request, chat_state))
                 pair = next(pairs)
+                uploads.discard(files)
             except Exception as exc:
                 _warn(exc)
                 yield (gr.skip(), gr.skip(), message, chat_state, gr.skip(), gr.skip(),
@@ -435,6 +491,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             key = getattr(request, "session_hash", None)
             if key:
                 studio.cancel(key)  # a closed tab: stop generating for it
+                studio.end_session(key)
 
         # -- wiring -----------------------------------------------------------------------
 

@@ -16,14 +16,24 @@ One turn (`ask`):
 A regenerated answer, an edited answer and the two sides of a comparison are siblings under
 the same stored question; the one the conversation continues from is the turn's `answer`.
 A stream that is abandoned (the page closed, Stop pressed) still closes its answer row.
+
+With a scratch folder (`use_scratch`), a session's images are kept there as cleaned PNGs named
+by their sha256, not in memory: a turn holds only their paths and the images are read back
+when the conversation is sent to the engine, so an idle session costs a few kilobytes. The
+folder of a session goes when the session ends (`end_session`, `drop_state`), and every copy
+of an erased image goes with its erasure (`forget_images`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import random
 import re
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -31,6 +41,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+
+from PIL import Image
 
 from engine.errors import RequestError
 from engine.images import ImagePolicy, encode_png, load_image
@@ -92,6 +104,8 @@ class Turn:
     image_paths: list[str]
     question_id: str | None = None
     answer: TurnUpdate | None = None
+    # The question's images are the files at `image_paths`, read back when needed.
+    images_on_disk: bool = False
     # Answers replaced by Regenerate, oldest first: kept and still viewable.
     earlier: list[TurnUpdate] = field(default_factory=list)
 
@@ -132,6 +146,8 @@ class ChatState:
     comparison: Comparison | None = None
     # The turn whose answer was just disliked, waiting for reasons.
     pending_dislike: int | None = None
+    # Names this tab's folder of images in the studio's scratch folder; made on first use.
+    scratch_name: str = ""
 
     def owner(self) -> str:
         """This tab's client key, made on first use."""
@@ -149,10 +165,15 @@ class ChatState:
         """The branch as the engine sees it (answers without their reasoning)."""
         messages: list[Message] = []
         for turn in self.turns[:upto]:
-            messages.append(turn.question)
+            messages.append(_with_images(turn))
             if turn.answer is not None:
                 messages.append(Message("assistant", turn.answer.answer))
         return messages
+
+    def scratch(self) -> str:
+        if not self.scratch_name:
+            self.scratch_name = secrets.token_hex(16)
+        return self.scratch_name
 
     def last_answer_id(self) -> str | None:
         for turn in reversed(self.turns):
@@ -172,6 +193,63 @@ class Studio:
         self.save_interval_s = save_interval_s
         self._running: dict[str, str] = {}
         self._running_lock = threading.Lock()
+        self.scratch_dir: Path | None = None
+        # session key -> its scratch folder name, so a closed tab's images go at once.
+        self._scratch_of: dict[str, str] = {}
+
+    # -- scratch images ------------------------------------------------------------------
+
+    def use_scratch(self, folder: Path) -> None:
+        """Keep sessions' images in `folder` (emptied now: no session outlives the process)."""
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.scratch_dir = folder
+
+    def _keep(self, state: ChatState, session_key: str, image) -> str:
+        data = encode_png(image)
+        folder = self.scratch_dir / state.scratch()
+        path = folder / f"{hashlib.sha256(data).hexdigest()}.png"
+        if session_key:
+            with self._running_lock:
+                self._scratch_of[session_key] = state.scratch()
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=folder, prefix=".incoming-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(temporary, path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        return str(path)
+
+    def _new_turn(self, state: ChatState, question: Message, image_sources: Sequence[Any],
+                  session_key: str) -> Turn:
+        if self.scratch_dir is None:
+            return Turn(question, [str(s) for s in image_sources if isinstance(s, str | Path)])
+        paths = [self._keep(state, session_key, image) for image in question.images]
+        return Turn(Message("user", question.text), paths, images_on_disk=True)
+
+    def end_session(self, session_key: str) -> None:
+        """A tab closed: its images go now (its state goes later, with `drop_state`)."""
+        with self._running_lock:
+            name = self._scratch_of.pop(session_key, None)
+        if name and self.scratch_dir is not None:
+            shutil.rmtree(self.scratch_dir / name, ignore_errors=True)
+
+    def drop_state(self, state: ChatState) -> None:
+        """Gradio let go of a tab's state: remove its images."""
+        if state.scratch_name and self.scratch_dir is not None:
+            shutil.rmtree(self.scratch_dir / state.scratch_name, ignore_errors=True)
+
+    def forget_images(self, shas: Sequence[str]) -> None:
+        """Erased images: remove their copies from every session."""
+        if self.scratch_dir is None:
+            return
+        for sha in shas:
+            for path in self.scratch_dir.glob(f"*/{sha}.png"):
+                path.unlink(missing_ok=True)
 
     # -- control -------------------------------------------------------------------------
 
@@ -204,7 +282,7 @@ class Studio:
         question = self._question(text, image_sources)
         request = self._request([*state.history(), question], options)
         events = self.engine.stream(request)  # refuses here, before anything is written
-        turn = Turn(question, [str(s) for s in image_sources if isinstance(s, str | Path)])
+        turn = self._new_turn(state, question, image_sources, session_key or "")
         self._settle_comparison(state)
         turn.question_id = self._store_question(state, question)
         state.turns.append(turn)
@@ -223,7 +301,8 @@ class Studio:
         if not state.turns:
             raise RequestError("There is no question to answer again yet.")
         turn = state.turns[-1]
-        request = self._request([*state.history(len(state.turns) - 1), turn.question], options)
+        request = self._request([*state.history(len(state.turns) - 1), _with_images(turn)],
+                                options)
         events = self.engine.stream(request)
         self._settle_comparison(state)
         answer_id = self._open_answer(state, turn.question_id, request)
@@ -281,7 +360,7 @@ class Studio:
         left_request = self._request(history, left_options)
         right_request = self._request(history, right_options)
         left_events = self.engine.stream(left_request)
-        turn = Turn(question, [str(s) for s in image_sources if isinstance(s, str | Path)])
+        turn = self._new_turn(state, question, image_sources, session_key or "")
         self._settle_comparison(state)
         turn.question_id = self._store_question(state, question)
         state.turns.append(turn)
@@ -397,8 +476,13 @@ class Studio:
                 break
             question = questions[-1]
             paths = [str(self.store.image_path(sha)) for sha in question.image_shas]
-            images = tuple(load_image(path, self.image_policy) for path in paths)
-            turn = Turn(Message("user", question.text, images), paths, question.id)
+            if self.scratch_dir is None:
+                images = tuple(load_image(path, self.image_policy) for path in paths)
+                turn = Turn(Message("user", question.text, images), paths, question.id)
+            else:
+                turn = Turn(Message("user", question.text),
+                            [self._keep(state, "", load_image(path, self.image_policy))
+                             for path in paths], question.id, images_on_disk=True)
             answers = [m for m in by_parent.get(question.id, []) if m.role == "assistant"
                        and m.status == "done" and (m.stats is None
                                                    or m.stats.finish_reason != "error")]
@@ -567,3 +651,18 @@ class Studio:
                                          budget_exhausted=stats.budget_exhausted))
         except Exception:  # the answer was shown; losing its row must not hide it
             log.exception("could not save answer %s", answer_id)
+
+
+def _with_images(turn: Turn) -> Message:
+    """The turn's question with its images, read back from disk when kept there."""
+    if not turn.images_on_disk:
+        return turn.question
+    images = []
+    for path in turn.image_paths:
+        try:
+            with Image.open(path) as image:
+                images.append(image.convert("RGB"))
+        except OSError:
+            raise RequestError("An image of this conversation is no longer available "
+                               "(it was deleted); start a new conversation.") from None
+    return replace(turn.question, images=tuple(images))

@@ -175,3 +175,58 @@ def test_history_and_erasure_survive_a_restart(launch_app, browser, tmp_path):
         assert [p for p in images_dir.rglob("*") if p.is_file()] == []
     finally:
         context.close()
+
+
+def _files_under(folder):
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+def _digests(folder):
+    import hashlib
+
+    return {hashlib.sha256(p.read_bytes()).hexdigest() for p in _files_under(folder)}
+
+
+def test_erasure_reaches_uploads_exports_and_cached_copies(launch_app, page, tmp_path):
+    import hashlib
+
+    cache = tmp_path / "gradio"
+    app = launch_app("--max-new-tokens-limit", "48", env={"GRADIO_TEMP_DIR": str(cache)})
+    _ready(page, app)
+
+    # Without consent the upload is gone once its turn has taken it.
+    # JPEGs, so that the uploads' bytes differ from the cleaned PNGs the studio keeps.
+    unsaved = _image(tmp_path, "unsaved.jpg", (250, 120, 0))
+    submit_question(page, "er: not saved", unsaved)
+    _wait_answer(page)
+    assert hashlib.sha256(unsaved.read_bytes()).hexdigest() not in _digests(cache)
+
+    give_consent(page)
+    saved = _image(tmp_path, "saved.jpg", (0, 120, 250))
+    page.locator(SIDEBAR).click()
+    page.locator("#new-chat").click()
+    page.locator(SIDEBAR).click()
+    submit_question(page, "er: saved then erased", saved)
+    page.wait_for_function(
+        """selector => [...document.querySelectorAll(selector)]
+               .some(row => row.innerText.includes(' tokens · '))""", arg=BOT)
+    stored = [row["sha256"] for row in _wait_rows(app, "select sha256 from images")]
+    assert len(stored) == 1
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() not in _digests(cache)
+
+    # The data tab's export and preview hold the data too, until the erasure.
+    page.get_by_role("tab", name="Data").click()
+    page.locator("#export").click()
+    page.locator("#export-file a").first.wait_for(timeout=60_000)
+    assert [p for p in _files_under(cache) if p.suffix == ".zip"]
+
+    page.get_by_role("tab", name="Chat").click()
+    page.locator(SIDEBAR).click()
+    page.locator("#delete-all").click()
+    page.wait_for_selector("#privacy-note:has-text('Deleted 1 conversations')")
+    for table in ("conversations", "messages", "images"):
+        assert _rows(app, f"select * from {table}") == [], table
+    assert [p for p in _files_under(cache) if p.suffix == ".zip"] == []
+    assert not set(stored) & _digests(cache)
+    assert not [p for p in _files_under(cache) if p.name.split(".")[0] in stored]
+    assert _files_under(app.db_path.parent / "images") == []
