@@ -9,9 +9,11 @@ One turn (`ask`):
    anything is stored);
 2. the engine accepts or refuses the request (model loading, too many images) — again before
    anything is stored;
-3. with the user's consent, the question and its images are committed, then an answer row is
+3. the engine's first event arrives: a request it ended before its first token (busy, a
+   failed model server) raises `NotAnswered`, again with nothing stored;
+4. with the user's consent, the question and its images are committed, then an answer row is
    opened, saved as it streams (about once a second) and closed with its stats;
-4. without consent nothing is written anywhere.
+5. without consent nothing is written anywhere.
 
 A regenerated answer, an edited answer and the two sides of a comparison are siblings under
 the same stored question; the one the conversation continues from is the turn's `answer`.
@@ -44,7 +46,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from engine.errors import RequestError
+from engine.errors import RequestError, StudioError
 from engine.images import ImagePolicy, encode_png, load_image
 from engine.types import Event, GenerationRequest, Message, Sampling, Stats
 from storage import AnswerMeta, AnswerStats, ErasureCounts, ImageBlob, Store
@@ -68,6 +70,11 @@ CLIENT_KEY = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 CompareMode = Literal["samples", "thinking", "adapter"]
 Verdict = Literal["A", "B", "tie", "both_bad"]
+
+
+class NotAnswered(StudioError):
+    """The engine ended the request before its first token (it is busy, or its server
+    failed); nothing was stored. The message is the engine's."""
 
 
 @dataclass
@@ -119,6 +126,12 @@ class Comparison:
     right: TurnUpdate
     mode: CompareMode
     group: str
+
+
+def valid_text(text: str) -> str:
+    """`text` with lone UTF-16 surrogates (which no UTF-8 file or JSON reply can carry)
+    replaced by U+FFFD; a split surrogate pair is joined."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def new_client_key() -> str:
@@ -282,6 +295,7 @@ class Studio:
         question = self._question(text, image_sources)
         request = self._request([*state.history(), question], options)
         events = self.engine.stream(request)  # refuses here, before anything is written
+        events = self._started(events, request, session_key or "")
         turn = self._new_turn(state, question, image_sources, session_key or "")
         self._settle_comparison(state)
         turn.question_id = self._store_question(state, question)
@@ -303,7 +317,7 @@ class Studio:
         turn = state.turns[-1]
         request = self._request([*state.history(len(state.turns) - 1), _with_images(turn)],
                                 options)
-        events = self.engine.stream(request)
+        events = self._started(self.engine.stream(request), request, session_key or "")
         self._settle_comparison(state)
         answer_id = self._open_answer(state, turn.question_id, request)
         update = self._new_update(answer_id, request)
@@ -359,7 +373,8 @@ class Studio:
         (left_label, left_options), (right_label, right_options) = first, second
         left_request = self._request(history, left_options)
         right_request = self._request(history, right_options)
-        left_events = self.engine.stream(left_request)
+        left_events = self._started(self.engine.stream(left_request), left_request,
+                                    session_key or "")
         turn = self._new_turn(state, question, image_sources, session_key or "")
         self._settle_comparison(state)
         turn.question_id = self._store_question(state, question)
@@ -434,7 +449,8 @@ class Studio:
         kind = "clear" if liked is None else "like" if liked else "dislike"
         self.store.add_feedback(state.owner(), answer_id, kind,
                                 reasons=list(reasons) if kind == "dislike" else (),
-                                comment=(comment.strip() or None) if kind == "dislike" else None)
+                                comment=(valid_text(comment).strip() or None)
+                                if kind == "dislike" else None)
         return {"like": "Thanks for the feedback.", "clear": "Vote withdrawn.",
                 "dislike": "Thanks: your feedback was saved."}[kind]
 
@@ -443,7 +459,7 @@ class Studio:
         turn = state.turns[turn_index]
         if turn.answer is None:
             raise RequestError("There is no answer to correct here.")
-        text = text.strip()
+        text = valid_text(text).strip()
         if not text or text == turn.answer.answer.strip():
             return "Nothing changed."
         edit_id = None
@@ -518,7 +534,7 @@ class Studio:
 
     def rename_conversation(self, state: ChatState, conversation_id: str, title: str) -> None:
         self.store.rename_conversation(state.owner(), conversation_id,
-                                       title.strip()[:200] or "Untitled")
+                                       valid_text(title).strip()[:200] or "Untitled")
 
     def delete_conversation(self, state: ChatState, conversation_id: str) -> ErasureCounts:
         counts = self.store.delete_conversation(state.owner(), conversation_id)
@@ -535,6 +551,7 @@ class Studio:
 
     def _question(self, text: str, image_sources: Sequence[Any]) -> Message:
         images = tuple(load_image(source, self.image_policy) for source in image_sources)
+        text = valid_text(text)
         if not text.strip() and not images:
             raise RequestError("Type a question or add an image first.")
         return Message("user", text.strip(), images)
@@ -584,6 +601,34 @@ class Studio:
         return TurnUpdate(answer_id=answer_id, model=self.engine.capabilities().model_id,
                           adapter=request.adapter, label=label)
 
+    def _started(self, events: Iterator[Event], request: GenerationRequest,
+                 session_key: str) -> Iterator[Event]:
+        """Wait for the engine's first event (Stop works meanwhile); raise NotAnswered if the
+        request ended before its first token, else return the whole stream."""
+        with self._running_lock:
+            self._running[session_key] = request.request_id
+        try:
+            first = next(events, None)
+        except BaseException:
+            self._forget_running(session_key, request)
+            raise
+        refused = first is None or (
+            first.kind == "done" and first.error and (
+                first.stats is None or first.stats.total_tokens == 0))
+        if refused:
+            self._forget_running(session_key, request)
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+            raise NotAnswered(valid_text(first.error) if first is not None and first.error
+                              else "The model did not answer; please try again.")
+        return _resumed(first, events)
+
+    def _forget_running(self, session_key: str, request: GenerationRequest) -> None:
+        with self._running_lock:
+            if self._running.get(session_key) == request.request_id:
+                del self._running[session_key]
+
     @property
     def streaming(self) -> int:
         """How many answers are streaming right now, from every session."""
@@ -604,15 +649,16 @@ class Studio:
                 now = time.monotonic()
                 if event.kind == "reasoning":
                     reasoning_started = reasoning_started or now
-                    update.reasoning += event.text
+                    update.reasoning += valid_text(event.text)
                     update.reasoning_seconds = now - reasoning_started
                 elif event.kind == "answer":
                     if reasoning_started and not update.reasoning_done:
                         update.reasoning_seconds = now - reasoning_started
                     update.reasoning_done = True
-                    update.answer += event.text
+                    update.answer += valid_text(event.text)
                 else:
-                    update.done, update.stats, update.error = True, event.stats, event.error
+                    update.done, update.stats = True, event.stats
+                    update.error = valid_text(event.error) if event.error else event.error
                     update.reasoning_done = True
                     self._close_answer(answer_id, update)
                     closed = True
@@ -622,9 +668,7 @@ class Studio:
                     last_save = now
                 yield update
         finally:
-            with self._running_lock:
-                if self._running.get(session_key) == request.request_id:
-                    del self._running[session_key]
+            self._forget_running(session_key, request)
             if not closed:
                 # The consumer went away mid-answer: stop the engine and keep what was said.
                 close = getattr(events, "close", None)
@@ -666,3 +710,14 @@ def _with_images(turn: Turn) -> Message:
             raise RequestError("An image of this conversation is no longer available "
                                "(it was deleted); start a new conversation.") from None
     return replace(turn.question, images=tuple(images))
+
+
+def _resumed(first: Event, events: Iterator[Event]) -> Iterator[Event]:
+    """`first`, then the rest of `events`; closing this closes them (stops the engine)."""
+    try:
+        yield first
+        yield from events
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()

@@ -8,60 +8,18 @@ asked for anything.
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from tests.page_actions import SIDEBAR, give_consent
+from tests.scripted_server import ScriptedServer, model_listing, send_json, send_stream
 
 pytestmark = pytest.mark.browser
-
-
-class _Server:
-    """A loopback HTTP server answering with `reply(handler)`; it keeps every path asked."""
-
-    def __init__(self, reply) -> None:
-        self.paths: list[str] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                owner.paths.append(self.path)
-                reply(self)
-
-            def do_POST(self):
-                owner.paths.append(self.path)
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                reply(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _send(handler, status: int, body: dict) -> None:
-    payload = json.dumps(body).encode()
-    handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(payload)))
-    handler.end_headers()
-    handler.wfile.write(payload)
 
 
 @pytest.fixture
 def outside():
     """The host hostile text tries to make the browser fetch."""
-    server = _Server(lambda handler: _send(handler, 404, {}))
+    server = ScriptedServer(lambda handler: send_json(handler, 404, {}))
     yield server
     server.close()
 
@@ -71,15 +29,19 @@ def hostile(outside):
     lure = (f'<img src="http://127.0.0.1:{outside.port}/html.png">'
             f'![x](http://127.0.0.1:{outside.port}/markdown.png)')
 
+    posts = []
+
     def reply(handler):
         if handler.command == "GET":
-            _send(handler, 200, {"object": "list", "data": [
-                {"id": "served-model", "object": "model", "parent": None},
-                {"id": "tuned" + lure, "object": "model", "parent": "served-model"}]})
+            send_json(handler, 200, model_listing("served-model", "tuned" + lure))
+            return
+        posts.append(handler.path)
+        if len(posts) == 1:  # the first question fails, the second is answered
+            send_json(handler, 500, {"detail": "overloaded " + lure})
         else:
-            _send(handler, 500, {"detail": "overloaded " + lure})
+            send_stream(handler, "answer " + lure)
 
-    server = _Server(reply)
+    server = ScriptedServer(reply)
     yield server
     server.close()
 
@@ -101,6 +63,9 @@ def test_hostile_server_and_user_text_is_shown_inert(launch_app, page, hostile, 
     toast.wait_for(timeout=60_000)
     assert "<img" in toast.inner_text()
     assert page.locator(".toast-body img").count() == 0
+    # The failed question stayed in the box; asked again, it is answered with the lure.
+    box.press("Enter")
+    page.locator("#chatbot").get_by_text("answer <img").wait_for(timeout=60_000)
     page.locator(SIDEBAR).click()
     page.locator("#conversations").get_by_text("what is it?").wait_for(timeout=30_000)
     assert page.locator("#conversations img").count() == 0
