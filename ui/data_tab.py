@@ -15,7 +15,6 @@ own), the unzipped files are removed at once, and the zip is removed after
 
 from __future__ import annotations
 
-import hmac
 import logging
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ import pandas as pd
 from storage.evaluations import list_runs
 from storage.export import FORMATS, count_examples, export, preview_pairs
 from ui.evaluation import run_points, run_rows
+from ui.limits import PasswordGate, client_address
 from ui.render import inert_html, safe_markdown
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ def build_data_tab(studio, settings, tab: gr.Tab) -> None:
     if store is not None:
         store.on_erasure(shelf.clear)
     password = getattr(settings, "admin_password", "") or ""
+    gate_keeper = PasswordGate(password) if password else None
     locked = bool(getattr(settings, "public", False))
     unlocked = gr.State(not locked)
 
@@ -199,10 +200,15 @@ def build_data_tab(studio, settings, tab: gr.Tab) -> None:
         gr.Info(f"Exported {result.total} examples.")
         return archive
 
-    def try_unlock(given: str):
-        if password and hmac.compare_digest(given.encode(), password.encode()):
+    def try_unlock(given: str, request: gr.Request):
+        if gate_keeper is None:
+            return False, gr.skip(), gr.skip()
+        client = client_address(getattr(request, "headers", None),
+                                getattr(getattr(request, "client", None), "host", None))
+        verdict = gate_keeper.attempt(client, given or "")
+        if verdict.ok:
             return True, gr.Group(visible=False), gr.Column(visible=True)
-        gr.Warning("Wrong password.")
+        gr.Warning(verdict.message)
         return False, gr.skip(), gr.skip()
 
     outputs = [summary, per_day_plot, by_kind_plot, yields, pairs, pair_images]

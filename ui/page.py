@@ -143,7 +143,12 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
     examples_dir = Path(settings.db_path).parent / "examples"
     public = bool(getattr(settings, "public", False))
     upload_root = Path(gr.utils.get_upload_folder())
-    studio.use_scratch(upload_root / "vqa-studio-sessions")
+    # Sessions' images beside the database, served from there as they are: Gradio makes no
+    # copies of them, and its cache clean-up (public apps) cannot take them from a session.
+    # Each tab's folder has a random 128-bit name, so no one else can guess their addresses.
+    scratch = Path(settings.db_path).parent / "sessions"
+    studio.use_scratch(scratch)
+    gr.set_static_paths([scratch])
     uploads = Uploads(upload_root, keep={
         _sha256(Path(f)) for example in example_inputs(examples_dir) for f in example["files"]})
     if studio.store is not None:

@@ -216,7 +216,7 @@ class Studio:
         """Keep sessions' images in `folder` (emptied now: no session outlives the process)."""
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
-        self.scratch_dir = folder
+        self.scratch_dir = folder.resolve()
 
     def _keep(self, state: ChatState, session_key: str, image) -> str:
         data = encode_png(image)

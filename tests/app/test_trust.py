@@ -230,3 +230,4 @@ def test_erasure_reaches_uploads_exports_and_cached_copies(launch_app, page, tmp
     assert not set(stored) & _digests(cache)
     assert not [p for p in _files_under(cache) if p.name.split(".")[0] in stored]
     assert _files_under(app.db_path.parent / "images") == []
+    assert not set(stored) & _digests(app.db_path.parent / "sessions")
