@@ -154,8 +154,9 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
     if studio.store is not None:
         studio.store.on_erasure(studio.forget_images)
         studio.store.on_erasure(uploads.forget)
-    # A public app cleans Gradio's upload cache: files older than an hour, checked every 30 min.
-    with gr.Blocks(title="VQA Studio", delete_cache=(1800, 3600) if public else None) as demo:
+    # A public app cleans Gradio's upload cache: files older than 15 min, checked every 5 min
+    # (uploads a turn took are dropped at once; sessions' images live elsewhere).
+    with gr.Blocks(title="VQA Studio", delete_cache=(300, 900) if public else None) as demo:
         client_key = gr.BrowserState(None, storage_key="vqa-studio-client",
                                      secret=BROWSER_STATE_SECRET)
         # A session's state goes when Gradio drops it (a closed tab, after a while); its
