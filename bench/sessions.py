@@ -6,8 +6,8 @@ different photo-sized PNGs (consent off, one new token) and then stay idle witho
 session, as a tab left open does. The app's resident set size (VmRSS from /proc) is read after
 the model has answered a warm-up session, and again once every session has had its answer.
 The growth divided by the number of sessions is what one idle visitor costs; the script also
-reports the bytes the app keeps on disk for the sessions (its scratch folder in Gradio's
-cache) and whether the uploads themselves are still there.
+reports the bytes the app keeps on disk for the sessions (the `sessions` folder beside the
+database) and what is left in Gradio's upload folder (Gradio stores identical uploads once).
 
 `--app-root` runs another checkout's app.py (to compare with an earlier version).
 
@@ -88,13 +88,13 @@ def main(argv: list[str] | None = None) -> None:
             after = rss_mib(pid)
             print(f"load average after: {load_average()}")
             client.close()
-            kept = folder_mib(gradio_dir / "vqa-studio-sessions")
-            uploads = folder_mib(gradio_dir) - kept
+            kept = folder_mib(app.db_path.parent / "sessions")
+            uploads = folder_mib(gradio_dir)
         growth = after - before
         print_table(
             f"{args.sessions} idle sessions, {args.images} images each (app at {args.app_root})",
             ["RSS after warm-up (MiB)", "RSS after (MiB)", "growth (MiB)",
-             "per session (MiB)", "scratch on disk (MiB)", "other files in Gradio's cache (MiB)",
+             "per session (MiB)", "sessions folder (MiB)", "Gradio's upload folder (MiB)",
              "time (s)"],
             [[f"{before:.0f}", f"{after:.0f}", f"{growth:.0f}",
               f"{growth / args.sessions:.2f}", f"{kept:.1f}", f"{uploads:.1f}",

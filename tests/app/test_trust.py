@@ -187,6 +187,14 @@ def _digests(folder):
     return {hashlib.sha256(p.read_bytes()).hexdigest() for p in _files_under(folder)}
 
 
+def _wait_gone(folder, digest, timeout=30.0):
+    """The upload is dropped once the turn has ended, just after its last redraw."""
+    deadline = time.monotonic() + timeout
+    while digest in _digests(folder):
+        assert time.monotonic() < deadline, "the upload was kept"
+        time.sleep(0.2)
+
+
 def test_erasure_reaches_uploads_exports_and_cached_copies(launch_app, page, tmp_path):
     import hashlib
 
@@ -199,7 +207,7 @@ def test_erasure_reaches_uploads_exports_and_cached_copies(launch_app, page, tmp
     unsaved = _image(tmp_path, "unsaved.jpg", (250, 120, 0))
     submit_question(page, "er: not saved", unsaved)
     _wait_answer(page)
-    assert hashlib.sha256(unsaved.read_bytes()).hexdigest() not in _digests(cache)
+    _wait_gone(cache, hashlib.sha256(unsaved.read_bytes()).hexdigest())
 
     give_consent(page)
     saved = _image(tmp_path, "saved.jpg", (0, 120, 250))
@@ -212,7 +220,7 @@ def test_erasure_reaches_uploads_exports_and_cached_copies(launch_app, page, tmp
                .some(row => row.innerText.includes(' tokens · '))""", arg=BOT)
     stored = [row["sha256"] for row in _wait_rows(app, "select sha256 from images")]
     assert len(stored) == 1
-    assert hashlib.sha256(saved.read_bytes()).hexdigest() not in _digests(cache)
+    _wait_gone(cache, hashlib.sha256(saved.read_bytes()).hexdigest())
 
     # The data tab's export and preview hold the data too, until the erasure.
     page.get_by_role("tab", name="Data").click()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from ui.limits import PasswordGate, UploadGuard
 
@@ -67,7 +68,9 @@ def _upload(guard: UploadGuard, client: str, size: int):
     scope = {"type": "http", "method": "POST", "path": "/gradio_api/upload",
              "client": (client, 5000), "headers": [(b"content-length", str(size).encode())]}
     guard.app = downstream
-    asyncio.run(guard(scope, receive, send))
+    # In a thread of its own: the browser tests leave an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, guard(scope, receive, send)).result()
     if not sent:
         return 200, "", bool(passed)
     return sent[0]["status"], sent[1]["body"].decode(), bool(passed)
