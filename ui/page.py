@@ -152,7 +152,6 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
     uploads = Uploads(upload_root, keep={
         _sha256(Path(f)) for example in example_inputs(examples_dir) for f in example["files"]})
     if studio.store is not None:
-        studio.store.on_erasure(studio.forget_images)
         studio.store.on_erasure(uploads.forget)
     # A public app cleans Gradio's upload cache: files older than 15 min, checked every 5 min
     # (uploads a turn took are dropped at once; sessions' images live elsewhere).

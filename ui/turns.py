@@ -22,8 +22,9 @@ A stream that is abandoned (the page closed, Stop pressed) still closes its answ
 With a scratch folder (`use_scratch`), a session's images are kept there as cleaned PNGs named
 by their sha256, not in memory: a turn holds only their paths and the images are read back
 when the conversation is sent to the engine, so an idle session costs a few kilobytes. The
-folder of a session goes when the session ends (`end_session`, `drop_state`), and every copy
-of an erased image goes with its erasure (`forget_images`).
+folder of a session goes when the session ends (`end_session`, `drop_state`) or six hours
+after its last new image (API clients never say they have gone), and every copy of an erased
+image goes with its erasure (`forget_images`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ CONSENT_TEXT = (
 )
 DISLIKE_REASONS = ("Wrong or hallucinated", "Incomplete", "Unsafe", "Bad format", "Other")
 TITLE_LENGTH = 60
+# A session folder untouched this long belongs to a session that will not come back (an API
+# client never says it has gone): it is removed, checked at most every SWEEP_EVERY_S.
+SCRATCH_MAX_AGE_S = 6 * 3600
+SWEEP_EVERY_S = 600
 NO_CONSENT_FEEDBACK = "Feedback is only kept when “Save my data” is ticked."
 
 # A browser's key is a random bearer credential: whoever holds it is that person, and the
@@ -207,6 +212,7 @@ class Studio:
         self._running: dict[str, str] = {}
         self._running_lock = threading.Lock()
         self.scratch_dir: Path | None = None
+        self._last_sweep = time.monotonic()
         # session key -> its scratch folder name, so a closed tab's images go at once.
         self._scratch_of: dict[str, str] = {}
 
@@ -217,8 +223,24 @@ class Studio:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
         self.scratch_dir = folder.resolve()
+        if self.store is not None:
+            self.store.on_erasure(self.forget_images)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < SWEEP_EVERY_S:
+            return
+        self._last_sweep = now
+        oldest = time.time() - SCRATCH_MAX_AGE_S
+        for folder in self.scratch_dir.iterdir():
+            try:
+                if folder.stat().st_mtime < oldest:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except OSError:
+                pass
 
     def _keep(self, state: ChatState, session_key: str, image) -> str:
+        self._sweep()
         data = encode_png(image)
         folder = self.scratch_dir / state.scratch()
         path = folder / f"{hashlib.sha256(data).hexdigest()}.png"
