@@ -61,6 +61,8 @@ class Settings:
     snapshot_minutes: int = 5
     push_repo: str = ""
     push_every_hours: int = 24
+    upload_mb_per_hour: int = 200
+    min_free_disk_mb: int = 1024
 
     @property
     def persistent(self) -> bool:
@@ -121,6 +123,9 @@ _HELP = {
     "push_repo": "Hugging Face dataset repo to push exports of consented data to "
                  "(token from HF_TOKEN)",
     "push_every_hours": "how often to push exports to --push-repo",
+    "upload_mb_per_hour": "when public: most MB one client may upload per hour (0: no limit)",
+    "min_free_disk_mb": "refuse uploads that would leave less than this many MB free on the "
+                        "disk holding Gradio's upload folder",
 }
 _CHOICES = {"quantize": ("auto", "4bit", "8bit", "none"), "engine": ("local", "openai")}
 
@@ -319,7 +324,8 @@ def serve(settings: Settings) -> None:
     try:
         demo.launch(server_name=settings.host or None, server_port=settings.port or None,
                     share=settings.share,
-                    max_file_size=f"{settings.max_upload_mb}mb", show_error=False, css=CSS)
+                    max_file_size=f"{settings.max_upload_mb}mb", show_error=False, css=CSS,
+                    app_kwargs={"middleware": [upload_guard(settings)]})
     except KeyboardInterrupt:  # stopped while still starting: as quiet as a stop once serving
         demo.close()
     finally:
@@ -349,6 +355,19 @@ def start_snapshots(settings: Settings, store):
              settings.snapshot_minutes)
     return Periodic(lambda: take_snapshot(store, settings.snapshot_dir),
                     settings.snapshot_minutes / 60, "snapshot").start()
+
+
+def upload_guard(settings: Settings):
+    """Uploads refused before the disk fills, and (public) beyond a volume per client."""
+    from gradio.utils import get_upload_folder
+    from starlette.middleware import Middleware
+
+    from ui.limits import UploadGuard
+
+    per_client = settings.upload_mb_per_hour * 2**20 if settings.public else 0
+    return Middleware(UploadGuard, folder=get_upload_folder(),
+                      min_free_bytes=settings.min_free_disk_mb * 2**20,
+                      per_client_bytes=per_client)
 
 
 def start_push(settings: Settings, store) -> None:

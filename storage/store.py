@@ -23,8 +23,10 @@ Nothing here knows about models, Gradio or the engine.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import tempfile
@@ -39,7 +41,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from storage import images
-from storage.errors import InvalidRequest, NotFound, StorageError
+from storage.errors import InvalidRequest, NotFound, OutOfSpace, StorageError
 from storage.ids import new_id
 from storage.migrations import migrate
 from storage.records import (
@@ -57,6 +59,14 @@ from storage.records import (
     StoredMessage,
     StoreStats,
 )
+
+log = logging.getLogger(__name__)
+
+NO_SPACE = ("The server is out of disk space: nothing was saved. "
+            "Please tell its administrator, and try again later.")
+NO_SPACE_TO_ERASE = ("The server is out of disk space, so your data could not be deleted "
+                     "just now; nothing was changed. Please try again later.")
+_SQLITE_FULL = 13
 
 # Long enough for any single write to finish; a writer waiting this long means a bug.
 BUSY_TIMEOUT_S = 30.0
@@ -106,6 +116,8 @@ class Store:
         # of bytes that are being erased at the same moment keeps its file.
         self._image_lock = threading.Lock()
         self._closed = False
+        # Called after every erasure, so copies kept elsewhere (exports) go with the data.
+        self._erasure_listeners: list[Callable[[list[str]], None]] = []
         # Timestamps (activity, retention) come from here, so retention can be tested.
         self._clock = clock
         self._db().enable_wal()
@@ -141,13 +153,18 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[Database]:
         db = self._db()
-        db.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield db
-            db.conn.execute("COMMIT")
-        except BaseException:
-            if db.conn.in_transaction:
-                db.conn.execute("ROLLBACK")
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.conn.execute("COMMIT")
+            except BaseException:
+                if db.conn.in_transaction:
+                    db.conn.execute("ROLLBACK")
+                raise
+        except (sqlite3.DatabaseError, OSError) as error:
+            if _is_full(error):
+                raise OutOfSpace(NO_SPACE) from error
             raise
 
     @contextmanager
@@ -174,6 +191,12 @@ class Store:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def on_erasure(self, callback: Callable[[list[str]], None]) -> None:
+        """Call `callback(image_shas)` after every erasure (a conversation, a client's data,
+        retention) has committed and its image files are gone; `image_shas` are the sha256s
+        of the images no longer stored, whose copies elsewhere should go too."""
+        self._erasure_listeners.append(callback)
 
     # -- ownership ----------------------------------------------------------------------
 
@@ -242,7 +265,12 @@ class Store:
         sha = images.sha256_of(blob.data)
         now = self._now()
         with self._image_lock:
-            images.write_image(self.images_dir, sha, blob.format, blob.data)
+            try:
+                images.write_image(self.images_dir, sha, blob.format, blob.data)
+            except OSError as error:
+                if _is_full(error):
+                    raise OutOfSpace(NO_SPACE) from error
+                raise
             with self._write() as db:
                 db.execute(
                     """
@@ -666,7 +694,7 @@ class Store:
 
     def delete_conversation(self, client_key: str, conversation_id: str) -> ErasureCounts:
         owner = client_hash(client_key)
-        with self._image_lock:
+        with self._image_lock, _erasing():
             with self._write() as db:
                 self._conversation_row(db, owner, conversation_id)
                 counts, removed = _erase(db, "id = ?", [conversation_id])
@@ -677,7 +705,7 @@ class Store:
         """Erase every conversation, message and feedback event of this client, and every
         image file no one else refers to."""
         owner = client_hash(client_key)
-        with self._image_lock:
+        with self._image_lock, _erasing():
             with self._write() as db:
                 counts, removed = _erase(db, "client_hash = ?", [owner])
             self._after_erasure(removed)
@@ -715,8 +743,16 @@ class Store:
         for sha, image_format in removed:
             images.remove_image(self.images_dir, sha, image_format)
         # Best effort: a reader still on an older snapshot lets the checkpoint finish only
-        # partly; the next checkpoint completes it.
-        self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        # partly; the next checkpoint completes it. The erasure has committed either way.
+        try:
+            self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.DatabaseError:
+            log.exception("checkpoint after an erasure failed")
+        for callback in self._erasure_listeners:
+            try:
+                callback([sha for sha, _ in removed])
+            except Exception:  # the erasure itself is done; a listener's failure is logged
+                log.exception("an erasure listener failed")
 
     # -- backup ---------------------------------------------------------------------------
 
@@ -783,6 +819,22 @@ class Store:
 
 
 # -- helpers shared by the readers and erasers ------------------------------------------
+
+
+def _is_full(error: BaseException) -> bool:
+    if isinstance(error, sqlite3.DatabaseError):
+        return getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL or (
+            "disk is full" in str(error))
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def _erasing() -> Iterator[None]:
+    """An erasure the disk had no room for says so in its own words."""
+    try:
+        yield
+    except OutOfSpace as error:
+        raise OutOfSpace(NO_SPACE_TO_ERASE) from error
 
 
 def _erase(
