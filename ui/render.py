@@ -76,11 +76,16 @@ class Slot:
     """What one chatbot message shows: which turn, and which part of it."""
 
     turn: int
-    part: str  # "image", "question", "earlier", "reasoning", "answer"
+    part: str  # "image", "question", "reasoning", "answer"
 
 
 def render_chat(state) -> tuple[list[dict], list[Slot]]:
-    """All chatbot messages for a `ChatState`, and what each one is (for like/edit/retry)."""
+    """All chatbot messages for a `ChatState`, and what each one is (for like/retry).
+
+    Each turn shows one answer, the one the conversation continues from; its siblings are
+    reached with the ‹ › buttons. The reasoning and the answer are consecutive assistant
+    messages, which the chatbot draws as one bubble with one set of buttons.
+    """
     messages: list[dict] = []
     slots: list[Slot] = []
     for index, turn in enumerate(state.turns):
@@ -90,15 +95,25 @@ def render_chat(state) -> tuple[list[dict], list[Slot]]:
         if turn.question.text:
             messages.append({"role": "user", "content": safe_markdown(turn.question.text)})
             slots.append(Slot(index, "question"))
-        for number, earlier in enumerate(turn.earlier, start=1):
-            title = f"Earlier answer {number} of {len(turn.earlier) + 1}"
-            if earlier.label:
-                title += f" ({earlier.label.lower()})"
-            messages.append({"role": "assistant", "content": safe_markdown(earlier.answer),
-                             "metadata": {"title": title, "status": "done"}})
-            slots.append(Slot(index, "earlier"))
         if turn.answer is not None:
             for message in answer_messages(turn.answer):
                 messages.append(message)
                 slots.append(Slot(index, "reasoning" if "metadata" in message else "answer"))
     return messages, slots
+
+
+def feedback_values(state) -> list[str | None]:
+    """The thumbs state of each answer bubble, in order: "Like", "Dislike" or None."""
+    shown = {"like": "Like", "dislike": "Dislike"}
+    return [shown.get(turn.answer.vote or "") for turn in state.turns
+            if turn.answer is not None]
+
+
+def version_label(state) -> str:
+    """"Answer 2 of 3" for the last question when it has several answers, else ""."""
+    if not state.turns or state.comparison is not None:
+        return ""
+    turn = state.turns[-1]
+    if len(turn.versions) < 2:
+        return ""
+    return f"Answer {turn.position() + 1} of {len(turn.versions)}"

@@ -90,7 +90,7 @@ def test_regenerate_keeps_the_old_answer_viewable(ready, app):
     _ask(ready, "rg: describe")
     ready.locator(BOT).last.hover()
     ready.locator("#chatbot button[aria-label=Retry]").last.click()
-    ready.wait_for_selector("#chatbot :text('Earlier answer 1 of 2')", timeout=60_000)
+    ready.wait_for_selector("#answer-version:has-text('Answer 2 of 2')", timeout=60_000)
     _wait_answers(ready, 1)
     question = _rows(app, "select id from messages where text = 'rg: describe'")[0]["id"]
     answers = _wait_rows(app, "select * from messages where parent_id = ? and status = 'done'",
@@ -102,10 +102,9 @@ def test_edit_saves_a_correction(ready, app):
     give_consent(ready)
     _ask(ready, "ed: what is it?")
     original = _answer_id(app, "ed: what is it?")
-    ready.locator(BOT).last.hover()
-    ready.locator("#chatbot button[aria-label=Edit]").last.click()
-    ready.locator("#chatbot textarea").fill("A green rectangle.")
-    ready.locator("#chatbot button[aria-label=Submit]").click()
+    ready.locator("#correct").click()
+    ready.locator("#answer-editor textarea").fill("A green rectangle.")
+    ready.locator("#save-edit").click()
     rows = _wait_rows(app, "select * from messages where origin = 'edit' and corrects_id = ?",
                       original)
     assert rows and rows[0]["text"] == "A green rectangle."
