@@ -163,10 +163,11 @@ def test_compare_with_thinking_off_reveals_the_sides_and_the_pick_can_be_rated(p
     give_consent(page)
     page.locator("#question textarea").fill("cp2: which one?")
     page.locator("#compare").click()
+    page.locator("#pick-a").wait_for(state="visible", timeout=60_000)
     page.wait_for_function("() => !document.querySelector('#pick-a').disabled",
                            timeout=90_000)
     # The two answers stream side by side above the question box.
-    panel, box = (page.locator(s).bounding_box() for s in ("#compare-panel", "#question"))
+    panel, box = (page.locator(s).bounding_box() for s in ("#compare-a", "#question"))
     assert panel["y"] < box["y"]
     a, b = (page.locator(s).bounding_box() for s in ("#compare-a", "#compare-b"))
     assert abs(a["y"] - b["y"]) < 5
@@ -190,11 +191,11 @@ def test_new_conversation_during_compare_leaves_later_questions_working(page, ap
     give_consent(page)
     page.locator("#question textarea").fill("cp3: interrupted")
     page.locator("#compare").click()
-    page.locator("#compare-panel").wait_for(state="visible", timeout=60_000)
+    page.locator("#compare-a").wait_for(state="visible", timeout=60_000)
     page.locator(SIDEBAR).click()
     page.locator("#new-chat").click()
     page.locator(SIDEBAR).click()
-    page.locator("#compare-panel").wait_for(state="hidden", timeout=60_000)
+    page.locator("#compare-a").wait_for(state="hidden", timeout=60_000)
     submit_question(page, "cp3: after")
     _wait_answers(page, 1)
     answer = _current_answer(app, "cp3: after")
