@@ -2,7 +2,8 @@
 
 Model output is untrusted text. `safe_markdown` keeps Markdown formatting but makes raw HTML
 inert and turns image syntax into plain text, so an answer can neither inject markup nor make
-the browser fetch a URL. `answer_messages` builds the chatbot messages for one answer: a
+the browser fetch a URL; code is left as written, so it shows and copies unchanged.
+`answer_messages` builds the chatbot messages for one answer: a
 collapsible reasoning message (pending while it streams, then "Thought for N s") and the answer
 with a short line of stats.
 """
@@ -12,15 +13,80 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from markdown_it import MarkdownIt
+
 from engine.types import Stats
 
-_IMAGE_SYNTAX = re.compile(r"!\[")
+# Only to find where code is; the chatbot renders the Markdown itself.
+_PARSER = MarkdownIt("commonmark")
+_BACKTICKS = re.compile(r"`+")
+# What would start raw HTML (or an autolink), a character reference, or an image outside code.
+# Backslashes before it are kept: after an odd number it is already escaped.
+_ACTIVE = re.compile(r"(\\*)(<|&(?=#?\w+;)|(?<=!)\[)")
 
 
 def safe_markdown(text: str) -> str:
-    """Markdown with HTML and images disabled: '<' and '&' are escaped, '![' is defused."""
-    text = text.replace("&", "&amp;").replace("<", "&lt;")
-    return _IMAGE_SYNTAX.sub(r"!\\[", text)
+    """Markdown with raw HTML and images made inert, and code left exactly as written.
+
+    Outside code, '<', '&' before a character reference and the '[' of '![' get a Markdown
+    backslash escape, so they show as themselves. Fenced and indented code blocks (found by
+    markdown-it) and inline code spans are untouched: Markdown escapes nothing there, so
+    code shows and copies as the model wrote it, and it can hold no live HTML anyway.
+    """
+    if not text:
+        return text
+    # Lines as markdown-it counts them: only "\n" ends one.
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    in_code = [False] * len(lines)
+    for token in _PARSER.parse(text):
+        if token.type in ("fence", "code_block") and token.map:
+            for number in range(token.map[0], min(token.map[1], len(lines))):
+                in_code[number] = True
+    out: list[str] = []
+    prose: list[str] = []
+    for line, code in zip(lines, in_code, strict=True):
+        if code:
+            out.append(_escape_prose("".join(prose)))
+            prose = []
+            out.append(line)
+        else:
+            prose.append(line)
+    out.append(_escape_prose("".join(prose)))
+    return "".join(out)
+
+
+def _defuse(match: re.Match) -> str:
+    backslashes, active = match.groups()
+    return backslashes + ("" if len(backslashes) % 2 else "\\") + active
+
+
+def _escape_prose(text: str) -> str:
+    """Escape outside inline code spans (CommonMark: a run of N backticks up to the next
+    run of exactly N; a backslash-escaped backtick opens nothing)."""
+    out: list[str] = []
+    position = 0
+    searched = 0
+    while True:
+        opening = _BACKTICKS.search(text, searched)
+        if opening is None:
+            break
+        start = opening.start()
+        backslashes = len(text[:start]) - len(text[:start].rstrip("\\"))
+        if backslashes % 2:  # an escaped backtick is literal; the rest of the run may open
+            searched = start + 1
+            continue
+        closing = _BACKTICKS.search(text, opening.end())
+        while closing is not None and len(closing.group()) != len(opening.group()):
+            closing = _BACKTICKS.search(text, closing.end())
+        if closing is None:
+            searched = opening.end()  # never closed: literal backticks
+            continue
+        out.append(_ACTIVE.sub(_defuse, text[position:start]))
+        out.append(text[start:closing.end()])
+        position = searched = closing.end()
+    out.append(_ACTIVE.sub(_defuse, text[position:]))
+    return "".join(out)
 
 
 def stats_line(stats: Stats | None, model: str, adapter: str | None = None) -> str:
@@ -65,9 +131,9 @@ def answer_messages(update) -> list[dict]:
 
 
 def plain_text(shown: str) -> str:
-    """Undo `safe_markdown` and drop the stats line: the text a user edited, as they meant it."""
+    """Undo `safe_markdown` and drop the stats line: the answer text as the model wrote it."""
     body = shown.split("\n\n<sub>", 1)[0]
-    body = body.replace("!\\[", "![").replace("&lt;", "<").replace("&amp;", "&")
+    body = re.sub(r"\\(<|&)|(?<=!)\\\[", lambda m: m.group(1) or "[", body)
     return body.strip()
 
 

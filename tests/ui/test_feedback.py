@@ -292,3 +292,21 @@ def test_feedback_on_a_phone(browser, app):
                                " and corrects_id = ?", answer["id"])
     finally:
         context.close()
+
+
+def test_code_in_an_answer_shows_and_copies_as_written(page, app):
+    open_page(page, app)
+    page.get_by_label("Think before answering").uncheck()
+    submit_question(page, "cd: code please")
+    _wait_answers(page, 1)
+    page.locator("#correct").click()
+    page.locator("#answer-editor textarea").fill(
+        "Try `a < b && c`:\n\n```python\nif a < b and c & d:\n    print('<b>')\n```\n\n"
+        '<img src="http://x.invalid/p.png"> ![pic](http://x.invalid/q.png)')
+    page.locator("#save-edit").click()
+    page.wait_for_selector("#chatbot pre code", timeout=30_000)
+    code = page.locator("#chatbot pre code").last.inner_text()
+    assert "if a < b and c & d:" in code and "print('<b>')" in code
+    assert page.locator("#chatbot code:has-text('a < b && c')").count() >= 1
+    assert page.locator("#chatbot img[src*='x.invalid']").count() == 0
+    assert "![pic]" in page.locator(BOT).last.inner_text()
