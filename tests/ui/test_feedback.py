@@ -310,3 +310,45 @@ def test_code_in_an_answer_shows_and_copies_as_written(page, app):
     assert page.locator("#chatbot code:has-text('a < b && c')").count() >= 1
     assert page.locator("#chatbot img[src*='x.invalid']").count() == 0
     assert "![pic]" in page.locator(BOT).last.inner_text()
+
+
+@pytest.fixture(scope="module")
+def slow_app(app_launcher, tmp_path_factory):
+    """Answers long enough to type, send and stop while they stream."""
+    return app_launcher(tmp_path_factory.mktemp("slow"), "--max-new-tokens-limit", "4000")
+
+
+def test_the_box_stays_the_users_while_an_answer_streams_and_stop_keeps_the_count(
+        page, slow_app):
+    from tests.page_actions import set_greedy
+
+    open_page(page, slow_app)
+    page.get_by_label("Think before answering").uncheck()
+    give_consent(page)
+    set_greedy(page)
+    textarea = page.locator("#question textarea")
+    submit_question(page, "ec: a long answer")
+    # The question is in the chat and the box is empty before the answer is done.
+    page.wait_for_selector("#chatbot .user-row:has-text('ec: a long answer')")
+    assert textarea.input_value() == ""
+    page.wait_for_function(f"() => document.querySelector('{BOT}')?.innerText.length > 40",
+                           timeout=60_000)
+    textarea.fill("ec: the next question")
+    shown = page.locator(BOT).last.inner_text()
+    page.wait_for_function(
+        "([sel, n]) => [...document.querySelectorAll(sel)].pop().innerText.length > n + 40",
+        arg=[BOT, len(shown)], timeout=60_000)
+    assert textarea.input_value() == "ec: the next question"  # not wiped by the redraws
+    textarea.press("Enter")
+    _toast(page, "An answer is still coming")
+    assert textarea.input_value() == "ec: the next question"
+    page.locator("#question button[aria-label=Stop]").click()
+    page.wait_for_selector(f"{BOT}:has-text('stopped')", timeout=60_000)
+    row = _wait_rows(slow_app, "select * from messages where role = 'assistant' and "
+                               "finish_reason = 'cancelled'", timeout=60)[0]
+    assert 0 < row["answer_tokens"] < 4000
+    assert f"{row['answer_tokens']} tokens" in page.locator(BOT).last.inner_text()
+    assert _rows(slow_app, "select * from messages where text = 'ec: the next question'") == []
+    # Once stopped, the question still in the box can be sent.
+    textarea.press("Enter")
+    page.wait_for_selector("#chatbot .user-row:has-text('ec: the next question')")
