@@ -48,6 +48,18 @@ IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"
 FAILED = "Something went wrong on the server; it was logged. Please try again."
 BUSY = ("An answer is still coming: send this when it has finished, or press Stop. "
         "Your question is still in the box.")
+# Drawn in the browser the moment Enter is pressed, before the server has seen the question:
+# the question's text joins the chat (the server's echo adds its images and clears the box a
+# moment later). A question refused because an answer is streaming leaves the chat at that
+# answer's next redraw, and stays in the box.
+ECHO_JS = """
+(message, history) => {
+  const text = ((message && message.text) || '').trim();
+  if (!text) return [history];
+  return [[...(history || []), {role: 'user', content: [{type: 'text', text: text}],
+                                 metadata: null, options: null}]];
+}
+"""
 CSS = """
 .verdict-row button { min-width: 0; }
 #answer-tools { align-items: center; gap: 8px; }
@@ -603,6 +615,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         compare_outputs = [compare_panel, compare_reveal, left, right,
                            pick_a, pick_b, pick_tie, pick_bad]
         # The question shows at once, outside the model's queue; the answer follows it.
+        box.submit(None, [box, chatbot], [chatbot], js=ECHO_JS, queue=False)
         echoed = box.submit(echo, [box, state], [chatbot, box, pending, state],
                             concurrency_limit=None, show_progress="hidden")
         submit = echoed.then(respond, [pending, state, *settings_inputs], chat_outputs,
