@@ -60,6 +60,27 @@ ECHO_JS = """
                                  metadata: null, options: null}]];
 }
 """
+# The closed sidebar stays in the page; made inert, its controls leave the keyboard order, so
+# Tab reaches the question box first. On a wide screen the box also takes the focus at once
+# (not on a phone, where that would open the keyboard over the page).
+KEYBOARD_JS = """
+() => {
+  const sidebar = document.querySelector('#sidebar');
+  if (sidebar) {
+    const panel = sidebar.closest('.sidebar') || sidebar;
+    const sync = () => {
+      const open = panel.classList.contains('open');
+      const content = panel.querySelector('.sidebar-content') || sidebar;
+      if (open) content.removeAttribute('inert'); else content.setAttribute('inert', '');
+    };
+    new MutationObserver(sync).observe(panel, {attributes: true, attributeFilter: ['class']});
+    sync();
+  }
+  if (window.matchMedia('(min-width: 721px)').matches) {
+    document.querySelector('#question textarea')?.focus();
+  }
+}
+"""
 CSS = """
 .verdict-row button { min-width: 0; }
 #answer-tools { align-items: center; gap: 8px; }
@@ -229,8 +250,6 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                             file_types=IMAGE_TYPES, file_count="multiple",
                             sources=["upload"], show_label=False, stop_btn=True,
                             elem_id="question")
-                        gr.Examples(example_inputs(examples_dir), inputs=[box],
-                                    label="Try an example")
                     with gr.Column(scale=1, min_width=240, elem_id="settings-column"):
                         thinking = gr.Checkbox(label="Think before answering", value=True,
                                                elem_id="thinking")
@@ -261,6 +280,9 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                                                     value="samples", label="Compare",
                                                     elem_id="compare-mode")
                             compare = gr.Button("Ask and compare", elem_id="compare")
+                # Below both columns: on a phone the settings come before the examples.
+                gr.Examples(example_inputs(examples_dir), inputs=[box],
+                            label="Try an example")
             if studio.store is not None:
                 with gr.Tab("Data", id="data", elem_id="data-tab") as data_tab:
                     build_data_tab(studio, settings, data_tab)
@@ -608,6 +630,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
 
         demo.load(init, [client_key, state], [state, client_key, conversations])
         demo.load(restore_consent, [consent_memory, state], [consent, consent_note, state])
+        demo.load(None, None, None, js=KEYBOARD_JS)
         timer.tick(poll, None, [status, timer, thinking, budget, adapter, compare_mode])
         consent.input(set_consent, [consent, state],
                       [consent, consent_note, consent_memory, state, conversations])

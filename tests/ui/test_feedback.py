@@ -352,3 +352,21 @@ def test_the_box_stays_the_users_while_an_answer_streams_and_stop_keeps_the_coun
     # Once stopped, the question still in the box can be sent.
     textarea.press("Enter")
     page.wait_for_selector("#chatbot .user-row:has-text('ec: the next question')")
+
+
+def test_the_question_box_comes_first_in_keyboard_order(page, app):
+    open_page(page, app)
+    focused = "() => document.activeElement.closest('#question') !== null"
+    page.wait_for_function(focused, timeout=10_000)
+    # Tabbing from the top of the page skips the closed sidebar's controls.
+    page.evaluate("""() => { const start = document.createElement('button');
+                             document.body.prepend(start); start.focus(); }""")
+    visited = []
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        visited.append(page.evaluate(
+            "() => document.activeElement.closest('#sidebar .sidebar-content') ? 'sidebar' : "
+            "document.activeElement.closest('#question') ? 'question' : 'other'"))
+        if visited[-1] == "question":
+            break
+    assert "question" in visited and "sidebar" not in visited
