@@ -7,9 +7,11 @@ apology. No torch here: the UI talks to the engine only through its contract.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import gradio as gr
@@ -179,11 +181,22 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
 
         with gr.Sidebar(label="Conversations", open=False, elem_id="sidebar"):
             new_chat = gr.Button("＋ New conversation", elem_id="new-chat", variant="primary")
-            conversations = gr.Radio([], label="Your conversations", elem_id="conversations")
+            history_filter = gr.Textbox(label="Find a conversation", placeholder="words of "
+                                        "its title", elem_id="history-filter")
+            conversations = gr.Radio([], label="Your conversations, newest first",
+                                     elem_id="conversations")
             with gr.Row():
                 title = gr.Textbox(label="Title", scale=3, elem_id="rename-box")
                 rename = gr.Button("Rename", scale=1, elem_id="rename")
             delete = gr.Button("Delete conversation", variant="stop", elem_id="delete")
+            # Deleting asks first, saying how much goes.
+            with gr.Group(visible=False, elem_id="confirm-panel") as confirm_panel:
+                confirm_text = gr.Markdown("", elem_id="confirm-text")
+                with gr.Row():
+                    confirm_delete = gr.Button("Yes, delete", variant="stop",
+                                               elem_id="confirm-delete")
+                    cancel_delete = gr.Button("Cancel", elem_id="cancel-delete")
+            deleting = gr.State(None)
             gr.Markdown("### Privacy")
             delete_all = gr.Button("Delete my data", variant="stop", elem_id="delete-all")
             privacy_note = gr.Markdown("", elem_id="privacy-note")
@@ -302,14 +315,17 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             chat_state.client_key = key or uuid.uuid4().hex
             return chat_state, chat_state.client_key, _conversation_choices(chat_state)
 
-        def _conversation_choices(chat_state: ChatState):
+        def _conversation_choices(chat_state: ChatState, query: str = ""):
             try:
                 items = studio.conversations(chat_state)
             except Exception as exc:
                 _warn(exc)
                 items = []
-            return gr.Radio(choices=[(c.title or "Untitled", c.id) for c in items],
-                            value=chat_state.conversation_id)
+            words = (query or "").lower().split()
+            items = [c for c in items if all(w in (c.title or "").lower() for w in words)]
+            shown = chat_state.conversation_id in {c.id for c in items}
+            return gr.Radio(choices=[(_history_label(c), c.id) for c in items],
+                            value=chat_state.conversation_id if shown else None)
 
         def poll():
             settled = engine.ready or bool(engine.load_error)
@@ -621,6 +637,40 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             gr.Info(note)
             return (*_view(chat_state), chat_state, _conversation_choices(chat_state), note)
 
+        def ask_delete(what: str):
+            def ask(chat_state: ChatState):
+                try:
+                    items = studio.conversations(chat_state)
+                except Exception as exc:
+                    _warn(exc)
+                    return gr.skip(), gr.skip(), None
+                if what == "one":
+                    current = [c for c in items if c.id == chat_state.conversation_id]
+                    if not current:
+                        gr.Warning("Open a saved conversation first.")
+                        return gr.skip(), gr.skip(), None
+                    text = (f"Delete “{current[0].title or 'Untitled'}” and its "
+                            f"{current[0].message_count} messages, with their feedback and "
+                            "the images only it uses? This cannot be undone.")
+                else:
+                    if not items:
+                        gr.Info("Nothing of yours is stored.")
+                        return gr.skip(), gr.skip(), None
+                    messages = sum(c.message_count for c in items)
+                    text = (f"Delete all your data: {len(items)} conversation"
+                            f"{'s' if len(items) != 1 else ''} with {messages} messages, "
+                            "their images and all your feedback? This cannot be undone.")
+                return gr.Group(visible=True), text, what
+            return ask
+
+        def confirmed(what: str | None, chat_state: ChatState):
+            hidden = gr.Group(visible=False)
+            if what == "one":
+                return (*delete_conversation(chat_state), gr.skip(), hidden, None)
+            if what == "all":
+                return (*delete_my_data(chat_state), hidden, None)
+            return (*[gr.skip()] * (len(view_outputs) + 3), hidden, None)
+
         def unload(request: gr.Request):
             key = getattr(request, "session_hash", None)
             if key:
@@ -677,11 +727,25 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                                      [*view_outputs, state, title])
         opened.then(close_compare, [state], compare_outputs)
         rename.click(rename_conversation, [title, state], [conversations])
-        delete.click(delete_conversation, [state], [*view_outputs, state, conversations])
-        delete_all.click(delete_my_data, [state],
-                         [*view_outputs, state, conversations, privacy_note])
+        history_filter.change(_conversation_choices, [state, history_filter], [conversations])
+        delete.click(ask_delete("one"), [state], [confirm_panel, confirm_text, deleting])
+        delete_all.click(ask_delete("all"), [state], [confirm_panel, confirm_text, deleting])
+        confirm_delete.click(confirmed, [deleting, state],
+                             [*view_outputs, state, conversations, privacy_note, confirm_panel,
+                              deleting])
+        cancel_delete.click(lambda: (gr.Group(visible=False), None), None,
+                            [confirm_panel, deleting])
         demo.unload(unload)
     return demo
+
+
+def _history_label(conversation) -> str:
+    """"Title · 30 Nov 14:05" (UTC, when it was last active)."""
+    when = ""
+    with contextlib.suppress(ValueError, TypeError):
+        when = datetime.fromisoformat(conversation.updated_at).strftime("%d %b %H:%M")
+    title = conversation.title or "Untitled"
+    return f"{title} · {when}" if when else title
 
 
 def _slot(message_slots, index):

@@ -370,3 +370,29 @@ def test_the_question_box_comes_first_in_keyboard_order(page, app):
         if visited[-1] == "question":
             break
     assert "question" in visited and "sidebar" not in visited
+
+
+def test_history_is_dated_newest_first_and_can_be_filtered(page, app):
+    open_page(page, app)
+    page.get_by_label("Think before answering").uncheck()
+    give_consent(page)
+    for question in ("hf: apples", "hf: pears"):
+        page.locator(SIDEBAR).click()
+        page.locator("#new-chat").click()
+        page.locator(SIDEBAR).click()
+        submit_question(page, question)
+        page.wait_for_selector(f"#conversations :text('{question}')", timeout=90_000)
+    page.locator(SIDEBAR).click()
+    labels = page.locator("#conversations label").all_inner_texts()
+    assert labels[0].startswith("hf: pears · ") and labels[1].startswith("hf: apples · ")
+    page.locator("#history-filter textarea, #history-filter input").first.fill("apple")
+    page.wait_for_function(
+        "() => !document.querySelector('#conversations').innerText.includes('pears')")
+    assert "hf: apples" in page.locator("#conversations").inner_text()
+    # Deleting asks first; cancelling keeps everything.
+    page.locator("#sidebar").get_by_label("hf: apples").check()
+    page.locator("#delete").click()
+    page.wait_for_selector("#confirm-text:has-text('hf: apples')")
+    page.locator("#cancel-delete").click()
+    page.locator("#confirm-text").wait_for(state="hidden")
+    assert _rows(app, "select * from conversations where title = 'hf: apples'")

@@ -171,6 +171,9 @@ def test_history_open_rename_delete(ready, app):
     _wait_rows(app, "select * from conversations where title = 'Renamed chat'")
     sidebar.get_by_label("Renamed chat").wait_for()
     ready.locator("#delete").click()
+    # Asked first, with what goes.
+    ready.wait_for_selector("#confirm-text:has-text('2 messages')")
+    ready.locator("#confirm-delete").click()
     ready.wait_for_function("() => !document.querySelector('#conversations')"
                             ".innerText.includes('Renamed chat')")
     titles = [r["title"] for r in _rows(app, "select title from conversations")]
@@ -182,6 +185,9 @@ def test_delete_my_data(ready, app, tmp_path):
     _ask(ready, "dl: remove me", _image(tmp_path, "private.png", (1, 2, 3)))
     ready.locator(SIDEBAR).click()
     ready.locator("#delete-all").click()
+    ready.wait_for_selector("#confirm-text:has-text('1 conversation with 2 messages')")
+    assert _rows(app, "select * from messages where text = 'dl: remove me'")
+    ready.locator("#confirm-delete").click()
     ready.wait_for_selector("#privacy-note:has-text('Deleted 1 conversations')")
     assert _rows(app, "select * from messages where text = 'dl: remove me'") == []
 
