@@ -300,6 +300,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 with gr.Tab("Data", id="data", elem_id="data-tab") as data_tab:
                     build_data_tab(studio, settings, data_tab)
         timer = gr.Timer(1.0)
+        api_chat = gr.Button(visible=False)
         view_outputs = [chatbot, slots, answer_tools, version_note, prev_answer, next_answer]
         settings_inputs = [thinking, budget, max_new, temperature, top_p, top_k, seed, adapter]
         # As many answers at once as the engine decodes together (1 when it does one at a
@@ -363,6 +364,17 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 yield from _stream_turn(turn, chat_state, message)
             finally:
                 chat_state.busy = False
+
+        def ask_directly(message, chat_state: ChatState, think, think_budget, max_tokens, temp,
+                         p, k, seed_value, variant, request: gr.Request):
+            """The "chat" endpoint for API clients: the question and its settings in one call."""
+            if chat_state.busy:
+                gr.Warning(BUSY)
+                yield (*[gr.skip()] * len(view_outputs), gr.skip(), chat_state)
+                return
+            chat_state.busy = True
+            yield from respond(message or {}, chat_state, think, think_budget, max_tokens, temp,
+                               p, k, seed_value, variant, request)
 
         def regenerate(chat_state: ChatState, think, think_budget, max_tokens, temp, p, k,
                        seed_value, variant, request: gr.Request):
@@ -692,8 +704,11 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         echoed = box.submit(echo, [box, state], [chatbot, box, pending, state],
                             concurrency_limit=None, show_progress="hidden")
         submit = echoed.then(respond, [pending, state, *settings_inputs], chat_outputs,
-                             api_name="chat", concurrency_id="model",
+                             api_visibility="private", concurrency_id="model",
                              concurrency_limit=model_limit, show_progress="hidden")
+        # API clients ask in one call, with the question as the first argument.
+        api_chat.click(ask_directly, [box, state, *settings_inputs], chat_outputs,
+                       api_name="chat", concurrency_id="model", concurrency_limit=model_limit)
         submit.then(_conversation_choices, [state], [conversations])
         echoed.then(close_compare, [state], compare_outputs, show_progress="hidden")
         retry = chatbot.retry(regenerate, [state, *settings_inputs], chat_outputs,
