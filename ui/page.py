@@ -345,6 +345,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 gr.Warning(BUSY)
                 return gr.skip(), gr.skip(), None, chat_state
             chat_state.busy = True
+            studio.settle_comparison(chat_state)  # asking on retires a pending verdict
             messages, _ = render_chat(chat_state)
             messages += [{"role": "user", "content": {"path": path}} for path in files]
             if text.strip():

@@ -235,6 +235,10 @@ class Studio:
         finally:
             self._settle(state, turn, update)
 
+    def settle_comparison(self, state: ChatState) -> None:
+        """The user moves on (asks again) without a verdict: see `_settle_comparison`."""
+        self._settle_comparison(state)
+
     @staticmethod
     def _settle_comparison(state: ChatState) -> None:
         """Moving on without a verdict continues from the left answer and records nothing."""

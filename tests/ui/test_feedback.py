@@ -396,3 +396,35 @@ def test_history_is_dated_newest_first_and_can_be_filtered(page, app):
     page.locator("#cancel-delete").click()
     page.locator("#confirm-text").wait_for(state="hidden")
     assert _rows(app, "select * from conversations where title = 'hf: apples'")
+
+
+def test_compare_on_a_phone_is_stacked_and_moving_on_retires_the_verdict(browser, app):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    try:
+        open_page(page, app)
+        page.get_by_label("Think before answering").uncheck()
+        give_consent(page)
+        page.locator("#question textarea").fill("pc: compare on a phone")
+        page.locator("#compare").click()
+        page.locator("#pick-a").wait_for(state="visible", timeout=60_000)
+        page.wait_for_function("() => !document.querySelector('#pick-a').disabled",
+                               timeout=90_000)
+        a, b = (page.locator(s).bounding_box() for s in ("#compare-a", "#compare-b"))
+        assert b["y"] >= a["y"] + a["height"] - 1  # one above the other
+        assert a["x"] + a["width"] <= 390 and b["x"] + b["width"] <= 390
+        # Asking on without a verdict: the verdict buttons go, nothing is recorded.
+        submit_question(page, "pc: next question")
+        page.locator("#pick-a").wait_for(state="hidden", timeout=60_000)
+        _wait_answers(page, 2)
+        question = _rows(app, "select id from messages where text = ?",
+                         "pc: compare on a phone")[0]["id"]
+        assert _rows(app, """select f.* from feedback f join messages m on m.id = f.message_id
+                             where m.parent_id = ?""", question) == []
+        follow = _rows(app, "select parent_id from messages where text = ?",
+                       "pc: next question")[0]
+        sides = {r["id"]: r["side"] for r in _answers(app, "pc: compare on a phone")}
+        assert sides.get(follow["parent_id"]) in ("A", "B")
+    finally:
+        context.close()

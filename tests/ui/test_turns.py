@@ -319,3 +319,18 @@ def test_a_conversation_left_during_compare_does_not_break_the_next_question(
     assert state.comparison is None and state.turns == []
     last = _run(studio.ask(state, "Fresh start", [], FAST))
     assert last.done and [t.question.text for t in state.turns] == ["Fresh start"]
+
+
+def test_the_two_sides_of_a_comparison_stream_at_the_same_time(studio, store, image_path):
+    state = _consented()
+    options = TurnOptions(sampling=Sampling(max_new_tokens=40, temperature=0.0, seed=5))
+    both_moving = False
+    for left, right in studio.compare(state, "Which?", [image_path], options, "samples"):
+        # Seen mid-way: both have text and neither has finished.
+        if left.answer and right.answer and not left.done and not right.done:
+            both_moving = True
+    assert both_moving
+    rows = _rows(store, "select side, status, answer_tokens from messages"
+                        " where role = 'assistant' order by side")
+    assert [(r["side"], r["status"]) for r in rows] == [("A", "done"), ("B", "done")]
+    assert all(0 < r["answer_tokens"] <= 40 for r in rows)
