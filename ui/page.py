@@ -377,6 +377,10 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             yield from respond(message or {}, chat_state, think, think_budget, max_tokens, temp,
                                p, k, seed_value, variant, request)
 
+        def release(chat_state: ChatState):
+            chat_state.busy = False
+            return chat_state
+
         def regenerate(chat_state: ChatState, think, think_budget, max_tokens, temp, p, k,
                        seed_value, variant, request: gr.Request):
             if chat_state.busy:
@@ -711,6 +715,8 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         api_chat.click(ask_directly, [box, state, *settings_inputs], chat_outputs,
                        api_name="chat", concurrency_id="model", concurrency_limit=model_limit)
         submit.then(_conversation_choices, [state], [conversations])
+        # Also when the answering event never ran (a full queue): the tab can ask again.
+        submit.then(release, [state], [state], queue=False)
         echoed.then(close_compare, [state], compare_outputs, show_progress="hidden")
         retry = chatbot.retry(regenerate, [state, *settings_inputs], chat_outputs,
                               concurrency_id="model", concurrency_limit=model_limit)

@@ -141,7 +141,8 @@ def test_a_correction_is_one_editor_and_one_event_and_can_be_rated(page, app):
     editor = page.locator("#answer-editor textarea")
     editor.wait_for(state="visible")
     # The editor holds the answer as written, without the stats line.
-    assert editor.input_value() == original["text"].strip()
+    assert editor.input_value().strip() == original["text"].strip()
+    assert " tokens · " not in editor.input_value()
     assert page.locator("#chatbot textarea").count() == 0
     editor.fill("A green square.")
     page.locator("#save-edit").click()
@@ -211,6 +212,11 @@ def test_consent_is_remembered_after_a_reload_and_feedback_still_lands(page, app
     give_consent(page)
     submit_question(page, "rl: before reload")
     _wait_answers(page, 1)
+    answer = _current_answer(app, "rl: before reload")
+    page.locator(BOT).last.hover()
+    page.locator("#chatbot button[aria-label=Dislike]").last.click()
+    assert _wait_rows(app, "select * from feedback where message_id = ? and kind = 'dislike'",
+                      answer["id"])
     page.reload()
     open_page(page, app)
     assert page.get_by_label("Save my data").is_checked()
@@ -218,7 +224,8 @@ def test_consent_is_remembered_after_a_reload_and_feedback_still_lands(page, app
     page.locator("#sidebar").get_by_label("rl: before reload").check()
     page.wait_for_selector("#chatbot :text('rl: before reload')")
     page.locator(SIDEBAR).click()
-    answer = _current_answer(app, "rl: before reload")
+    # The stored vote shows on the reopened answer.
+    page.locator("#chatbot button[aria-label=Disliked]").wait_for(timeout=30_000)
     _like_last(page)
     assert _wait_rows(app, "select * from feedback where message_id = ? and kind = 'like'",
                       answer["id"])
@@ -330,7 +337,9 @@ def test_the_box_stays_the_users_while_an_answer_streams_and_stop_keeps_the_coun
     submit_question(page, "ec: a long answer")
     # The question is in the chat and the box is empty before the answer is done.
     page.wait_for_selector("#chatbot .user-row:has-text('ec: a long answer')")
-    assert textarea.input_value() == ""
+    page.wait_for_function("() => document.querySelector('#question textarea').value === ''"
+                           " && !document.querySelector('#chatbot .bot-row')?.innerText"
+                           ".includes(' tokens · ')", timeout=30_000)
     page.wait_for_function(f"() => document.querySelector('{BOT}')?.innerText.length > 40",
                            timeout=60_000)
     textarea.fill("ec: the next question")
