@@ -174,7 +174,7 @@ def test_compare_with_thinking_off_reveals_the_sides_and_the_pick_can_be_rated(p
     assert abs(a["y"] - b["y"]) < 5
     page.locator("#pick-a").click()
     reveal = page.locator("#compare-reveal")
-    reveal.wait_for(state="visible")
+    page.wait_for_selector("#compare-reveal:has-text('Answer A:')", timeout=30_000)
     assert "Sample 1" in reveal.inner_text() and "Sample 2" in reveal.inner_text()
     page.wait_for_function("() => document.querySelector('#pick-b').disabled")
     sides = {r["side"]: r for r in _answers(app, "cp2: which one?")}
