@@ -152,15 +152,17 @@ def _options(think, budget, max_tokens, temperature, top_p, top_k, seed, adapter
         adapter=None if adapter in (None, "", "Base model") else adapter)
 
 
-def _view(chat_state: ChatState, streaming: bool = False) -> tuple:
-    """Updates for the chat and the controls under it (view_outputs order)."""
+def _view(chat_state: ChatState, streaming: bool = False, plain: bool = False) -> tuple:
+    """Updates for the chat and the controls under it (view_outputs order). `plain`: the
+    chat as its list of messages (what API clients read), without the thumbs' states."""
     messages, message_slots = render_chat(chat_state)
     last = chat_state.turns[-1] if chat_state.turns else None
     tools = (not streaming and chat_state.comparison is None and last is not None
              and last.answer is not None)
     label = version_label(chat_state) if tools else ""
-    return (gr.Chatbot(value=messages, feedback_value=feedback_values(chat_state)),
-            message_slots, gr.Row(visible=tools), label,
+    chat = messages if plain else gr.Chatbot(value=messages,
+                                             feedback_value=feedback_values(chat_state))
+    return (chat, message_slots, gr.Row(visible=tools), label,
             gr.Button(visible=bool(label)), gr.Button(visible=bool(label)))
 
 
@@ -358,11 +360,14 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 yield (*[gr.skip()] * len(view_outputs), gr.skip(), chat_state)
                 return
             values = (think, think_budget, max_tokens, temp, p, k, seed_value, variant)
+            yield from _answer(message, chat_state, values, request, plain=False)
+
+        def _answer(message, chat_state: ChatState, values, request, plain: bool):
             text = (message or {}).get("text", "") or ""
             try:
                 turn = studio.ask(chat_state, text, _files(message), _options(*values),
                                   session_key=_session_key(request, chat_state))
-                yield from _stream_turn(turn, chat_state, message)
+                yield from _stream_turn(turn, chat_state, message, plain)
             finally:
                 chat_state.busy = False
 
@@ -374,8 +379,8 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 yield (*[gr.skip()] * len(view_outputs), gr.skip(), chat_state)
                 return
             chat_state.busy = True
-            yield from respond(message or {}, chat_state, think, think_budget, max_tokens, temp,
-                               p, k, seed_value, variant, request)
+            values = (think, think_budget, max_tokens, temp, p, k, seed_value, variant)
+            yield from _answer(message or {}, chat_state, values, request, plain=True)
 
         def release(chat_state: ChatState):
             chat_state.busy = False
@@ -398,7 +403,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             finally:
                 chat_state.busy = False
 
-        def _stream_turn(turn, chat_state: ChatState, message):
+        def _stream_turn(turn, chat_state: ChatState, message, plain: bool = False):
             """Stream one answer into the chat. The question box is left alone (the user may be
             typing the next one), except to give a refused question back."""
             try:
@@ -407,7 +412,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 return
             except Exception as exc:
                 _warn(exc)  # refused before anything was stored: the question goes back
-                yield (*_view(chat_state), message, chat_state)
+                yield (*_view(chat_state, plain=plain), message, chat_state)
                 return
             last_turn = chat_state.turns[-1]
             previous = last_turn.answer
@@ -416,7 +421,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 while True:
                     if update.done or time.monotonic() - last_yield >= redraw_interval():
                         last_turn.answer = update  # shown while it streams
-                        view = _view(chat_state, streaming=True)
+                        view = _view(chat_state, streaming=True, plain=plain)
                         last_turn.answer = previous
                         yield (*view, gr.skip(), chat_state)
                         last_yield = time.monotonic()
@@ -427,7 +432,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 _warn(exc)
             if update.error:
                 gr.Warning(update.error)
-            yield (*_view(chat_state), gr.skip(), chat_state)
+            yield (*_view(chat_state, plain=plain), gr.skip(), chat_state)
 
         def stop(chat_state: ChatState, request: gr.Request):
             # The engine ends the answer itself, so it closes as "stopped" with its real
