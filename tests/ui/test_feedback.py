@@ -173,6 +173,7 @@ def test_compare_with_thinking_off_reveals_the_sides_and_the_pick_can_be_rated(p
     a, b = (page.locator(s).bounding_box() for s in ("#compare-a", "#compare-b"))
     assert abs(a["y"] - b["y"]) < 5
     page.locator("#pick-a").click()
+    _toast(page, "the left answer was preferred")
     reveal = page.locator("#compare-reveal")
     page.wait_for_selector("#compare-reveal:has-text('Answer A:')", timeout=30_000)
     assert "Sample 1" in reveal.inner_text() and "Sample 2" in reveal.inner_text()
