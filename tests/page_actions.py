@@ -12,10 +12,9 @@ def open_page(page, app, family: str = "qwen3_5") -> None:
 
 
 def give_consent(page) -> None:
-    """Tick "Save my data" in the sidebar, and close the sidebar again."""
-    page.locator(SIDEBAR).click()
+    """Tick "Save my data" above the chat and wait until the page confirms it."""
     page.get_by_label("Save my data").check()
-    page.locator(SIDEBAR).click()
+    page.wait_for_selector("#consent-note:has-text('Saving on')")
 
 
 def submit_question(page, text: str, image=None) -> None:

@@ -7,22 +7,32 @@ apology. No torch here: the UI talks to the engine only through its contract.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 
 import gradio as gr
 
-from engine.errors import StudioError
+from engine.errors import RequestError, StudioError
 from engine.types import Sampling
 from storage import StorageError
 from ui.data_tab import build_data_tab
 from ui.examples import example_inputs
-from ui.render import answer_messages, inert_html, plain_text, render_chat, safe_markdown
+from ui.render import (
+    answer_messages,
+    feedback_values,
+    inert_html,
+    render_chat,
+    safe_markdown,
+    version_label,
+)
 from ui.turns import (
     CONSENT_TEXT,
+    CONSENT_VERSION,
     DISLIKE_REASONS,
     ChatState,
     Studio,
@@ -45,9 +55,51 @@ FAILED = "Something went wrong on the server; it was logged. Please try again."
 # config: it protects nothing, so it is fixed, which lets a browser read its key back after
 # the server restarts. The key itself is the credential; the store keeps only its hash.
 BROWSER_STATE_SECRET = "vqa-studio-browser-state"
+BUSY = ("An answer is still coming: send this when it has finished, or press Stop. "
+        "Your question is still in the box.")
+# Drawn in the browser the moment Enter is pressed, before the server has seen the question:
+# the question's text joins the chat (the server's echo adds its images and clears the box a
+# moment later). A question refused because an answer is streaming leaves the chat at that
+# answer's next redraw, and stays in the box.
+ECHO_JS = """
+(message, history) => {
+  const text = ((message && message.text) || '').trim();
+  if (!text) return [history];
+  return [[...(history || []), {role: 'user', content: [{type: 'text', text: text}],
+                                 metadata: null, options: null}]];
+}
+"""
+# The closed sidebar stays in the page; made inert, its controls leave the keyboard order, so
+# Tab reaches the question box first. On a wide screen the box also takes the focus at once
+# (not on a phone, where that would open the keyboard over the page).
+KEYBOARD_JS = """
+() => {
+  const sidebar = document.querySelector('#sidebar');
+  if (sidebar) {
+    const panel = sidebar.closest('.sidebar') || sidebar;
+    const sync = () => {
+      const open = panel.classList.contains('open');
+      const content = panel.querySelector('.sidebar-content') || sidebar;
+      if (open) content.removeAttribute('inert'); else content.setAttribute('inert', '');
+    };
+    new MutationObserver(sync).observe(panel, {attributes: true, attributeFilter: ['class']});
+    sync();
+  }
+  if (window.matchMedia('(min-width: 721px)').matches) {
+    document.querySelector('#question textarea')?.focus();
+  }
+}
+"""
 CSS = """
 .verdict-row button { min-width: 0; }
-@media (max-width: 720px) { #settings-column { min-width: 100% !important; } }
+#answer-tools { align-items: center; gap: 8px; }
+#answer-tools button { min-width: 44px; min-height: 40px; flex-grow: 0; }
+#answer-version { flex: 0 0 auto; min-width: 7em; }
+@media (max-width: 720px) {
+  #settings-column { min-width: 100% !important; }
+  #compare-row { flex-direction: column; }
+  button { min-height: 40px; }
+}
 """
 
 
@@ -140,13 +192,38 @@ class Uploads:
                     Path(folder, name).unlink(missing_ok=True)
 
 
+def _seed(value) -> int | None:
+    """The seed box: empty means a new sample each time; anything else must be a number."""
+    text = str(value if value is not None else "").strip()
+    if not text:
+        return None
+    try:
+        return int(float(text))
+    except ValueError:
+        raise RequestError("The seed must be a whole number, or empty for a new sample "
+                           "each time.") from None
+
+
 def _options(think, budget, max_tokens, temperature, top_p, top_k, seed, adapter) -> TurnOptions:
     return TurnOptions(
         thinking=bool(think), thinking_budget=int(budget),
         sampling=Sampling(max_new_tokens=int(max_tokens), temperature=float(temperature),
-                          top_p=float(top_p), top_k=int(top_k or 0),
-                          seed=int(seed) if seed not in (None, "") else None),
+                          top_p=float(top_p), top_k=int(top_k or 0), seed=_seed(seed)),
         adapter=None if adapter in (None, "", "Base model") else adapter)
+
+
+def _view(chat_state: ChatState, streaming: bool = False, plain: bool = False) -> tuple:
+    """Updates for the chat and the controls under it (view_outputs order). `plain`: the
+    chat as its list of messages (what API clients read), without the thumbs' states."""
+    messages, message_slots = render_chat(chat_state)
+    last = chat_state.turns[-1] if chat_state.turns else None
+    tools = (not streaming and chat_state.comparison is None and last is not None
+             and last.answer is not None)
+    label = version_label(chat_state) if tools else ""
+    chat = messages if plain else gr.Chatbot(value=messages,
+                                             feedback_value=feedback_values(chat_state))
+    return (chat, message_slots, gr.Row(visible=tools), label,
+            gr.Button(visible=bool(label)), gr.Button(visible=bool(label)))
 
 
 def build_page(studio: Studio, settings) -> gr.Blocks:
@@ -170,21 +247,34 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
     with gr.Blocks(title="VQA Studio", delete_cache=(300, 900) if public else None) as demo:
         client_key = gr.BrowserState(None, storage_key="vqa-studio-client",
                                      secret=BROWSER_STATE_SECRET)
+        # Consent is remembered per browser apart from the identity key, with the version of
+        # the text agreed to.
+        consent_memory = gr.BrowserState(None, storage_key="vqa-studio-consent")
         # A session's state goes when Gradio drops it (a closed tab, after a while); its
         # images are on disk, not in it, and go with it.
         state = gr.State(ChatState(), delete_callback=studio.drop_state)
         slots = gr.State([])
+        pending = gr.State(None)
 
         with gr.Sidebar(label="Conversations", open=False, elem_id="sidebar"):
             new_chat = gr.Button("＋ New conversation", elem_id="new-chat", variant="primary")
-            conversations = gr.Radio([], label="Your conversations", elem_id="conversations")
+            history_filter = gr.Textbox(label="Find a conversation", placeholder="words of "
+                                        "its title", elem_id="history-filter")
+            conversations = gr.Radio([], label="Your conversations, newest first",
+                                     elem_id="conversations")
             with gr.Row():
                 title = gr.Textbox(label="Title", scale=3, elem_id="rename-box")
                 rename = gr.Button("Rename", scale=1, elem_id="rename")
             delete = gr.Button("Delete conversation", variant="stop", elem_id="delete")
+            # Deleting asks first, saying how much goes.
+            with gr.Group(visible=False, elem_id="confirm-panel") as confirm_panel:
+                confirm_text = gr.Markdown("", elem_id="confirm-text")
+                with gr.Row():
+                    confirm_delete = gr.Button("Yes, delete", variant="stop",
+                                               elem_id="confirm-delete")
+                    cancel_delete = gr.Button("Cancel", elem_id="cancel-delete")
+            deleting = gr.State(None)
             gr.Markdown("### Privacy")
-            consent = gr.Checkbox(label="Save my data", value=False, info=CONSENT_TEXT,
-                                  elem_id="consent")
             delete_all = gr.Button("Delete my data", variant="stop", elem_id="delete-all")
             privacy_note = gr.Markdown("", elem_id="privacy-note")
 
@@ -198,18 +288,31 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             gr.Markdown(engine.quota_note(), elem_id="gpu-quota-note")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
+                # Where a first-time visitor sees it, not in the closed sidebar.
+                with gr.Group(elem_id="consent-box"):
+                    consent = gr.Checkbox(label="Save my data", value=False, info=CONSENT_TEXT,
+                                          elem_id="consent")
+                    consent_note = gr.Markdown("", elem_id="consent-note")
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=4, min_width=320):
                         chatbot = gr.Chatbot(
                             elem_id="chatbot", label="Conversation", height=540,
-                            sanitize_html=True, editable="all",
-                            feedback_options=("Like", "Dislike"))
-                        box = gr.MultimodalTextbox(
-                            placeholder="Ask about your images — Enter sends, "
-                                        "Shift+Enter adds a line",
-                            file_types=IMAGE_TYPES, file_count="multiple",
-                            sources=["upload"], show_label=False, stop_btn=True,
-                            elem_id="question")
+                            sanitize_html=True, feedback_options=("Like", "Dislike"))
+                        with gr.Row(visible=False, elem_id="answer-tools") as answer_tools:
+                            prev_answer = gr.Button("‹", elem_id="prev-answer", size="sm",
+                                                    visible=False, min_width=44)
+                            version_note = gr.Markdown("", elem_id="answer-version")
+                            next_answer = gr.Button("›", elem_id="next-answer", size="sm",
+                                                    visible=False, min_width=44)
+                            correct = gr.Button("✎ Correct this answer", elem_id="correct",
+                                                size="sm", min_width=44)
+                        with gr.Group(visible=False, elem_id="editor-panel") as editor_panel:
+                            editor = gr.Textbox(label="Your correction of the answer", lines=8,
+                                                max_lines=40, elem_id="answer-editor")
+                            with gr.Row():
+                                save_edit = gr.Button("Save correction", variant="primary",
+                                                      elem_id="save-edit")
+                                cancel_edit = gr.Button("Cancel", elem_id="cancel-edit")
                         with gr.Group(visible=False, elem_id="dislike-panel") as dislike_panel:
                             reasons = gr.CheckboxGroup(list(DISLIKE_REASONS),
                                                        label="What was wrong?",
@@ -218,7 +321,8 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                                                  elem_id="dislike-comment")
                             send_reasons = gr.Button("Send feedback", elem_id="send-reasons")
                         with gr.Group(visible=False, elem_id="compare-panel") as compare_panel:
-                            with gr.Row():
+                            compare_reveal = gr.Markdown("", elem_id="compare-reveal")
+                            with gr.Row(elem_id="compare-row"):
                                 left = gr.Chatbot(label="Answer A", height=360,
                                                   elem_id="compare-a", sanitize_html=True)
                                 right = gr.Chatbot(label="Answer B", height=360,
@@ -232,8 +336,12 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                                                      interactive=False)
                                 pick_bad = gr.Button("Both bad", elem_id="pick-bad",
                                                      interactive=False)
-                        gr.Examples(example_inputs(examples_dir), inputs=[box],
-                                    label="Try an example")
+                        box = gr.MultimodalTextbox(
+                            placeholder="Ask about your images — Enter sends, "
+                                        "Shift+Enter adds a line",
+                            file_types=IMAGE_TYPES, file_count="multiple",
+                            sources=["upload"], show_label=False, stop_btn=True,
+                            elem_id="question")
                     with gr.Column(scale=1, min_width=240, elem_id="settings-column"):
                         thinking = gr.Checkbox(label="Think before answering", value=True,
                                                elem_id="thinking")
@@ -255,17 +363,24 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                             top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top p")
                             top_k = gr.Slider(0, 200, value=0, step=1,
                                               label="Top k (0 = off)")
-                            seed = gr.Number(None, label="Seed (empty: random)", precision=0,
-                                             elem_id="seed")
+                            # A text box: a number field turns "empty" into 0 when shown,
+                            # and every answer would then repeat the same sample.
+                            seed = gr.Textbox("", label="Seed (empty: a new sample each time)",
+                                              placeholder="random", elem_id="seed")
                         with gr.Accordion("Compare two answers", open=True):
                             compare_mode = gr.Radio([("Two samples", "samples")],
                                                     value="samples", label="Compare",
                                                     elem_id="compare-mode")
                             compare = gr.Button("Ask and compare", elem_id="compare")
+                # Below both columns: on a phone the settings come before the examples.
+                gr.Examples(example_inputs(examples_dir), inputs=[box],
+                            label="Try an example")
             if studio.store is not None:
                 with gr.Tab("Data", id="data", elem_id="data-tab") as data_tab:
                     build_data_tab(studio, settings, data_tab)
         timer = gr.Timer(1.0)
+        api_chat = gr.Button(visible=False)
+        view_outputs = [chatbot, slots, answer_tools, version_note, prev_answer, next_answer]
         settings_inputs = [thinking, budget, max_new, temperature, top_p, top_k, seed, adapter]
         # As many answers at once as the engine decodes together (1 when it does one at a
         # time); more would only wait inside the engine instead of in Gradio's queue.
@@ -283,14 +398,17 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 chat_state.client_key = key
             return chat_state, chat_state.owner(), _conversation_choices(chat_state)
 
-        def _conversation_choices(chat_state: ChatState):
+        def _conversation_choices(chat_state: ChatState, query: str = ""):
             try:
                 items = studio.conversations(chat_state)
             except Exception as exc:
                 _warn(exc)
                 items = []
-            return gr.Radio(choices=[(c.title or "Untitled", c.id) for c in items],
-                            value=chat_state.conversation_id)
+            words = (query or "").lower().split()
+            items = [c for c in items if all(w in (c.title or "").lower() for w in words)]
+            shown = chat_state.conversation_id in {c.id for c in items}
+            return gr.Radio(choices=[(_history_label(c), c.id) for c in items],
+                            value=chat_state.conversation_id if shown else None)
 
         def poll():
             settled = engine.ready or bool(engine.load_error)
@@ -299,38 +417,87 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
 
         # -- chat -------------------------------------------------------------------------
 
-        def respond(message, chat_state: ChatState, think, think_budget, max_tokens, temp, p, k,
-                    seed_value, variant, request: gr.Request):
-            values = (think, think_budget, max_tokens, temp, p, k, seed_value, variant)
+        def echo(message, chat_state: ChatState):
+            """Show the question at once and empty the box; the answer follows (respond)."""
             text = (message or {}).get("text", "") or ""
             files = _files(message)
             if not text.strip() and not files:
-                yield gr.skip(), gr.skip(), message, chat_state
+                return gr.skip(), gr.skip(), None, chat_state
+            if chat_state.busy:
+                gr.Warning(BUSY)
+                return gr.skip(), gr.skip(), None, chat_state
+            chat_state.busy = True
+            studio.settle_comparison(chat_state)  # asking on retires a pending verdict
+            messages, _ = render_chat(chat_state)
+            messages += [{"role": "user", "content": {"path": path}} for path in files]
+            if text.strip():
+                messages.append({"role": "user", "content": safe_markdown(text.strip())})
+            return gr.Chatbot(value=messages), None, message, chat_state
+
+        def respond(message, chat_state: ChatState, think, think_budget, max_tokens, temp, p, k,
+                    seed_value, variant, request: gr.Request):
+            if message is None:  # refused or empty at echo: nothing to answer
+                yield (*[gr.skip()] * len(view_outputs), gr.skip(), chat_state)
                 return
-            turn = studio.ask(chat_state, text, files, _options(*values),
-                              session_key=_session_key(request, chat_state))
+            values = (think, think_budget, max_tokens, temp, p, k, seed_value, variant)
+            yield from _answer(message, chat_state, values, request, plain=False)
+
+        def _answer(message, chat_state: ChatState, values, request, plain: bool):
+            text = (message or {}).get("text", "") or ""
+            files = _files(message)
             taken: list[bool] = []
             try:
-                yield from _stream_turn(turn, chat_state, message, taken)
+                turn = studio.ask(chat_state, text, files, _options(*values),
+                                  session_key=_session_key(request, chat_state))
+                yield from _stream_turn(turn, chat_state, message, plain, taken)
             finally:
+                chat_state.busy = False
                 if taken:
                     uploads.discard(files)
 
+        def ask_directly(message, chat_state: ChatState, think, think_budget, max_tokens, temp,
+                         p, k, seed_value, variant, request: gr.Request):
+            """The "chat" endpoint for API clients: the question and its settings in one call."""
+            if chat_state.busy:
+                gr.Warning(BUSY)
+                yield (*[gr.skip()] * len(view_outputs), gr.skip(), chat_state)
+                return
+            chat_state.busy = True
+            values = (think, think_budget, max_tokens, temp, p, k, seed_value, variant)
+            yield from _answer(message or {}, chat_state, values, request, plain=True)
+
+        def release(chat_state: ChatState):
+            chat_state.busy = False
+            return chat_state
+
         def regenerate(chat_state: ChatState, think, think_budget, max_tokens, temp, p, k,
                        seed_value, variant, request: gr.Request):
+            if chat_state.busy:
+                gr.Warning(BUSY)
+                yield (*[gr.skip()] * len(view_outputs), gr.skip(), chat_state)
+                return
+            chat_state.busy = True
             values = (think, think_budget, max_tokens, temp, p, k, seed_value, variant)
-            turn = studio.regenerate(chat_state, _options(*values),
-                                     session_key=_session_key(request, chat_state))
-            yield from _stream_turn(turn, chat_state, gr.skip())
+            try:
+                turn = studio.regenerate(chat_state, _options(*values),
+                                         session_key=_session_key(request, chat_state))
+                yield from _stream_turn(turn, chat_state, gr.skip())
+            except Exception as exc:
+                _warn(exc)
+            finally:
+                chat_state.busy = False
 
-        def _stream_turn(turn, chat_state: ChatState, message, taken: list | None = None):
+        def _stream_turn(turn, chat_state: ChatState, message, plain: bool = False,
+                         taken: list | None = None):
+            """Stream one answer into the chat. The question box is left alone (the user may be
+            typing the next one), except to give a refused question back."""
             try:
                 update = next(turn)
             except StopIteration:
                 return
             except Exception as exc:
-                _warn(exc)  # refused before anything was stored: the question stays in the box
-                yield gr.skip(), gr.skip(), message, chat_state
+                _warn(exc)  # refused before anything was stored: the question goes back
+                yield (*_view(chat_state, plain=plain), message, chat_state)
                 return
             if taken is not None:
                 taken.append(True)  # the turn has its images: the uploads can go
@@ -341,9 +508,9 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 while True:
                     if update.done or time.monotonic() - last_yield >= redraw_interval():
                         last_turn.answer = update  # shown while it streams
-                        messages, message_slots = render_chat(chat_state)
+                        view = _view(chat_state, streaming=True, plain=plain)
                         last_turn.answer = previous
-                        yield messages, message_slots, None, chat_state
+                        yield (*view, gr.skip(), chat_state)
                         last_yield = time.monotonic()
                     update = next(turn)
             except StopIteration:
@@ -352,23 +519,34 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 _warn(exc)
             if update.error:
                 gr.Warning(inert_html(update.error))
-            messages, message_slots = render_chat(chat_state)
-            yield messages, message_slots, None, chat_state
+            yield (*_view(chat_state, plain=plain), gr.skip(), chat_state)
 
         def stop(chat_state: ChatState, request: gr.Request):
+            # The engine ends the answer itself, so it closes as "stopped" with its real
+            # token count instead of being cut off mid-redraw.
             studio.cancel(_session_key(request, chat_state))
+
+        def switch_answer(step: int):
+            def switch(chat_state: ChatState):
+                try:
+                    studio.select(chat_state, len(chat_state.turns) - 1, step)
+                except Exception as exc:
+                    _warn(exc)
+                return (*_view(chat_state), chat_state)
+            return switch
 
         # -- feedback ---------------------------------------------------------------------
 
         def on_like(chat_state: ChatState, message_slots, data: gr.LikeData):
+            # Gradio reports the first message of the clicked bubble (the reasoning when the
+            # model thought): any message of a turn's answer stands for that answer.
             slot = _slot(message_slots, data.index)
-            if slot is None or slot.part != "answer":
-                gr.Info("Only answers can be rated.")
+            if slot is None or slot.part not in ("reasoning", "answer"):
+                gr.Warning("Only answers can be rated.")
                 return gr.skip(), chat_state
-            answer = chat_state.turns[slot.turn].answer
             liked = True if data.liked is True else False if data.liked is False else None
             try:
-                note = studio.vote(chat_state, answer.answer_id if answer else None, liked)
+                note = studio.rate(chat_state, slot.turn, liked)
             except Exception as exc:
                 _warn(exc)
                 return gr.Group(visible=False), chat_state
@@ -378,28 +556,31 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
 
         def on_reasons(chat_state: ChatState, chosen: list[str], text: str):
             turn_index = chat_state.pending_dislike
-            if turn_index is None or turn_index >= len(chat_state.turns):
+            if turn_index is None:
                 return gr.Group(visible=False), [], ""
-            answer = chat_state.turns[turn_index].answer
             try:
-                gr.Info(studio.vote(chat_state, answer.answer_id if answer else None, False,
-                                    chosen or (), text or ""))
+                gr.Info(studio.rate(chat_state, turn_index, False, chosen or (), text or ""))
             except Exception as exc:
                 _warn(exc)
             chat_state.pending_dislike = None
             return gr.Group(visible=False), [], ""
 
-        def on_edit(chat_state: ChatState, message_slots, data: gr.EditData):
-            slot = _slot(message_slots, data.index)
+        def open_editor(chat_state: ChatState):
+            last = chat_state.turns[-1] if chat_state.turns else None
+            if chat_state.busy or last is None or last.answer is None:
+                gr.Warning("There is no finished answer to correct yet.")
+                return gr.skip(), gr.skip()
+            return gr.Group(visible=True), last.answer.answer
+
+        def save_correction(chat_state: ChatState, text: str):
             try:
-                if slot is None or slot.part != "answer":
-                    gr.Warning("Only an answer can be corrected; ask a new question instead.")
-                else:
-                    gr.Info(studio.edit(chat_state, slot.turn, plain_text(str(data.value))))
+                if chat_state.busy or not chat_state.turns:
+                    raise RequestError("There is no finished answer to correct yet.")
+                gr.Info(studio.edit(chat_state, len(chat_state.turns) - 1, text or ""))
             except Exception as exc:
                 _warn(exc)
-            messages, new_slots = render_chat(chat_state)
-            return messages, new_slots, chat_state
+                return (*[gr.skip()] * len(view_outputs), gr.skip(), chat_state)
+            return (*_view(chat_state), gr.Group(visible=False), chat_state)
 
         # -- compare ----------------------------------------------------------------------
 
@@ -409,21 +590,34 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             text = (message or {}).get("text", "") or ""
             files = _files(message)
             verdicts_off = [gr.Button(interactive=False)] * 4
+            if chat_state.busy:
+                gr.Warning(BUSY)
+                yield (*[gr.skip()] * len(view_outputs), gr.skip(), chat_state,
+                       *[gr.skip()] * 4, *verdicts_off)
+                return
+            chat_state.busy = True
+            try:
+                yield from _compare(chat_state, text, files, values, mode, message,
+                                    verdicts_off, _session_key(request, chat_state))
+            finally:
+                chat_state.busy = False
+
+        def _compare(chat_state, text, files, values, mode, message, verdicts_off, key):
             try:
                 pairs = studio.compare(chat_state, text, files, _options(*values), mode,
-                                       session_key=_session_key(request, chat_state))
+                                       session_key=key)
                 pair = next(pairs)
                 uploads.discard(files)
             except Exception as exc:
                 _warn(exc)
-                yield (gr.skip(), gr.skip(), message, chat_state, gr.skip(), gr.skip(),
-                       gr.skip(), *verdicts_off)
+                yield (*[gr.skip()] * len(view_outputs), message, chat_state, gr.skip(), gr.skip(),
+                       gr.skip(), gr.skip(), *verdicts_off)
                 return
-            messages, message_slots = render_chat(chat_state)
+            view = _view(chat_state, streaming=True)
             last_yield = 0.0
             while True:
                 if time.monotonic() - last_yield >= redraw_interval():
-                    yield (messages, message_slots, None, chat_state, gr.Group(visible=True),
+                    yield (*view, None, chat_state, gr.Group(visible=True), "",
                            _side(pair[0]), _side(pair[1]), *verdicts_off)
                     last_yield = time.monotonic()
                 try:
@@ -434,45 +628,92 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                     _warn(exc)
                     break
             ready = chat_state.comparison is not None
-            yield (messages, message_slots, None, chat_state, gr.Group(visible=True),
-                   _side(pair[0]), _side(pair[1]), *[gr.Button(interactive=ready)] * 4)
+            yield (*_view(chat_state), None, chat_state, gr.Group(visible=True),
+                   "Which answer is better? Your pick continues the conversation."
+                   if ready else "", _side(pair[0]), _side(pair[1]),
+                   *[gr.Button(interactive=ready)] * 4)
 
         def make_verdict(verdict: str):
             def judge(chat_state: ChatState):
                 comparison = chat_state.comparison
+                off = [gr.Button(interactive=False)] * 4
                 try:
-                    gr.Info(studio.judge(chat_state, verdict))
+                    note = studio.judge(chat_state, verdict)
                 except Exception as exc:
                     _warn(exc)
-                    return gr.skip(), gr.skip(), chat_state, gr.skip(), gr.skip(), gr.skip()
-                messages, message_slots = render_chat(chat_state)
-                # Reveal which settings produced each side only after the verdict.
-                return (messages, message_slots, chat_state, gr.Group(visible=False),
-                        _side(comparison.left, reveal=True),
-                        _side(comparison.right, reveal=True))
+                    return (*[gr.skip()] * len(view_outputs), chat_state, gr.skip(), gr.skip(),
+                            gr.skip(), gr.skip(), *off)
+                gr.Info(note)
+                # Which settings produced each side is told only after the verdict, and
+                # the two answers stay on screen beside it.
+                reveal = (f"**{note}** Answer A: *{comparison.left.label}* · "
+                          f"Answer B: *{comparison.right.label}*")
+                return (*_view(chat_state), chat_state, gr.Group(visible=True), reveal,
+                        _side(comparison.left), _side(comparison.right), *off)
             return judge
+
+        def close_compare(chat_state: ChatState):
+            """The comparison panel only stays while its verdict can still be given."""
+            if chat_state.comparison is None:
+                return (gr.Group(visible=False), "", [], [],
+                        *[gr.Button(interactive=False)] * 4)
+            return (gr.skip(),) * 8
 
         # -- history and privacy ----------------------------------------------------------
 
+        def restore_consent(memory, chat_state: ChatState):
+            """A browser that consented to this version of the text keeps saving."""
+            remembered = memory if isinstance(memory, dict) else {}
+            if remembered.get("consented") and remembered.get("version") == CONSENT_VERSION:
+                chat_state.consented = True
+                return gr.Checkbox(value=True), "", chat_state
+            note = ("The privacy text changed since you agreed: tick “Save my data” again to "
+                    "keep saving." if remembered.get("consented") else "")
+            return gr.skip(), note, chat_state
+
         def set_consent(value: bool, chat_state: ChatState):
-            chat_state.consented = bool(value)
-            return chat_state
+            memory = {"version": CONSENT_VERSION, "consented": bool(value)}
+            if not value:
+                chat_state.consented = False
+                note = "Saving off: nothing from now on is kept."
+                gr.Info(note)
+                return gr.skip(), note, memory, chat_state, gr.skip()
+            if chat_state.busy:
+                gr.Warning("Tick “Save my data” again once the answer has finished.")
+                return gr.Checkbox(value=False), gr.skip(), gr.skip(), chat_state, gr.skip()
+            try:
+                note = studio.give_consent(chat_state)
+            except Exception as exc:
+                _warn(exc)
+                chat_state.consented = False
+                return gr.Checkbox(value=False), gr.skip(), gr.skip(), chat_state, gr.skip()
+            gr.Info(note)
+            return gr.skip(), note, memory, chat_state, _conversation_choices(chat_state)
 
-        def start_new(chat_state: ChatState):
+        def _leave(chat_state: ChatState, request: gr.Request | None) -> None:
+            """Going elsewhere stops what this tab was generating; its answer keeps what it
+            said so far."""
+            studio.cancel(_session_key(request, chat_state))
+            chat_state.comparison = None
+            chat_state.pending_dislike = None
+
+        def start_new(chat_state: ChatState, request: gr.Request):
+            _leave(chat_state, request)
             chat_state.reset()
-            return [], [], chat_state, gr.Radio(value=None), ""
+            return (*_view(chat_state), chat_state, gr.Radio(value=None), "")
 
-        def open_conversation(conversation_id: str | None, chat_state: ChatState):
+        def open_conversation(conversation_id: str | None, chat_state: ChatState,
+                              request: gr.Request):
             if not conversation_id or conversation_id == chat_state.conversation_id:
-                return gr.skip(), gr.skip(), chat_state, gr.skip()
+                return (*[gr.skip()] * len(view_outputs), chat_state, gr.skip())
+            _leave(chat_state, request)
             try:
                 studio.open_conversation(chat_state, conversation_id)
             except Exception as exc:
                 _warn(exc)
-                return gr.skip(), gr.skip(), chat_state, gr.skip()
-            messages, message_slots = render_chat(chat_state)
+                return (*[gr.skip()] * len(view_outputs), chat_state, gr.skip())
             titles = {c.id: c.title for c in studio.conversations(chat_state)}
-            return messages, message_slots, chat_state, titles.get(conversation_id, "")
+            return (*_view(chat_state), chat_state, titles.get(conversation_id, ""))
 
         def rename_conversation(new_title: str, chat_state: ChatState):
             if not chat_state.conversation_id:
@@ -487,24 +728,58 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         def delete_conversation(chat_state: ChatState):
             if not chat_state.conversation_id:
                 gr.Warning("Open a saved conversation first.")
-                return gr.skip(), gr.skip(), chat_state, gr.skip()
+                return (*[gr.skip()] * len(view_outputs), chat_state, gr.skip())
             try:
                 studio.delete_conversation(chat_state, chat_state.conversation_id)
                 gr.Info("Conversation deleted.")
             except Exception as exc:
                 _warn(exc)
-            return [], [], chat_state, _conversation_choices(chat_state)
+            return (*_view(chat_state), chat_state, _conversation_choices(chat_state))
 
         def delete_my_data(chat_state: ChatState):
             try:
                 counts = studio.delete_my_data(chat_state)
             except Exception as exc:
                 _warn(exc)
-                return gr.skip(), gr.skip(), chat_state, gr.skip(), gr.skip()
+                return (*[gr.skip()] * len(view_outputs), chat_state, gr.skip(), gr.skip())
             note = (f"Deleted {counts.conversations} conversations, {counts.messages} messages, "
                     f"{counts.feedback} feedback events and {counts.images} images.")
             gr.Info(note)
-            return [], [], chat_state, _conversation_choices(chat_state), note
+            return (*_view(chat_state), chat_state, _conversation_choices(chat_state), note)
+
+        def ask_delete(what: str):
+            def ask(chat_state: ChatState):
+                try:
+                    items = studio.conversations(chat_state)
+                except Exception as exc:
+                    _warn(exc)
+                    return gr.skip(), gr.skip(), None
+                if what == "one":
+                    current = [c for c in items if c.id == chat_state.conversation_id]
+                    if not current:
+                        gr.Warning("Open a saved conversation first.")
+                        return gr.skip(), gr.skip(), None
+                    text = (f"Delete “{current[0].title or 'Untitled'}” and its "
+                            f"{current[0].message_count} messages, with their feedback and "
+                            "the images only it uses? This cannot be undone.")
+                else:
+                    if not items:
+                        gr.Info("Nothing of yours is stored.")
+                        return gr.skip(), gr.skip(), None
+                    messages = sum(c.message_count for c in items)
+                    text = (f"Delete all your data: {len(items)} conversation"
+                            f"{'s' if len(items) != 1 else ''} with {messages} messages, "
+                            "their images and all your feedback? This cannot be undone.")
+                return gr.Group(visible=True), text, what
+            return ask
+
+        def confirmed(what: str | None, chat_state: ChatState):
+            hidden = gr.Group(visible=False)
+            if what == "one":
+                return (*delete_conversation(chat_state), gr.skip(), hidden, None)
+            if what == "all":
+                return (*delete_my_data(chat_state), hidden, None)
+            return (*[gr.skip()] * (len(view_outputs) + 3), hidden, None)
 
         def unload(request: gr.Request):
             key = getattr(request, "session_hash", None)
@@ -516,40 +791,78 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
 
         # Unqueued, so a full queue cannot refuse the tab its identity.
         demo.load(init, [client_key, state], [state, client_key, conversations], queue=False)
+        demo.load(restore_consent, [consent_memory, state], [consent, consent_note, state])
+        demo.load(None, None, None, js=KEYBOARD_JS)
         timer.tick(poll, None, [status, timer, thinking, budget, adapter, compare_mode])
-        consent.change(set_consent, [consent, state], [state])
-        chat_outputs = [chatbot, slots, box, state]
-        submit = box.submit(respond, [box, state, *settings_inputs], chat_outputs,
-                            api_name="chat", concurrency_id="model",
-                            concurrency_limit=model_limit)
+        consent.input(set_consent, [consent, state],
+                      [consent, consent_note, consent_memory, state, conversations])
+        chat_outputs = [*view_outputs, box, state]
+        compare_outputs = [compare_panel, compare_reveal, left, right,
+                           pick_a, pick_b, pick_tie, pick_bad]
+        # The question shows at once, outside the model's queue; the answer follows it.
+        box.submit(None, [box, chatbot], [chatbot], js=ECHO_JS, queue=False)
+        echoed = box.submit(echo, [box, state], [chatbot, box, pending, state],
+                            concurrency_limit=None, show_progress="hidden")
+        submit = echoed.then(respond, [pending, state, *settings_inputs], chat_outputs,
+                             api_visibility="private", concurrency_id="model",
+                             concurrency_limit=model_limit, show_progress="hidden")
+        # API clients ask in one call, with the question as the first argument.
+        api_chat.click(ask_directly, [box, state, *settings_inputs], chat_outputs,
+                       api_name="chat", concurrency_id="model", concurrency_limit=model_limit)
         submit.then(_conversation_choices, [state], [conversations])
+        # Also when the answering event never ran (a full queue): the tab can ask again.
+        submit.then(release, [state], [state], queue=False)
+        echoed.then(close_compare, [state], compare_outputs, show_progress="hidden")
         retry = chatbot.retry(regenerate, [state, *settings_inputs], chat_outputs,
                               concurrency_id="model", concurrency_limit=model_limit)
-        box.stop(stop, [state], None, cancels=[submit, retry], queue=False)
-        chatbot.like(on_like, [state, slots], [dislike_panel, state], queue=False)
+        retry.then(close_compare, [state], compare_outputs, show_progress="hidden")
+        box.stop(stop, [state], None, queue=False)
+        prev_answer.click(switch_answer(-1), [state], [*view_outputs, state])
+        next_answer.click(switch_answer(+1), [state], [*view_outputs, state])
+        # Judgements run in the queue (concurrency_limit=None: they never wait for the model)
+        # because only queued events show their gr.Info / gr.Warning on the page.
+        chatbot.like(on_like, [state, slots], [dislike_panel, state], concurrency_limit=None)
         send_reasons.click(on_reasons, [state, reasons, comment],
-                           [dislike_panel, reasons, comment], queue=False)
-        chatbot.edit(on_edit, [state, slots], [chatbot, slots, state], queue=False)
+                           [dislike_panel, reasons, comment], concurrency_limit=None)
+        correct.click(open_editor, [state], [editor_panel, editor], concurrency_limit=None)
+        cancel_edit.click(lambda: gr.Group(visible=False), None, [editor_panel], queue=False)
+        save_edit.click(save_correction, [state, editor], [*view_outputs, editor_panel, state],
+                        concurrency_limit=None)
         compared = compare.click(
             run_compare, [box, state, compare_mode, *settings_inputs],
-            [chatbot, slots, box, state, compare_panel, left, right,
-             pick_a, pick_b, pick_tie, pick_bad],
+            [*view_outputs, box, state, *compare_outputs],
             concurrency_id="model", concurrency_limit=model_limit)
         compared.then(_conversation_choices, [state], [conversations])
         for button, verdict in ((pick_a, "A"), (pick_b, "B"), (pick_tie, "tie"),
                                 (pick_bad, "both_bad")):
-            button.click(make_verdict(verdict), [state],
-                         [chatbot, slots, state, compare_panel, left, right], queue=False)
-        new_chat.click(start_new, [state], [chatbot, slots, state, conversations, title])
-        chatbot.clear(start_new, [state], [chatbot, slots, state, conversations, title])
-        conversations.input(open_conversation, [conversations, state],
-                             [chatbot, slots, state, title])
+            button.click(make_verdict(verdict), [state], [*view_outputs, state, *compare_outputs],
+                         concurrency_limit=None)
+        for event in (new_chat.click, chatbot.clear):
+            event(start_new, [state], [*view_outputs, state, conversations, title]).then(
+                close_compare, [state], compare_outputs)
+        opened = conversations.input(open_conversation, [conversations, state],
+                                     [*view_outputs, state, title])
+        opened.then(close_compare, [state], compare_outputs)
         rename.click(rename_conversation, [title, state], [conversations])
-        delete.click(delete_conversation, [state], [chatbot, slots, state, conversations])
-        delete_all.click(delete_my_data, [state],
-                         [chatbot, slots, state, conversations, privacy_note])
+        history_filter.change(_conversation_choices, [state, history_filter], [conversations])
+        delete.click(ask_delete("one"), [state], [confirm_panel, confirm_text, deleting])
+        delete_all.click(ask_delete("all"), [state], [confirm_panel, confirm_text, deleting])
+        confirm_delete.click(confirmed, [deleting, state],
+                             [*view_outputs, state, conversations, privacy_note, confirm_panel,
+                              deleting])
+        cancel_delete.click(lambda: (gr.Group(visible=False), None), None,
+                            [confirm_panel, deleting])
         demo.unload(unload)
     return demo
+
+
+def _history_label(conversation) -> str:
+    """"Title · 30 Nov 14:05" (UTC, when it was last active)."""
+    when = ""
+    with contextlib.suppress(ValueError, TypeError):
+        when = datetime.fromisoformat(conversation.updated_at).strftime("%d %b %H:%M")
+    title = conversation.title or "Untitled"
+    return f"{title} · {when}" if when else title
 
 
 def _slot(message_slots, index):

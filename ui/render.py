@@ -2,7 +2,8 @@
 
 Model output is untrusted text. `safe_markdown` keeps Markdown formatting but makes raw HTML
 inert and turns image syntax into plain text, so an answer can neither inject markup nor make
-the browser fetch a URL. `answer_messages` builds the chatbot messages for one answer: a
+the browser fetch a URL; code is left as written, so it shows and copies unchanged.
+`answer_messages` builds the chatbot messages for one answer: a
 collapsible reasoning message (pending while it streams, then "Thought for N s") and the answer
 with a short line of stats.
 """
@@ -13,15 +14,80 @@ import html
 import re
 from dataclasses import dataclass
 
+from markdown_it import MarkdownIt
+
 from engine.types import Stats
 
-_IMAGE_SYNTAX = re.compile(r"!\[")
+# Only to find where code is; the chatbot renders the Markdown itself.
+_PARSER = MarkdownIt("commonmark")
+_BACKTICKS = re.compile(r"`+")
+# What would start raw HTML (or an autolink), a character reference, or an image outside code.
+# Backslashes before it are kept: after an odd number it is already escaped.
+_ACTIVE = re.compile(r"(\\*)(<|&(?=#?\w+;)|(?<=!)\[)")
 
 
 def safe_markdown(text: str) -> str:
-    """Markdown with HTML and images disabled: '<' and '&' are escaped, '![' is defused."""
-    text = text.replace("&", "&amp;").replace("<", "&lt;")
-    return _IMAGE_SYNTAX.sub(r"!\\[", text)
+    """Markdown with raw HTML and images made inert, and code left exactly as written.
+
+    Outside code, '<', '&' before a character reference and the '[' of '![' get a Markdown
+    backslash escape, so they show as themselves. Fenced and indented code blocks (found by
+    markdown-it) and inline code spans are untouched: Markdown escapes nothing there, so
+    code shows and copies as the model wrote it, and it can hold no live HTML anyway.
+    """
+    if not text:
+        return text
+    # Lines as markdown-it counts them: only "\n" ends one.
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    in_code = [False] * len(lines)
+    for token in _PARSER.parse(text):
+        if token.type in ("fence", "code_block") and token.map:
+            for number in range(token.map[0], min(token.map[1], len(lines))):
+                in_code[number] = True
+    out: list[str] = []
+    prose: list[str] = []
+    for line, code in zip(lines, in_code, strict=True):
+        if code:
+            out.append(_escape_prose("".join(prose)))
+            prose = []
+            out.append(line)
+        else:
+            prose.append(line)
+    out.append(_escape_prose("".join(prose)))
+    return "".join(out)
+
+
+def _defuse(match: re.Match) -> str:
+    backslashes, active = match.groups()
+    return backslashes + ("" if len(backslashes) % 2 else "\\") + active
+
+
+def _escape_prose(text: str) -> str:
+    """Escape outside inline code spans (CommonMark: a run of N backticks up to the next
+    run of exactly N; a backslash-escaped backtick opens nothing)."""
+    out: list[str] = []
+    position = 0
+    searched = 0
+    while True:
+        opening = _BACKTICKS.search(text, searched)
+        if opening is None:
+            break
+        start = opening.start()
+        backslashes = len(text[:start]) - len(text[:start].rstrip("\\"))
+        if backslashes % 2:  # an escaped backtick is literal; the rest of the run may open
+            searched = start + 1
+            continue
+        closing = _BACKTICKS.search(text, opening.end())
+        while closing is not None and len(closing.group()) != len(opening.group()):
+            closing = _BACKTICKS.search(text, closing.end())
+        if closing is None:
+            searched = opening.end()  # never closed: literal backticks
+            continue
+        out.append(_ACTIVE.sub(_defuse, text[position:start]))
+        out.append(text[start:closing.end()])
+        position = searched = closing.end()
+    out.append(_ACTIVE.sub(_defuse, text[position:]))
+    return "".join(out)
 
 
 def inert_html(text: str) -> str:
@@ -71,9 +137,9 @@ def answer_messages(update) -> list[dict]:
 
 
 def plain_text(shown: str) -> str:
-    """Undo `safe_markdown` and drop the stats line: the text a user edited, as they meant it."""
+    """Undo `safe_markdown` and drop the stats line: the answer text as the model wrote it."""
     body = shown.split("\n\n<sub>", 1)[0]
-    body = body.replace("!\\[", "![").replace("&lt;", "<").replace("&amp;", "&")
+    body = re.sub(r"\\(<|&)|(?<=!)\\\[", lambda m: m.group(1) or "[", body)
     return body.strip()
 
 
@@ -82,11 +148,16 @@ class Slot:
     """What one chatbot message shows: which turn, and which part of it."""
 
     turn: int
-    part: str  # "image", "question", "earlier", "reasoning", "answer"
+    part: str  # "image", "question", "reasoning", "answer"
 
 
 def render_chat(state) -> tuple[list[dict], list[Slot]]:
-    """All chatbot messages for a `ChatState`, and what each one is (for like/edit/retry)."""
+    """All chatbot messages for a `ChatState`, and what each one is (for like/retry).
+
+    Each turn shows one answer, the one the conversation continues from; its siblings are
+    reached with the ‹ › buttons. The reasoning and the answer are consecutive assistant
+    messages, which the chatbot draws as one bubble with one set of buttons.
+    """
     messages: list[dict] = []
     slots: list[Slot] = []
     for index, turn in enumerate(state.turns):
@@ -96,15 +167,25 @@ def render_chat(state) -> tuple[list[dict], list[Slot]]:
         if turn.question.text:
             messages.append({"role": "user", "content": safe_markdown(turn.question.text)})
             slots.append(Slot(index, "question"))
-        for number, earlier in enumerate(turn.earlier, start=1):
-            title = f"Earlier answer {number} of {len(turn.earlier) + 1}"
-            if earlier.label:
-                title += f" ({earlier.label.lower()})"
-            messages.append({"role": "assistant", "content": safe_markdown(earlier.answer),
-                             "metadata": {"title": title, "status": "done"}})
-            slots.append(Slot(index, "earlier"))
         if turn.answer is not None:
             for message in answer_messages(turn.answer):
                 messages.append(message)
                 slots.append(Slot(index, "reasoning" if "metadata" in message else "answer"))
     return messages, slots
+
+
+def feedback_values(state) -> list[str | None]:
+    """The thumbs state of each answer bubble, in order: "Like", "Dislike" or None."""
+    shown = {"like": "Like", "dislike": "Dislike"}
+    return [shown.get(turn.answer.vote or "") for turn in state.turns
+            if turn.answer is not None]
+
+
+def version_label(state) -> str:
+    """"Answer 2 of 3" for the last question when it has several answers, else ""."""
+    if not state.turns or state.comparison is not None:
+        return ""
+    turn = state.turns[-1]
+    if len(turn.versions) < 2:
+        return ""
+    return f"Answer {turn.position() + 1} of {len(turn.versions)}"

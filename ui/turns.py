@@ -16,7 +16,8 @@ One turn (`ask`):
 5. without consent nothing is written anywhere.
 
 A regenerated answer, an edited answer and the two sides of a comparison are siblings under
-the same stored question; the one the conversation continues from is the turn's `answer`.
+the same stored question; a turn keeps them all in `versions`, and the one the conversation
+continues from (the one shown) is the turn's `answer`.
 A stream that is abandoned (the page closed, Stop pressed) still closes its answer row.
 
 With a scratch folder (`use_scratch`), a session's images are kept there as cleaned PNGs named
@@ -32,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import random
 import re
 import secrets
@@ -106,6 +108,12 @@ class TurnUpdate:
     model: str = ""
     adapter: str | None = None
     label: str = ""
+    # The user's current vote on it ("like", "dislike"), shown on its thumbs.
+    vote: str | None = None
+    # How it was asked for, so that it can be stored later if consent comes mid-conversation.
+    request: GenerationRequest | None = None
+    # For a correction: the answer it corrects.
+    corrects: TurnUpdate | None = None
 
 
 @dataclass
@@ -118,8 +126,26 @@ class Turn:
     answer: TurnUpdate | None = None
     # The question's images are the files at `image_paths`, read back when needed.
     images_on_disk: bool = False
-    # Answers replaced by Regenerate, oldest first: kept and still viewable.
-    earlier: list[TurnUpdate] = field(default_factory=list)
+    # Every answer to this question, oldest first (regenerated, corrected, compared): the
+    # user can page between them, and the one shown is `answer`.
+    versions: list[TurnUpdate] = field(default_factory=list)
+
+    @property
+    def earlier(self) -> list[TurnUpdate]:
+        """The other answers, oldest first."""
+        return [v for v in self.versions if v is not self.answer]
+
+    def add_version(self, update: TurnUpdate) -> None:
+        """A new answer to this question, which the conversation now continues from."""
+        self.versions.append(update)
+        self.answer = update
+
+    def position(self) -> int:
+        """Which of `versions` is shown, counting from 0."""
+        for index, version in enumerate(self.versions):
+            if version is self.answer:
+                return index
+        return len(self.versions) - 1
 
 
 @dataclass
@@ -164,6 +190,8 @@ class ChatState:
     comparison: Comparison | None = None
     # The turn whose answer was just disliked, waiting for reasons.
     pending_dislike: int | None = None
+    # An answer is on its way for this tab: another question waits until it is done.
+    busy: bool = False
     # Names this tab's folder of images in the studio's scratch folder; made on first use.
     scratch_name: str = ""
 
@@ -209,7 +237,8 @@ class Studio:
         self.store = store
         self.image_policy = image_policy or ImagePolicy()
         self.save_interval_s = save_interval_s
-        self._running: dict[str, str] = {}
+        # Per session, the requests streaming for it (two while comparing).
+        self._running: dict[str, list[str]] = {}
         self._running_lock = threading.Lock()
         self.scratch_dir: Path | None = None
         self._last_sweep = time.monotonic()
@@ -291,16 +320,15 @@ class Studio:
     def cancel(self, session_key: str) -> bool:
         """Stop the generation running for this session, if any."""
         with self._running_lock:
-            request_id = self._running.get(session_key)
-        if request_id is None:
-            return False
-        self.engine.cancel(request_id)
-        return True
+            request_ids = list(self._running.get(session_key, ()))
+        for request_id in request_ids:
+            self.engine.cancel(request_id)
+        return bool(request_ids)
 
     def queue_position(self, session_key: str) -> int | None:
         with self._running_lock:
-            request_id = self._running.get(session_key)
-        return None if request_id is None else self.engine.queue_position(request_id)
+            request_ids = self._running.get(session_key)
+        return None if not request_ids else self.engine.queue_position(request_ids[0])
 
     def storing(self, state: ChatState) -> bool:
         return self.store is not None and state.consented
@@ -320,7 +348,7 @@ class Studio:
         events = self._started(events, request, session_key or "")
         turn = self._new_turn(state, question, image_sources, session_key or "")
         self._settle_comparison(state)
-        turn.question_id = self._store_question(state, question)
+        turn.question_id = self._store_question(state, question, state.last_answer_id())
         state.turns.append(turn)
         answer_id = self._open_answer(state, turn.question_id, request)
         update = self._new_update(answer_id, request)
@@ -346,24 +374,25 @@ class Studio:
         try:
             yield from self._stream(events, update, request, session_key or "")
         finally:
-            if (turn.answer is not None and update.stats
-                    and update.stats.finish_reason != "error"):
-                turn.earlier.append(turn.answer)
             self._settle(state, turn, update)
+
+    def settle_comparison(self, state: ChatState) -> None:
+        """The user moves on (asks again) without a verdict: see `_settle_comparison`."""
+        self._settle_comparison(state)
 
     @staticmethod
     def _settle_comparison(state: ChatState) -> None:
         """Moving on without a verdict continues from the left answer and records nothing."""
         comparison = state.comparison
-        if comparison is not None:
+        if comparison is not None and comparison.turn_index < len(state.turns):
             turn = state.turns[comparison.turn_index]
-            turn.answer = turn.answer or comparison.left
-            state.comparison = None
+            Studio._keep_sides(turn, comparison, comparison.left)
+        state.comparison = None
 
     def _settle(self, state: ChatState, turn: Turn, update: TurnUpdate) -> None:
         if update.stats and update.stats.finish_reason != "error":
-            turn.answer = update
-        elif turn.answer is None:
+            turn.add_version(update)
+        elif turn.answer is None and turn in state.turns:
             # A failed first answer does not join the branch; the question is dropped from
             # the view too, so that it can simply be asked again.
             state.turns.remove(turn)
@@ -395,25 +424,66 @@ class Studio:
         (left_label, left_options), (right_label, right_options) = first, second
         left_request = self._request(history, left_options)
         right_request = self._request(history, right_options)
-        left_events = self._started(self.engine.stream(left_request), left_request,
-                                    session_key or "")
+        # Both are accepted or refused before anything is stored; then they stream at the
+        # same time (a batching engine decodes them together). Each must have started
+        # (`_started`): a request the engine ended unanswered stores nothing.
+        left_events = self.engine.stream(left_request)
+        right_events = self.engine.stream(right_request)
+        left_events = self._started(left_events, left_request, session_key or "")
+        try:
+            right_events = self._started(right_events, right_request, session_key or "")
+        except BaseException:
+            left_events.close()
+            self._forget_running(session_key or "", left_request)
+            raise
         turn = self._new_turn(state, question, image_sources, session_key or "")
         self._settle_comparison(state)
-        turn.question_id = self._store_question(state, question)
+        turn.question_id = self._store_question(state, question, state.last_answer_id())
         state.turns.append(turn)
         group = uuid.uuid4().hex
         left_id = self._open_answer(state, turn.question_id, left_request, group, "A")
-        key = session_key or ""
-        left = self._new_update(left_id, left_request, left_label)
-        right = TurnUpdate(label=right_label)
-        for _ in self._stream(left_events, left, left_request, key):
-            yield left, right
-        right_events = self.engine.stream(right_request)
         right_id = self._open_answer(state, turn.question_id, right_request, group, "B")
+        left = self._new_update(left_id, left_request, left_label)
         right = self._new_update(right_id, right_request, right_label)
-        for _ in self._stream(right_events, right, right_request, key):
+        for _ in self._stream_together([(left_events, left, left_request),
+                                        (right_events, right, right_request)],
+                                       session_key or ""):
             yield left, right
-        state.comparison = Comparison(len(state.turns) - 1, left, right, mode, group)
+        if turn in state.turns:  # not when the user moved on to another conversation
+            state.comparison = Comparison(state.turns.index(turn), left, right, mode, group)
+
+    def _stream_together(self, streams, session_key: str) -> Iterator[None]:
+        """Run several `_stream`s at once, each in its own thread; yield after any moves.
+
+        A consumer that goes away cancels them all; each still closes its answer row."""
+        changed: queue.Queue = queue.Queue()
+
+        def pump(events, update, request) -> None:
+            try:
+                for _ in self._stream(events, update, request, session_key):
+                    changed.put(False)
+            except Exception:
+                log.exception("a compared answer failed")
+            finally:
+                changed.put(True)
+
+        threads = [threading.Thread(target=pump, args=stream, daemon=True,
+                                    name=f"compare-{stream[2].request_id[:8]}")
+                   for stream in streams]
+        for thread in threads:
+            thread.start()
+        finished = 0
+        try:
+            while finished < len(threads):
+                if changed.get():
+                    finished += 1
+                yield None
+        finally:
+            if finished < len(threads):
+                for _, _, request in streams:
+                    self.engine.cancel(request.request_id)
+            for thread in threads:
+                thread.join(timeout=30)
 
     @staticmethod
     def _compare_options(options: TurnOptions, mode: CompareMode, caps):
@@ -452,7 +522,7 @@ class Studio:
             else:
                 self.store.add_feedback(state.owner(), left.answer_id, verdict,
                                         other_message_id=right.answer_id)
-        turn.answer = chosen
+        self._keep_sides(turn, comparison, chosen)
         state.comparison = None
         messages = {"A": "Thanks: the left answer was preferred.",
                     "B": "Thanks: the right answer was preferred.",
@@ -460,6 +530,17 @@ class Studio:
                     "both_bad": "Thanks: recorded that both answers are bad."}
         suffix = "" if stored else " (not saved: “Save my data” is off)"
         return messages[verdict] + suffix
+
+    @staticmethod
+    def _keep_sides(turn: Turn, comparison: Comparison, chosen: TurnUpdate) -> None:
+        """Both sides become versions of the turn (as far as they got); `chosen` is shown."""
+        for side in (comparison.left, comparison.right):
+            if side.done and side not in turn.versions:
+                turn.versions.append(side)
+        if chosen in turn.versions:
+            turn.answer = chosen
+        elif turn.versions:
+            turn.answer = turn.versions[0]
 
     # -- feedback ------------------------------------------------------------------------
 
@@ -476,6 +557,34 @@ class Studio:
         return {"like": "Thanks for the feedback.", "clear": "Vote withdrawn.",
                 "dislike": "Thanks: your feedback was saved."}[kind]
 
+    def rate(self, state: ChatState, turn_index: int, liked: bool | None,
+             reasons: Sequence[str] = (), comment: str = "") -> str:
+        """Vote on the answer a turn shows, whichever of its messages was clicked."""
+        answer = self._shown_answer(state, turn_index)
+        note = self.vote(state, answer.answer_id, liked, reasons, comment)
+        answer.vote = None if liked is None else "like" if liked else "dislike"
+        return note
+
+    def select(self, state: ChatState, turn_index: int, step: int) -> TurnUpdate:
+        """Show the previous (-1) or next (+1) answer of a turn; the conversation continues
+        from the one shown, and only the last turn can change branch."""
+        if state.comparison is not None:
+            raise RequestError("Give your verdict on the two answers first.")
+        if not state.turns or turn_index != len(state.turns) - 1:
+            raise RequestError("Only the last question's answers can be switched.")
+        turn = state.turns[turn_index]
+        position = turn.position() + step
+        if not turn.versions or not 0 <= position < len(turn.versions):
+            raise RequestError("There is no other answer that way.")
+        turn.answer = turn.versions[position]
+        return turn.answer
+
+    @staticmethod
+    def _shown_answer(state: ChatState, turn_index: int) -> TurnUpdate:
+        if not 0 <= turn_index < len(state.turns) or state.turns[turn_index].answer is None:
+            raise RequestError("That answer is no longer shown; rate the one on screen.")
+        return state.turns[turn_index].answer
+
     def edit(self, state: ChatState, turn_index: int, text: str) -> str:
         """Replace a turn's answer with the user's correction (kept as a sibling answer)."""
         turn = state.turns[turn_index]
@@ -487,11 +596,56 @@ class Studio:
         edit_id = None
         if self.storing(state) and turn.answer.answer_id:
             edit_id = self.store.add_edit(state.owner(), turn.answer.answer_id, text)
-        turn.earlier.append(turn.answer)
-        turn.answer = TurnUpdate(answer=text, done=True, answer_id=edit_id, label="Edited",
-                                 model="your correction")
+        turn.add_version(TurnUpdate(answer=text, done=True, answer_id=edit_id, label="Edited",
+                                    model="your correction", corrects=turn.answer))
         return ("Saved your correction." if edit_id else
                 "Correction applied. " + NO_CONSENT_FEEDBACK)
+
+    # -- consent -------------------------------------------------------------------------
+
+    def give_consent(self, state: ChatState) -> str:
+        """Start saving; the conversation so far is stored whole, never from the middle.
+
+        Questions and answers shown before consent are written in order (with their images,
+        regenerated and corrected answers), so the stored conversation has all its context.
+        """
+        if self.store is None:
+            state.consented = True
+            return "This server keeps no data."
+        if state.comparison is not None:
+            raise RequestError("Give your verdict on the two answers first, then tick "
+                               "“Save my data”.")
+        state.consented = True
+        missing = [turn for turn in state.turns if turn.question_id is None]
+        for turn in missing:
+            self._store_turn(state, turn)
+        if missing:
+            count = len(missing)
+            return (f"Saving on: the conversation so far ({count} question"
+                    f"{'s' if count != 1 else ''}) was saved, and what follows will be.")
+        return "Saving on: your conversations, images and feedback will be kept."
+
+    def _store_turn(self, state: ChatState, turn: Turn) -> None:
+        """Store a question and its answers that were shown before the user consented."""
+        index = state.turns.index(turn)
+        parent = state.turns[index - 1].answer if index > 0 else None
+        if index > 0 and (parent is None or parent.answer_id is None):
+            return  # its context could not be stored: never keep a fragment
+        # The question follows the previous turn's shown answer, as when it was asked.
+        # With its images, which a scratch folder keeps on disk rather than in the turn.
+        turn.question_id = self._store_question(
+            state, _with_images(turn), parent.answer_id if parent is not None else None)
+        for version in turn.versions:
+            if version.answer_id is not None:
+                continue
+            if version.label == "Edited":
+                corrected = version.corrects
+                if corrected is not None and corrected.answer_id is not None:
+                    version.answer_id = self.store.add_edit(state.owner(),
+                                                            corrected.answer_id, version.answer)
+            elif version.request is not None and version.stats is not None:
+                version.answer_id = self._open_answer(state, turn.question_id, version.request)
+                self._close_answer(version.answer_id, version)
 
     # -- history -------------------------------------------------------------------------
 
@@ -525,10 +679,7 @@ class Studio:
                        and m.status == "done" and (m.stats is None
                                                    or m.stats.finish_reason != "error")]
             for answer in answers:
-                update = self._stored_update(answer)
-                if turn.answer is not None:
-                    turn.earlier.append(turn.answer)
-                turn.answer = update
+                turn.add_version(self._stored_update(answer))
             turns.append(turn)
             if turn.answer is None:
                 break
@@ -552,7 +703,8 @@ class Studio:
             stats=stats, answer_id=message.id,
             model=meta.model_id if meta else "your correction",
             adapter=meta.adapter if meta else None,
-            label="Edited" if message.origin == "edit" else "")
+            label="Edited" if message.origin == "edit" else "",
+            vote=message.vote.kind if message.vote and message.vote.kind != "clear" else None)
 
     def rename_conversation(self, state: ChatState, conversation_id: str, title: str) -> None:
         self.store.rename_conversation(state.owner(), conversation_id,
@@ -580,15 +732,21 @@ class Studio:
 
     @staticmethod
     def _request(history: list[Message], options: TurnOptions) -> GenerationRequest:
+        sampling = options.sampling
+        if sampling.seed is None:
+            # Picked here rather than in the engine, so the seed stored with the answer is the
+            # one used even when the answer never finishes.
+            sampling = replace(sampling, seed=random.randrange(2**31))
         return GenerationRequest(
             messages=tuple(history),
             thinking=options.thinking,
             thinking_budget=options.thinking_budget if options.thinking else None,
-            sampling=options.sampling,
+            sampling=sampling,
             adapter=options.adapter,
         )
 
-    def _store_question(self, state: ChatState, question: Message) -> str | None:
+    def _store_question(self, state: ChatState, question: Message,
+                        parent_id: str | None) -> str | None:
         if not self.storing(state):
             return None
         shas = []
@@ -601,7 +759,7 @@ class Studio:
                 state.owner(), title, consent_version=CONSENT_VERSION)
         return self.store.add_user_message(
             state.owner(), state.conversation_id, text=question.text, image_shas=shas,
-            parent_id=state.last_answer_id())
+            parent_id=parent_id)
 
     def _open_answer(self, state: ChatState, question_id: str | None,
                      request: GenerationRequest, group: str | None = None,
@@ -621,14 +779,13 @@ class Studio:
     def _new_update(self, answer_id: str | None, request: GenerationRequest,
                     label: str = "") -> TurnUpdate:
         return TurnUpdate(answer_id=answer_id, model=self.engine.capabilities().model_id,
-                          adapter=request.adapter, label=label)
+                          adapter=request.adapter, label=label, request=request)
 
     def _started(self, events: Iterator[Event], request: GenerationRequest,
                  session_key: str) -> Iterator[Event]:
         """Wait for the engine's first event (Stop works meanwhile); raise NotAnswered if the
         request ended before its first token, else return the whole stream."""
-        with self._running_lock:
-            self._running[session_key] = request.request_id
+        self._register_running(session_key, request)
         try:
             first = next(events, None)
         except BaseException:
@@ -646,23 +803,31 @@ class Studio:
                               else "The model did not answer; please try again.")
         return _resumed(first, events)
 
+    def _register_running(self, session_key: str, request: GenerationRequest) -> None:
+        with self._running_lock:
+            running = self._running.setdefault(session_key, [])
+            if request.request_id not in running:
+                running.append(request.request_id)
+
     def _forget_running(self, session_key: str, request: GenerationRequest) -> None:
         with self._running_lock:
-            if self._running.get(session_key) == request.request_id:
-                del self._running[session_key]
+            running = self._running.get(session_key, [])
+            if request.request_id in running:
+                running.remove(request.request_id)
+            if not running:
+                self._running.pop(session_key, None)
 
     @property
     def streaming(self) -> int:
         """How many answers are streaming right now, from every session."""
         with self._running_lock:
-            return len(self._running)
+            return sum(len(ids) for ids in self._running.values())
 
     def _stream(self, events: Iterator[Event], update: TurnUpdate, request: GenerationRequest,
                 session_key: str) -> Iterator[TurnUpdate]:
         """Fill `update` from the engine's events, yielding it after each; save as it goes."""
         answer_id = update.answer_id
-        with self._running_lock:
-            self._running[session_key] = request.request_id
+        self._register_running(session_key, request)
         reasoning_started: float | None = None
         last_save = time.monotonic()
         closed = False

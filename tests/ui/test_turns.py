@@ -252,3 +252,85 @@ def test_compare_base_against_an_adapter_records_which_is_which(store, tmp_path,
     # The side shown on the left is recorded with the pick.
     pick = _rows(store, "select * from feedback")[0]
     assert pick["left_message_id"] == left.answer_id
+
+
+def test_any_message_of_a_shown_answer_rates_that_answer(studio, store, image_path):
+    state = _consented()
+    first = _run(studio.ask(state, "Describe it", [image_path], FAST))
+    second = _run(studio.regenerate(state, FAST))
+    studio.rate(state, 0, True)
+    studio.select(state, 0, -1)
+    studio.rate(state, 0, False, ["Incomplete"], "short")
+    rows = _rows(store, "select message_id, kind from feedback order by id")
+    assert [(r["message_id"], r["kind"]) for r in rows] == [
+        (second.answer_id, "like"), (first.answer_id, "dislike")]
+    assert state.turns[0].answer is first and first.vote == "dislike"
+    # The next question continues from the answer shown.
+    _run(studio.ask(state, "And then?", [], FAST))
+    conversation = store.get_conversation(state.client_key, state.conversation_id)
+    follow_up = [m for m in conversation.messages if m.text == "And then?"][0]
+    assert follow_up.parent_id == first.answer_id
+
+
+def test_an_untouched_seed_gives_a_new_stored_sample_each_time(studio, store, image_path):
+    state = _consented()
+    options = TurnOptions(sampling=Sampling(max_new_tokens=12, temperature=1.0, seed=None))
+    first = _run(studio.ask(state, "Describe it", [image_path], options))
+    second = _run(studio.regenerate(state, options))
+    rows = _rows(store, "select seed from messages where role = 'assistant' order by id")
+    seeds = [r["seed"] for r in rows]
+    assert None not in seeds and seeds[0] != seeds[1]
+    assert seeds == [first.stats.seed, second.stats.seed]
+
+
+def test_consent_mid_conversation_stores_the_whole_conversation(studio, store, image_path):
+    state = ChatState()
+    _run(studio.ask(state, "First?", [image_path], FAST))
+    _run(studio.regenerate(state, FAST))
+    studio.edit(state, 0, "A red rectangle.")
+    _run(studio.ask(state, "Second?", [], FAST))
+    assert _count(store, "messages") == 0
+    assert "2 questions" in studio.give_consent(state)
+    conversation = store.get_conversation(state.client_key, state.conversation_id)
+    by_text = {m.text: m for m in conversation.messages if m.role == "user"}
+    first, second = by_text["First?"], by_text["Second?"]
+    assert first.parent_id is None and len(first.image_shas) == 1
+    answers = conversation.children(first.id)
+    assert sorted(a.origin for a in answers) == ["edit", "generated", "generated"]
+    edit = [a for a in answers if a.origin == "edit"][0]
+    assert second.parent_id == edit.id and edit.text == "A red rectangle."
+    assert all(a.status == "done" and a.meta is not None for a in answers
+               if a.origin == "generated")
+    # And it goes on from there, with feedback.
+    answer = _run(studio.ask(state, "Third?", [], FAST))
+    assert studio.rate(state, 2, True) == "Thanks for the feedback."
+    third = store.get_conversation(state.client_key, state.conversation_id).message(
+        answer.answer_id)
+    assert third.vote.kind == "like"
+
+
+def test_a_conversation_left_during_compare_does_not_break_the_next_question(
+        studio, store, image_path):
+    state = _consented()
+    pairs = studio.compare(state, "Which?", [image_path], FAST, "samples")
+    next(pairs)
+    state.reset()  # New conversation while the two answers stream
+    _run(pairs)
+    assert state.comparison is None and state.turns == []
+    last = _run(studio.ask(state, "Fresh start", [], FAST))
+    assert last.done and [t.question.text for t in state.turns] == ["Fresh start"]
+
+
+def test_the_two_sides_of_a_comparison_stream_at_the_same_time(studio, store, image_path):
+    state = _consented()
+    options = TurnOptions(sampling=Sampling(max_new_tokens=40, temperature=0.0, seed=5))
+    both_moving = False
+    for left, right in studio.compare(state, "Which?", [image_path], options, "samples"):
+        # Seen mid-way: both have text and neither has finished.
+        if left.answer and right.answer and not left.done and not right.done:
+            both_moving = True
+    assert both_moving
+    rows = _rows(store, "select side, status, answer_tokens from messages"
+                        " where role = 'assistant' order by side")
+    assert [(r["side"], r["status"]) for r in rows] == [("A", "done"), ("B", "done")]
+    assert all(0 < r["answer_tokens"] <= 40 for r in rows)
