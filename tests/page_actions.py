@@ -35,3 +35,10 @@ def set_greedy(page) -> None:
     field.fill("0")
     field.press("Enter")
     page.get_by_text("Sampling", exact=True).click()
+
+
+def delete_all_data(page, conversations: int) -> None:
+    """In the open sidebar, press "Delete my data", confirm, and wait for the page to say so."""
+    page.locator("#delete-all").click()
+    page.locator("#confirm-delete").click()
+    page.wait_for_selector(f"#privacy-note:has-text('Deleted {conversations} conversations')")

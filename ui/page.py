@@ -61,10 +61,13 @@ BUSY = ("An answer is still coming: send this when it has finished, or press Sto
 # the question's text joins the chat (the server's echo adds its images and clears the box a
 # moment later). A question refused because an answer is streaming leaves the chat at that
 # answer's next redraw, and stays in the box.
-ECHO_JS = """
+ECHO_JS = r"""
 (message, history) => {
-  const text = ((message && message.text) || '').trim();
-  if (!text) return [history];
+  const typed = ((message && message.text) || '').trim();
+  if (!typed) return [history];
+  // Typed text is shown as itself: every ASCII punctuation mark backslash-escaped, so no
+  // HTML, image or link in it renders (the server's echo replaces this a moment later).
+  const text = typed.replace(/[!-\/:-@[-`{-~]/g, '\\$&');
   return [[...(history || []), {role: 'user', content: [{type: 'text', text: text}],
                                  metadata: null, options: null}]];
 }
@@ -276,6 +279,9 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             deleting = gr.State(None)
             gr.Markdown("### Privacy")
             delete_all = gr.Button("Delete my data", variant="stop", elem_id="delete-all")
+            # API clients erase their data in one call ("delete_my_data"): asking is explicit
+            # there, so the page's confirmation step has no place in it.
+            erase_by_api = gr.Button(visible=False)
             privacy_note = gr.Markdown("", elem_id="privacy-note")
 
         gr.Markdown("## VQA Studio\nAsk a vision-language model about your images; "
@@ -852,6 +858,9 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                               deleting])
         cancel_delete.click(lambda: (gr.Group(visible=False), None), None,
                             [confirm_panel, deleting])
+        erase_by_api.click(delete_my_data, [state],
+                           [*view_outputs, state, conversations, privacy_note],
+                           api_name="delete_my_data")
         demo.unload(unload)
     return demo
 
