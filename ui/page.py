@@ -255,7 +255,12 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         consent_memory = gr.BrowserState(None, storage_key="vqa-studio-consent")
         # A session's state goes when Gradio drops it (a closed tab, after a while); its
         # images are on disk, not in it, and go with it.
-        state = gr.State(ChatState(), delete_callback=studio.drop_state)
+        # With ZeroGPU's `spaces` package the page never answered while a state had a delete
+        # callback (the app stopped with "localhost is not accessible"): there a tab's images
+        # go when it closes (`unload`) or after six idle hours.
+        lent_per_answer = callable(getattr(engine, "quota_note", None))
+        state = gr.State(ChatState(),
+                         delete_callback=None if lent_per_answer else studio.drop_state)
         slots = gr.State([])
         pending = gr.State(None)
 
