@@ -3,6 +3,7 @@
     python app.py [--model ID|PATH|tiny-random] [--quantize auto|4bit|8bit|none] [--db PATH] ...
     python app.py export --format swift-dpo --out DIR
     python app.py evaluate [--adapter NAME=PATH ...]
+    python app.py train --method sft-then-dpo --out adapters/NAME
     python app.py backup DEST
 
 Every flag can also be set through an environment variable named VQA_STUDIO_<FLAG> (for
@@ -275,6 +276,13 @@ def evaluate(argv: list[str]) -> None:
     evaluate_main(argv, default_db=settings_from([]).db_path)
 
 
+def train(argv: list[str]) -> None:
+    """Train a LoRA adapter on the stored feedback; see docs/training.md."""
+    from training.train import main as train_main
+
+    train_main(argv, default_db=settings_from([]).db_path)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO,
@@ -287,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
         return export_main(argv[1:], default_db=settings_from([]).db_path)
     if argv and argv[0] == "evaluate":
         return evaluate(argv[1:])
+    if argv and argv[0] == "train":
+        return train(argv[1:])
     serve(settings_from(argv))
 
 
