@@ -270,7 +270,12 @@ def backup(argv: list[str]) -> None:
 
 
 def evaluate(argv: list[str]) -> None:
-    """Score the model and its adapters against the stored feedback; see docs/evaluation.md."""
+    """Score the model and its adapters against the stored feedback, or with --vqa on a VQA
+    dataset; see docs/evaluation.md."""
+    if "--vqa" in argv or any(item.startswith("--vqa=") for item in argv):
+        from training.vqa import main as vqa_main
+
+        return vqa_main(argv)
     from ui.evaluation import main as evaluate_main
 
     evaluate_main(argv, default_db=settings_from([]).db_path)
