@@ -178,7 +178,11 @@ def _training_data(store: Store, kind: str, options: TrainOptions, scratch: Path
                    progress: Progress) -> _Data:
     """The export's TRL file for `kind`, read back as a dataset of its train split."""
     from datasets import Dataset
-    from datasets.utils import disable_progress_bars
+    from datasets.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
 
     from storage.export import export
 
@@ -204,9 +208,15 @@ def _training_data(store: Store, kind: str, options: TrainOptions, scratch: Path
             f"desirable and {result.undesirable} undesirable. Train with --method sft or dpo."
         )
     progress(f"{kind}: {count} training examples, {result.counts['eval']} held out")
+    # Progress bars of reading a scratch file say nothing; leave the global switch as found.
+    quiet_already = are_progress_bars_disabled()
     disable_progress_bars()
-    dataset = Dataset.from_parquet(str(result.files["train"]),
-                                   cache_dir=str(scratch / "datasets-cache"))
+    try:
+        dataset = Dataset.from_parquet(str(result.files["train"]),
+                                       cache_dir=str(scratch / "datasets-cache"))
+    finally:
+        if not quiet_already:
+            enable_progress_bars()
     return _Data(dataset.remove_columns("id"), result.counts["eval"], manifest)
 
 
@@ -333,8 +343,10 @@ def _run_stage(kind: str, model, processor, data: _Data, options: TrainOptions,
                             processing_class=processor, callbacks=[Report()], **peft)
     # Without tqdm, transformers prints every log dict; Report says it in one line instead.
     trainer.remove_callback(PrinterCallback)
-    progress(f"{kind}: training {trainer.state.max_steps or '...'} steps "
-             f"({options.epochs:g} epoch(s), learning rate {learning_rate:g})")
+    batches = math.ceil(len(data.train) / options.batch_size)
+    steps = math.ceil(math.ceil(batches / options.gradient_accumulation) * options.epochs)
+    progress(f"{kind}: training about {steps} steps ({options.epochs:g} epoch(s), learning "
+             f"rate {learning_rate:g})")
     try:
         outcome = trainer.train()
     except (MemoryError, torch.OutOfMemoryError) as error:
