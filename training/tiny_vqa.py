@@ -207,6 +207,7 @@ def build(out: Path, *, epochs: float = 2.0, limit: int | None = None, batch_siz
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a model folder is shared like any other
     try:
         build_untrained(staging)
         processor = AutoProcessor.from_pretrained(staging)
