@@ -29,6 +29,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IMAGE_SIZE, PATCH_SIZE = 64, 16
+# The LLaVA 1.5 conversation format ("USER: <image>\n... ASSISTANT:"), with each answer closed
+# by the end-of-sequence token, as the model is trained to answer: a trainer that renders an
+# answer through this template (TRL does) teaches the answer and where it ends.
+TEMPLATE = """\
+{%- for message in messages -%}
+{%- if message.role == 'assistant' -%}{{ 'ASSISTANT:' }}
+{%- elif message.role != 'system' -%}{{ message.role.upper() + ': ' }}{%- endif -%}
+{%- if message.content is string -%}{{ message.content }}
+{%- else -%}
+{%- for part in message.content if part.type == 'image' -%}{{ '<image>\\n' }}{%- endfor -%}
+{%- for part in message.content if part.type == 'text' -%}{{ part.text }}{%- endfor -%}
+{%- endif -%}
+{{ '</s>' if message.role == 'assistant' else ' ' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}
+"""
 SEED = 1234
 
 
@@ -65,9 +81,9 @@ def build_untrained(folder: Path) -> None:
     )
 
     from engine.tiny_common import decoder_config, llama_style_tokenizer, seed_everything
-    from engine.tiny_llava import IMAGE_TOKEN, VICUNA_TEMPLATE
+    from engine.tiny_llava import IMAGE_TOKEN
 
-    tokenizer = llama_style_tokenizer([IMAGE_TOKEN], VICUNA_TEMPLATE)
+    tokenizer = llama_style_tokenizer([IMAGE_TOKEN], TEMPLATE)
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(
             size={"shortest_edge": IMAGE_SIZE},
@@ -76,7 +92,7 @@ def build_untrained(folder: Path) -> None:
         patch_size=PATCH_SIZE,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
-        chat_template=VICUNA_TEMPLATE,
+        chat_template=TEMPLATE,
     )
     text_config = decoder_config("llama", tokenizer)
     text_config.update(hidden_size=96, intermediate_size=192, num_hidden_layers=2,

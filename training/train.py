@@ -217,7 +217,14 @@ def _training_data(store: Store, kind: str, options: TrainOptions, scratch: Path
     finally:
         if not quiet_already:
             enable_progress_bars()
-    return _Data(dataset.remove_columns("id"), result.counts["eval"], manifest)
+    dataset = dataset.remove_columns("id")
+    if kind == "sft":
+        # Prompt and completion apart, so that TRL computes the loss on the answer only: the
+        # questions were written by users, not something the model should learn to write.
+        dataset = dataset.map(lambda row: {"prompt": row["messages"][:-1],
+                                           "completion": row["messages"][-1:]},
+                              remove_columns=["messages"])
+    return _Data(dataset, result.counts["eval"], manifest)
 
 
 # -- model ------------------------------------------------------------------------------------
