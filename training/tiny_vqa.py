@@ -9,7 +9,7 @@ CPU: the prompt is exactly what the engine builds for one image and one question
 is on the answer and its end-of-turn token only. Seeded, so a rebuild gives the same weights
 on the same machine and library versions.
 
-    python -m training.tiny_vqa --out models/tiny-vqa [--epochs N] [--limit N]
+    python -m training.tiny_vqa --out models/tiny-vqa [--epochs 6] [--limit N]
 
 writes the checkpoint (via a temporary sibling folder, renamed at the end) and prints the
 exact-match accuracy of greedy answers on the easy-vqa test split; the figures go to
@@ -202,14 +202,14 @@ def accuracy(model, processor, rows: list[VqaRow], batch_size: int = 256) -> flo
             pixels = torch.stack([encoded.pixels[encoded.image_index[rows[n].image]]
                                   for n in chunk])
             out = model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels,
-                                 max_new_tokens=4, do_sample=False)
+                                 max_new_tokens=8, do_sample=False)
             for k, n in enumerate(chunk):
                 text = tokenizer.decode(out[k, width:], skip_special_tokens=True)
                 correct += text.strip() == rows[n].answer
     return correct / len(rows)
 
 
-def build(out: Path, *, epochs: float = 2.0, limit: int | None = None, batch_size: int = 64,
+def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_size: int = 64,
           learning_rate: float = 1e-3, log=print) -> dict:
     """Train and write the checkpoint to `out` (new or empty); returns the build report."""
     import torch
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.tiny_vqa",
                                      description="Train the tiny-vqa checkpoint on easy-vqa")
     parser.add_argument("--out", type=Path, default=Path("models/tiny-vqa"))
-    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--epochs", type=float, default=6.0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     # One thread: on a shared or small machine a second one mostly spins waiting.
