@@ -1,6 +1,6 @@
 """The loop, measured: scripted users correct a blind spot, `train` fixes it, `--vqa` shows it.
 
-    python -m training.loop --model tiny-vqa --answers circle,rectangle,triangle --users 240
+    python -m training.loop --model tiny-vqa --answers circle,rectangle,triangle --users 480
 
 1. Scripted users go through the studio's own flows (`ui.turns.Studio`, a real store): each
    asks one easy-vqa *train* question whose answer is in `--answers` about its image, likes a
@@ -54,12 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="tiny-vqa")
     parser.add_argument("--answers", default="circle,rectangle,triangle",
                         help="the blind spot: questions with these answers")
-    parser.add_argument("--users", type=int, default=240, help="scripted users (questions)")
+    parser.add_argument("--users", type=int, default=480, help="scripted users (questions)")
     parser.add_argument("--method", default="sft-then-dpo")
-    parser.add_argument("--epochs", type=float, default=3.0)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=float, default=5.0)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="default: the train command's rate for each stage")
     parser.add_argument("--lora-targets", default="all-linear")
-    parser.add_argument("--held-out", type=int, default=300, help="test questions per group")
+    parser.add_argument("--held-out", type=int, default=150, help="test questions per group")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     import torch
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{counts['liked'] + counts['corrected']} scripted users on {args.model}: "
           f"{counts['liked']} answers liked, {counts['corrected']} disliked and corrected; "
           f"adapter: {args.method}, {args.epochs:g} epochs per stage, LoRA on "
-          f"{args.lora_targets}, learning rate {args.learning_rate:g}.\n")
+          f"{args.lora_targets}, learning rate {args.learning_rate or 'per stage'}.\n")
     print("| held-out easy-vqa test questions | n | base model | adapter |")
     print("| --- | --- | --- | --- |")
     for name, group in groups.items():
