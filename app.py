@@ -6,6 +6,8 @@
     python app.py train --method sft-then-dpo --out adapters/NAME
     python app.py backup DEST
 
+Installed with `pip install .`, the same is the `vqa-studio` command.
+
 Every flag can also be set through an environment variable named VQA_STUDIO_<FLAG> (for
 example VQA_STUDIO_MODEL=tiny-random), which is how a hosted Space configures the app. Flags
 win over the environment. `main()` reads the settings, builds the engine, the store and the
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 from dataclasses import dataclass, fields
@@ -56,8 +59,11 @@ class Settings:
     public: bool = False
     admin_password: str = ""
     persistent_root: str = "/data"
+    snapshot_minutes: int = 5
     push_repo: str = ""
     push_every_hours: int = 24
+    upload_mb_per_hour: int = 200
+    min_free_disk_mb: int = 1024
 
     @property
     def persistent(self) -> bool:
@@ -66,11 +72,16 @@ class Settings:
 
     @property
     def data_dir(self) -> Path:
-        # Persistent storage when mounted; otherwise beside the app, so that a checkout is
-        # self-contained.
-        if self.persistent:
-            return Path(self.persistent_root) / "vqa-studio"
-        return APP_DIR / "data"
+        # Always on local disk (SQLite's WAL and locks need one): beside the app, so that a
+        # checkout is self-contained; an installed package keeps it in the user's data folder.
+        if (APP_DIR / "pyproject.toml").exists():
+            return APP_DIR / "data"
+        return Path(os.environ.get("XDG_DATA_HOME") or "~/.local/share").expanduser() / "vqa-studio"
+
+    @property
+    def snapshot_dir(self) -> Path | None:
+        """Where snapshots of the database and images go: persistent storage, when mounted."""
+        return Path(self.persistent_root) / "vqa-studio" if self.persistent else None
 
     @property
     def db_path(self) -> Path:
@@ -90,7 +101,7 @@ _HELP = {
     "api_key": "with --engine openai: the server's API key, if it needs one",
     "adapter": "NAME=PATH of a LoRA adapter to load on top of the model (repeatable; "
                "environment: comma-separated)",
-    "db": "SQLite file (default: data/studio.db beside the app, or /data on a Space)",
+    "db": "SQLite file, on local disk (default: data/studio.db beside the app)",
     "host": "address to listen on (default 127.0.0.1, or GRADIO_SERVER_NAME)",
     "port": "port to listen on (default 7860, or GRADIO_SERVER_PORT)",
     "share": "create a public Gradio share link",
@@ -106,22 +117,72 @@ _HELP = {
     "public": "serve strangers: the data tab needs --admin-password (on by default on a Space)",
     "admin_password": "password that unlocks the data tab when the app is public",
     "persistent_root": "where persistent storage is mounted (a Space mounts it at /data): "
-                       "database, images and model cache go there when it exists",
+                       "snapshots of the database and images go there when it exists, and "
+                       "are restored from there onto an empty local disk",
+    "snapshot_minutes": "how often to snapshot the database into persistent storage (also "
+                        "done at shutdown)",
     "push_repo": "Hugging Face dataset repo to push exports of consented data to "
                  "(token from HF_TOKEN)",
     "push_every_hours": "how often to push exports to --push-repo",
+    "upload_mb_per_hour": "when public: most MB one client may upload per hour (0: no limit)",
+    "min_free_disk_mb": "refuse uploads that would leave less than this many MB free on the "
+                        "disk holding Gradio's upload folder",
 }
 _CHOICES = {"quantize": ("auto", "4bit", "8bit", "none"), "engine": ("local", "openai")}
 
 
-def _parse_bool(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+COMMANDS = {
+    "export": "write stored feedback as training data (DPO, KTO, SFT) for a trainer",
+    "evaluate": "score the model and its adapters against the stored feedback",
+    "train": "train a LoRA adapter on the consented feedback (SFT then DPO by default)",
+    "backup": "copy the database and its images consistently, while the app runs",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line naming the setting: no usage block, no traceback."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _prog() -> str:
+    name = Path(sys.argv[0]).name
+    return name if name in ("app.py", "vqa-studio") else "app.py"
+
+
+def _from_environment(name: str, kind: str, raw: str, parser: _Parser):
+    """The value of VQA_STUDIO_<NAME>, or a one-line error naming it."""
+    variable = ENV_PREFIX + name.upper()
+    if kind == "bool":
+        if raw.strip().lower() in _TRUE:
+            return True
+        if raw.strip().lower() in _FALSE:
+            return False
+        parser.error(f"{variable}={raw!r} is not a yes/no value (use 1, true, yes, on or "
+                     f"0, false, no, off)")
+    if kind == "int":
+        try:
+            return int(raw.strip())
+        except ValueError:
+            parser.error(f"{variable}={raw!r} is not a whole number")
+    if kind.startswith("tuple"):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
 
 
 def settings_from(argv: list[str] | None = None, environ: dict | None = None) -> Settings:
-    """Settings from the environment, overridden by command-line flags."""
+    """Settings from the environment, overridden by command-line flags. A bad value, in a flag
+    or a variable, stops with one line that names it."""
     environ = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(prog="app.py", description="VQA Studio")
+    commands = "\n".join(f"  {name:<10} {text}" for name, text in COMMANDS.items())
+    parser = _Parser(
+        prog=_prog(), description="VQA Studio: serve the page (default), or run a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"commands (each takes --help):\n{commands}\n\nEvery flag can also be set "
+               f"with an environment variable {ENV_PREFIX}<FLAG>,\nfor example "
+               f"{ENV_PREFIX}MODEL=tiny-random; flags win over the environment.")
     for f in fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
@@ -137,15 +198,8 @@ def settings_from(argv: list[str] | None = None, environ: dict | None = None) ->
     for f in fields(Settings):
         value = getattr(args, f.name)
         if value is None and ENV_PREFIX + f.name.upper() in environ:
-            raw = environ[ENV_PREFIX + f.name.upper()]
-            if f.type == "bool":
-                value = _parse_bool(raw)
-            elif f.type == "int":
-                value = int(raw)
-            elif f.type.startswith("tuple"):
-                value = [item.strip() for item in raw.split(",") if item.strip()]
-            else:
-                value = raw
+            value = _from_environment(f.name, f.type, environ[ENV_PREFIX + f.name.upper()],
+                                      parser)
         if isinstance(value, list):
             value = tuple(value)
         if value is not None:
@@ -153,10 +207,27 @@ def settings_from(argv: list[str] | None = None, environ: dict | None = None) ->
     # A Hugging Face Space serves strangers: public defaults unless told otherwise.
     if "public" not in values and environ.get("SPACE_ID"):
         values["public"] = True
+    from engine.zerogpu import DEFAULT_MAX_NEW_TOKENS, on_zerogpu
+
+    if on_zerogpu(environ):
+        # Each answer borrows a GPU slice against the visitor's daily quota: shorter answers by
+        # default; bf16, since a slice has 70 GB and 4-bit would only slow decoding down.
+        values.setdefault("max_new_tokens_limit", DEFAULT_MAX_NEW_TOKENS)
+        values.setdefault("quantize", "none")
     settings = Settings(**values)
     for name, choices in _CHOICES.items():
         if getattr(settings, name) not in choices:
-            parser.error(f"--{name} must be one of {', '.join(choices)}")
+            parser.error(f"--{name} ({ENV_PREFIX}{name.upper()}) must be one of "
+                         f"{', '.join(choices)}, not {getattr(settings, name)!r}")
+    if not 0 <= settings.port <= 65535:
+        parser.error(f"--port ({ENV_PREFIX}PORT) must be between 1 and 65535")
+    for name in ("max_upload_mb", "max_queue", "max_pixels", "push_every_hours",
+                 "snapshot_minutes"):
+        if getattr(settings, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} ({ENV_PREFIX}{name.upper()}) must be at "
+                         f"least 1")
+    if settings.retention_days < 0:
+        parser.error(f"--retention-days ({ENV_PREFIX}RETENTION_DAYS) cannot be negative")
     if settings.engine == "openai" and (not settings.base_url or settings.model == "auto"):
         parser.error("--engine openai needs --base-url URL and --model NAME (the served model)")
     if settings.max_new_tokens_limit < 16:
@@ -188,20 +259,32 @@ def build_engine(settings: Settings, *, batching: bool = True):
                          max_batch_tokens=settings.max_batch_tokens)
     return LocalEngine(model, quantize=settings.quantize,
                        max_new_tokens_limit=settings.max_new_tokens_limit,
-                       max_waiting=settings.max_queue, batch_limits=limits, **kwargs)
+                       max_waiting=settings.max_queue, batch_limits=limits,
+                       max_pixels=settings.max_pixels, **kwargs)
 
 
 def serve(settings: Settings) -> None:
-    if settings.persistent and "HF_HOME" not in os.environ:
-        # Downloaded weights survive restarts too (set before the hub library is imported).
-        os.environ["HF_HOME"] = str(Path(settings.persistent_root) / ".huggingface")
-    from engine.images import ImagePolicy
     from engine.zerogpu import ZeroGPUEngine, on_zerogpu
+
+    zerogpu = on_zerogpu()
+    if zerogpu:
+        # First of all: `spaces` refuses to start once anything has touched CUDA (choosing the
+        # default model reads the GPU's memory).
+        from engine.zerogpu import enable
+
+        enable()
+    from engine.images import ImagePolicy
     from storage import Store
     from ui.page import CSS, build_page
     from ui.turns import Studio
 
+    snapshots = settings.snapshot_dir
+    if snapshots is not None:
+        from storage.snapshots import restore
+
+        restore(snapshots, settings.db_path)
     store = Store(settings.db_path)
+    snapshotting = start_snapshots(settings, store)
     if settings.retention_days:
         # Purged at start and then every few hours, so a long-running app keeps to the limit.
         from storage.periodic import Periodic
@@ -209,7 +292,6 @@ def serve(settings: Settings) -> None:
         store.purge_older_than(settings.retention_days)
         Periodic(lambda: store.purge_older_than(settings.retention_days), RETENTION_CHECK_HOURS,
                  "retention-purge").start()
-    zerogpu = on_zerogpu()
     # On ZeroGPU the GPU exists only inside each request's own decorated call, so requests
     # cannot share decode steps run by a scheduler thread: one at a time there.
     engine = build_engine(settings, batching=not zerogpu)
@@ -228,14 +310,66 @@ def serve(settings: Settings) -> None:
                 log.exception("unexpected failure while loading the model")
                 engine.load_error = f"{type(exc).__name__}: {exc}"
 
-    # The page comes up at once; the model loads behind it and the page shows the progress.
-    threading.Thread(target=load, name="load-model", daemon=True).start()
+    if zerogpu:
+        # ZeroGPU's CUDA emulation covers only the thread that imported `spaces`, and the
+        # weights it finds at launch are the ones it prepares for the GPU workers: load here.
+        load()
+    else:
+        # The page comes up at once; the model loads behind it and the page shows the progress.
+        threading.Thread(target=load, name="load-model", daemon=True).start()
     demo = build_page(studio, settings)
     log.info("storing data in %s", settings.db_path)
     demo.queue(max_size=settings.max_queue, default_concurrency_limit=1)
-    demo.launch(server_name=settings.host or None, server_port=settings.port or None,
-                share=settings.share,
-                max_file_size=f"{settings.max_upload_mb}mb", show_error=False, css=CSS)
+    # A stopping Space (or `kill`) sends SIGTERM: close the server as Ctrl-C does, so that the
+    # last snapshot below is taken.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        demo.launch(server_name=settings.host or None, server_port=settings.port or None,
+                    share=settings.share,
+                    max_file_size=f"{settings.max_upload_mb}mb", show_error=False, css=CSS,
+                    app_kwargs={"middleware": [upload_guard(settings)]})
+    except KeyboardInterrupt:  # stopped while still starting: as quiet as a stop once serving
+        demo.close()
+    finally:
+        if snapshotting is not None:
+            snapshotting.stop()
+            from storage.snapshots import take_snapshot
+
+            try:
+                take_snapshot(store, snapshots)
+            except Exception:  # the local database still has everything; say so and stop
+                log.exception("the last snapshot into %s failed; the data is in %s",
+                              snapshots, settings.db_path)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def start_snapshots(settings: Settings, store):
+    """Snapshot the database into persistent storage every few minutes, when it is mounted."""
+    if settings.snapshot_dir is None:
+        return None
+    from storage.periodic import Periodic
+    from storage.snapshots import take_snapshot
+
+    log.info("snapshots of %s go to %s every %d min", settings.db_path, settings.snapshot_dir,
+             settings.snapshot_minutes)
+    return Periodic(lambda: take_snapshot(store, settings.snapshot_dir),
+                    settings.snapshot_minutes / 60, "snapshot").start()
+
+
+def upload_guard(settings: Settings):
+    """Uploads refused before the disk fills, and (public) beyond a volume per client."""
+    from gradio.utils import get_upload_folder
+    from starlette.middleware import Middleware
+
+    from ui.limits import UploadGuard
+
+    per_client = settings.upload_mb_per_hour * 2**20 if settings.public else 0
+    return Middleware(UploadGuard, folder=get_upload_folder(),
+                      min_free_bytes=settings.min_free_disk_mb * 2**20,
+                      per_client_bytes=per_client)
 
 
 def start_push(settings: Settings, store) -> None:
@@ -257,15 +391,19 @@ def start_push(settings: Settings, store) -> None:
 def backup(argv: list[str]) -> None:
     from storage import Store
 
-    parser = argparse.ArgumentParser(prog="app.py backup",
-                                     description="Consistent copy of the database, while it runs")
+    parser = _Parser(prog=f"{_prog()} backup", description=COMMANDS["backup"])
     parser.add_argument("dest", help="path of the copy to write")
     parser.add_argument("--db", default=None, help="database to copy")
     args = parser.parse_args(argv)
     settings = settings_from(["--db", args.db] if args.db else [])
+    from storage.errors import StorageError
+
     # recover=False: answers still streaming in the running app are not cut off.
-    with Store(settings.db_path, recover=False) as store:
-        store.backup(Path(args.dest))
+    try:
+        with Store(settings.db_path, recover=False) as store:
+            store.backup(Path(args.dest))
+    except StorageError as exc:
+        parser.exit(1, f"{parser.prog}: incomplete: {exc}\n")
     print(f"backed up {settings.db_path} to {args.dest}")
 
 
@@ -290,6 +428,12 @@ def train(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if os.environ.get("GRADIO_WATCH_DIRS"):
+        # Gradio's hot reload re-runs this module after each edit and expects a page built at
+        # import, which would load the model again every time.
+        sys.exit("`gradio app.py` (hot reload) is not supported: it would load the model again "
+                 "after every edit. Run `python app.py` (or `vqa-studio`) with the same flags "
+                 "and restart it after an edit.")
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if argv and argv[0] == "backup":
@@ -303,6 +447,12 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "train":
         return train(argv[1:])
     serve(settings_from(argv))
+    # Stopped, and everything is saved: leave now. Finalising the interpreter after a served
+    # model takes seconds more, and a stopping Space does not wait long before killing.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

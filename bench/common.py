@@ -214,8 +214,10 @@ def _wait_for_model(app: RunningApp, deadline: float) -> None:
 
 
 @contextmanager
-def running_app(model: str, workdir: Path, *flags: str, threads: int = 1) -> Iterator[RunningApp]:
-    """`python app.py --model MODEL` on a free port, with its database under `workdir`."""
+def running_app(model: str, workdir: Path, *flags: str, threads: int = 1,
+                root: Path = ROOT) -> Iterator[RunningApp]:
+    """`python app.py --model MODEL` of the checkout at `root` on a free port, with its
+    database under `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     db_path = workdir / "data" / "studio.db"
@@ -223,10 +225,10 @@ def running_app(model: str, workdir: Path, *flags: str, threads: int = 1) -> Ite
     env = {**os.environ, **THREAD_ENV, "OMP_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
            "GRADIO_ANALYTICS_ENABLED": "False"}
-    command = [sys.executable, str(ROOT / "app.py"), "--model", model, "--quantize", "none",
+    command = [sys.executable, str(root / "app.py"), "--model", model, "--quantize", "none",
                "--db", str(db_path), "--port", str(port), *flags]
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file,
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=log_file,
                                    stderr=subprocess.STDOUT)
     app = RunningApp(f"http://127.0.0.1:{port}/", db_path, log_path, process)
     try:

@@ -46,7 +46,8 @@ from engine.memory import (
     is_out_of_memory,
     release_memory,
 )
-from engine.types import Sampling, Stats
+from engine.sampling import Decoding
+from engine.types import Stats
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class BatchJob:
     request_id: str
     inputs: Mapping
     max_new: int
-    sampling: Sampling
+    # The request's sampling settings over the checkpoint's (engine.sampling).
+    decoding: Decoding
     seed: int
     adapter: str | None
     tracker: AnswerTracker
@@ -264,7 +266,7 @@ class BatchScheduler:
         generator.manual_seed(job.seed)
         history = job.inputs["input_ids"][0].tolist()
         return _Row(job, real_tokens=length, rope_delta=delta,
-                    processors=_processors(job.sampling), generator=generator, history=history)
+                    processors=_processors(job.decoding), generator=generator, history=history)
 
     def _join(self, rows: list[_Row], cache, mask) -> None:
         import torch
@@ -367,8 +369,7 @@ class BatchScheduler:
         for index, row in enumerate(rows):
             if row.done or row.forced:
                 continue
-            sampling = row.job.sampling
-            greedy = not sampling.temperature or sampling.temperature <= 0
+            greedy = not row.job.decoding.do_sample
             if greedy and not row.processors:
                 continue
             scores = logits[index][None]
@@ -429,7 +430,7 @@ class BatchScheduler:
         self._mask = None
 
 
-def _processors(sampling: Sampling) -> list:
+def _processors(decoding: Decoding) -> list:
     """transformers' own logits processors for these settings, in `generate`'s order."""
     from transformers import (
         RepetitionPenaltyLogitsProcessor,
@@ -439,15 +440,15 @@ def _processors(sampling: Sampling) -> list:
     )
 
     processors: list = []
-    if sampling.repetition_penalty and sampling.repetition_penalty != 1.0:
-        processors.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
-    if sampling.temperature and sampling.temperature > 0:
-        if sampling.temperature != 1.0:
-            processors.append(TemperatureLogitsWarper(sampling.temperature))
-        if sampling.top_k:
-            processors.append(TopKLogitsWarper(sampling.top_k))
-        if sampling.top_p is not None and sampling.top_p < 1.0:
-            processors.append(TopPLogitsWarper(sampling.top_p))
+    if decoding.repetition_penalty is not None:
+        processors.append(RepetitionPenaltyLogitsProcessor(decoding.repetition_penalty))
+    if decoding.do_sample:
+        if decoding.temperature is not None and decoding.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(decoding.temperature))
+        if decoding.top_k:
+            processors.append(TopKLogitsWarper(decoding.top_k))
+        if decoding.top_p is not None and decoding.top_p < 1.0:
+            processors.append(TopPLogitsWarper(decoding.top_p))
     return processors
 
 

@@ -89,7 +89,9 @@ class AnswerTracker:
         self.started = started
         self.eos_ids = eos_ids
         self.prefilled = prefilled
-        self.special_ids = set(tokenizer.all_special_ids)
+        # End-of-sequence tokens are not text even when they are ordinary vocabulary (BLIP-2
+        # ends answers with a newline): they end the answer and are never part of it.
+        self.special_ids = set(tokenizer.all_special_ids) | set(eos_ids)
         parser = ThinkingParser(OPEN_TAG, CLOSE_TAG, start_in_reasoning=prefilled)
         self.phase = _Phase(tokenizer, parser, out, self.special_ids)
         self.reasoning_tokens = 0

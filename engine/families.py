@@ -14,7 +14,8 @@ Every loaded model is matched to a `Family` by its config's `model_type`. A fami
   "plain" (one position per token) or "mrope" (Qwen's multimodal rotary positions: the text
   position plus an offset per sequence that its images introduce); None: one at a time;
 - whether the checkpoint ships its own modeling code (`trust_remote_code`) and, when that code
-  is known not to run on the installed transformers, why (loading then stops with that reason).
+  is known not to run on the installed transformers, why (loading then stops with that reason);
+- for a family this project implements itself (Ovis2.5), the function that loads it.
 
 Nothing else in the engine branches on the family name.
 """
@@ -54,6 +55,9 @@ class Family:
     trust_remote_code: bool = False
     # Set when the family's own modeling code cannot run on the installed transformers.
     remote_code_broken: str | None = None
+    # "module:function" that loads (processor, model) from a folder, for a family implemented
+    # in this project rather than by transformers' Auto classes; None: the Auto classes.
+    loader: str | None = None
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -90,16 +94,12 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "ovis2_5",
         ("ovis2_5",),
-        # Module names of the published remote code: Qwen3 under `llm`, the SigLIP2 NaViT
-        # and its head under `visual_tokenizer`, the visual vocabulary in `vte`.
+        # The published module names: Qwen3 under `llm`, the SigLIP2 NaViT and its visual head
+        # under `visual_tokenizer`, the visual embedding table in `vte`.
         ("visual_tokenizer", "vte", "llm.lm_head"),
-        trust_remote_code=True,
-        remote_code_broken=(
-            "Ovis2.5 ships its own modeling code, written for transformers 4.51, and that code "
-            "does not load with the installed transformers (see docs/models.md). Serve it with "
-            "vLLM, which implements Ovis2.5 natively, and connect the app to that server "
-            "instead."
-        ),
+        batch_positions="plain",
+        # Implemented in this project; the checkpoint's own code is never imported.
+        loader="engine.ovis25_processing:load_ovis25",
     ),
     Family(
         "blip2",

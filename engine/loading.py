@@ -1,12 +1,12 @@
 """Turning a model reference into a loaded (model, processor) pair.
 
 A reference is `tiny-random` (or `tiny-random:FAMILY`), `tiny-vqa` (the small LLaVA trained on
-easy-vqa, shipped in models/tiny-vqa), a local folder, or a hub id. A local folder may also be
-what a trainer wrote (a checkpoint-N, an output folder, a LoRA adapter merged into the base it
-names; see `engine.checkpoints`). Every
-reference ends in the same `from_pretrained` calls on a local folder: the tiny checkpoints are
-built into a cache folder first, and hub ids are downloaded first (with byte progress), so a
-tiny checkpoint exercises exactly the path a real one takes.
+easy-vqa, shipped in engine/models/tiny-vqa), a local folder, or a hub id. A local folder may
+also be what a trainer wrote (a checkpoint-N, an output folder, a LoRA adapter merged into the
+base it names; see `engine.checkpoints`). Every reference ends in the same `from_pretrained`
+calls on a local folder: the tiny checkpoints are built into a cache folder first, and hub ids
+are downloaded first (with byte progress), so a tiny checkpoint exercises exactly the path a
+real one takes.
 
 Quantization is chosen here: "auto" is 4-bit NF4 with double quantization and bf16 compute on
 CUDA and none on CPU. The family table says which modules stay unquantized. LoRA adapters
@@ -38,7 +38,7 @@ Quantize = Literal["auto", "4bit", "8bit", "none"]
 TINY_PREFIX = "tiny-random"
 TINY_VQA = "tiny-vqa"
 # Committed with the code (a few MB); `python -m training.tiny_vqa` rebuilds it.
-TINY_VQA_DIR = Path(__file__).resolve().parents[1] / "models" / "tiny-vqa"
+TINY_VQA_DIR = Path(__file__).resolve().parent / "models" / "tiny-vqa"
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,10 @@ def _local_path(model_ref: str, cache_dir: Path | None, progress: ProgressCallba
 
         family = model_ref.partition(":")[2] or "qwen3_5"
         progress(LoadProgress("building", f"Preparing the tiny random {family} checkpoint"))
-        return ensure_tiny(family, cache_dir)
+        try:
+            return ensure_tiny(family, cache_dir)
+        except (FileNotFoundError, ValueError) as exc:  # no real Hub files; unknown name
+            raise ModelLoadError(str(exc)) from exc
     if model_ref == TINY_VQA:
         if not (TINY_VQA_DIR / "config.json").is_file():
             raise ModelLoadError(f"The tiny-vqa checkpoint is missing from {TINY_VQA_DIR}; "
@@ -220,13 +223,13 @@ def load_model(
     path, merge_adapter, notes = _weights(model_ref, path, cache_dir, progress)
     family, trust_remote_code = _family(model_ref, path)
     try:
-        AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if family.loader is None:
+            AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise ModelLoadError(f"{model_ref} is not a transformers model folder ({exc}).") from exc
 
     progress(LoadProgress("loading", f"Loading {model_ref} ({quantization})"))
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    measure_peak = device == "cuda" and _reset_cuda_peak(torch)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     kwargs: dict = {"dtype": dtype}
     quant_config = _quantization_config(quantization, family)
@@ -234,10 +237,13 @@ def load_model(
         kwargs["quantization_config"] = quant_config
         kwargs["device_map"] = {"": device if device != "cuda" else 0}
     try:
-        processor = AutoProcessor.from_pretrained(
-            _processor_folder(merge_adapter, path), trust_remote_code=trust_remote_code)
-        model = AutoModelForImageTextToText.from_pretrained(
-            path, trust_remote_code=trust_remote_code, **kwargs)
+        if family.loader is not None:
+            processor, model = _project_loader(family.loader)(path, **kwargs)
+        else:
+            processor = AutoProcessor.from_pretrained(
+                _processor_folder(merge_adapter, path), trust_remote_code=trust_remote_code)
+            model = AutoModelForImageTextToText.from_pretrained(
+                path, trust_remote_code=trust_remote_code, **kwargs)
         if merge_adapter is not None:
             from peft import PeftModel
 
@@ -266,7 +272,7 @@ def load_model(
         footprint_bytes=int(model.get_memory_footprint()),
         device=device,
         load_seconds=time.perf_counter() - started,
-        cuda_peak_bytes=torch.cuda.max_memory_allocated() if device == "cuda" else None,
+        cuda_peak_bytes=torch.cuda.max_memory_allocated() if measure_peak else None,
         revision=_revision(path),
         notes=notes,
         quantized_by_prefix=tuple(sorted(quantized.items())),
@@ -310,6 +316,17 @@ def _processor_folder(adapter: Path | None, base: Path) -> Path:
     return base
 
 
+def _reset_cuda_peak(torch) -> bool:
+    """Start measuring the load's peak GPU memory; False where there is no allocator to measure
+    (ZeroGPU emulates CUDA in the app's own process and has no peak statistics to reset)."""
+    try:
+        torch.cuda.reset_peak_memory_stats()
+    except RuntimeError as exc:
+        log.info("not measuring peak GPU memory: %s", exc)
+        return False
+    return True
+
+
 def _family(model_ref: str, path: Path) -> tuple[Family, bool]:
     """The checkpoint's family, and whether its own modeling code must be trusted to load it.
 
@@ -328,6 +345,14 @@ def _family(model_ref: str, path: Path) -> tuple[Family, bool]:
     if family.remote_code_broken:
         raise ModelLoadError(family.remote_code_broken)
     return family, True
+
+
+def _project_loader(reference: str) -> Callable:
+    """The function a family names to load (processor, model) with this project's classes."""
+    import importlib
+
+    module_name, function_name = reference.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
 
 
 def _native(model_type: str) -> bool:

@@ -27,6 +27,8 @@ This module knows nothing of the UI or the database.
 
 from __future__ import annotations
 
+import logging
+import math
 import queue
 import random
 import threading
@@ -35,12 +37,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from control_tokens import without_control_tokens
 from engine.adapters import AdapterSwitch
 from engine.batching import BatchJob, BatchLimits, BatchScheduler
 from engine.decoding import OPEN_TAG, AnswerTracker, TokenTap
 from engine.errors import ModelNotReady, OutOfMemory, RequestError, StudioError
 from engine.families import Family
 from engine.fifo import FifoLock, Ticket
+from engine.images import ImagePolicy
 from engine.loading import LoadProgress, LoadReport, Quantize, load_model
 from engine.memory import (
     OUT_OF_MEMORY_MESSAGE,
@@ -49,11 +53,17 @@ from engine.memory import (
     release_memory,
 )
 from engine.requests import check_request
-from engine.types import Capabilities, Event, GenerationRequest, Message, Stats
+from engine.sampling import Decoding, resolve
+from engine.thinking import ThinkingMode, thinking_mode
+from engine.types import Capabilities, Event, GenerationRequest, Message, Sampling, Stats
 
 __all__ = ["OUT_OF_MEMORY_MESSAGE", "LocalEngine", "extend_inputs"]
 
+log = logging.getLogger(__name__)
+
 _DONE = object()
+# Tokens kept free of images in the context: the questions and an answer need room too.
+ANSWER_ROOM_TOKENS = 512
 
 
 def extend_inputs(inputs, input_ids) -> dict:
@@ -96,6 +106,7 @@ class LocalEngine:
         max_images: int | None = None,
         adapters: Mapping[str, str | Path] | None = None,
         batch_limits: BatchLimits | None = None,
+        max_pixels: int | None = None,
     ) -> None:
         self.model_ref = model_ref
         self.quantize = quantize
@@ -103,6 +114,10 @@ class LocalEngine:
         self.cache_dir = cache_dir
         self.max_new_tokens_limit = max_new_tokens_limit
         self.max_images_override = max_images
+        # The pixel budget images are scaled to before they reach the model (--max-pixels):
+        # what one image costs in tokens, and so how many fit in the context, follows from it.
+        self.max_pixels = max_pixels or ImagePolicy().max_pixels
+        self._image_tokens = 0
         # Adapter name -> folder written by PEFT's save_pretrained.
         self.adapters = dict(adapters or {})
         self.model = None
@@ -120,6 +135,8 @@ class LocalEngine:
         self._lock = FifoLock(max_waiting)
         self._tickets: dict[str, Ticket] = {}
         self._supports_thinking = False
+        self._thinking_mode: ThinkingMode = "never"
+        self._thinking_default = False
         self._sanitize_control_tokens = True
 
     # -- loading -------------------------------------------------------------------------
@@ -152,9 +169,10 @@ class LocalEngine:
             self.load_error = str(exc)
             self.progress = LoadProgress("failed", str(exc))
             raise
-        template = getattr(self.processor, "chat_template", None) or ""
-        self._supports_thinking = "enable_thinking" in template
+        self._thinking_mode, self._thinking_default = self._detect_thinking()
+        self._supports_thinking = self._thinking_mode != "never"
         self._sanitize_control_tokens = self.family.sanitize_control_tokens
+        self._image_tokens = self._tokens_per_image()
         self._adapter_switch = AdapterSwitch(self.model, self.report.adapters)
         if self.family.batch_positions and self.batch_limits.max_batch_size > 1:
             tokenizer = self.processor.tokenizer
@@ -165,6 +183,40 @@ class LocalEngine:
         self._ready.set()
         return self.report
 
+    def _detect_thinking(self) -> tuple[ThinkingMode, bool]:
+        """Thinking as the checkpoint's chat template does it (never, switchable, always)."""
+        if (self.family.prompt_style != "chat"
+                or not getattr(self.processor, "chat_template", None)):
+            return "never", False
+        question = [{"role": "user", "content": [{"type": "text", "text": "Hi?"}]}]
+
+        def render(kwargs: dict) -> str:
+            return self.processor.apply_chat_template(
+                question, add_generation_prompt=True, tokenize=False, **kwargs)
+
+        return thinking_mode(render, OPEN_TAG)
+
+    def _tokens_per_image(self) -> int:
+        """Prompt tokens one image at the pixel budget costs, measured with the processor
+        (the largest over a square and a wide image: tiling processors cost more for some
+        shapes). 0 when it cannot be measured."""
+        from PIL import Image
+
+        side = math.isqrt(self.max_pixels)
+        wide = (math.isqrt(self.max_pixels * 16 // 9), math.isqrt(self.max_pixels * 9 // 16))
+        question = Message("user", "Hi?")
+        try:
+            plain = self._build_inputs((question,), False)[0]["input_ids"].shape[1]
+            costs = []
+            for size in ((side, side), wide):
+                with_image = Message("user", "Hi?", (Image.new("RGB", size, (127, 127, 127)),))
+                inputs = self._build_inputs((with_image,), False)[0]
+                costs.append(int(inputs["input_ids"].shape[1]) - plain)
+        except Exception:  # a processor that cannot take this shape: no limit from costs
+            log.exception("could not measure what an image costs in tokens")
+            return 0
+        return max(0, *costs)
+
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout)
 
@@ -173,21 +225,33 @@ class LocalEngine:
             raise ModelNotReady(self._not_ready_message())
         config = self.model.config
         text_config = getattr(config, "text_config", None) or config
-        max_images = self.family.max_images
-        if self.max_images_override is not None:
-            max_images = min(max_images, self.max_images_override)
+        context_length = int(getattr(text_config, "max_position_embeddings", 0) or 0)
+        max_images = self._set_image_limit()
+        if context_length and self._image_tokens:
+            # Images at the pixel budget, plus room for the questions and an answer.
+            fitting = (context_length - ANSWER_ROOM_TOKENS) // self._image_tokens
+            max_images = max(1, min(max_images, fitting))
         return Capabilities(
             model_id=self.model_ref,
             family=self.family.name,
             thinking=self._supports_thinking,
+            thinking_mode=self._thinking_mode,
+            thinking_default=self._thinking_default,
             multi_image=max_images > 1,
             max_images=max_images,
-            context_length=int(getattr(text_config, "max_position_embeddings", 0) or 0),
+            context_length=context_length,
+            image_tokens=self._image_tokens,
             thinking_budget=self._supports_thinking,
             adapters=self.report.adapters,
             quantization=self.report.quantization,
             revision=self.report.revision,
         )
+
+    def _set_image_limit(self) -> int:
+        """The family's image limit, lowered by the engine's setting if any."""
+        if self.max_images_override is not None:
+            return min(self.family.max_images, self.max_images_override)
+        return self.family.max_images
 
     def _not_ready_message(self) -> str:
         if self.load_error:
@@ -241,6 +305,13 @@ class LocalEngine:
 
     def _validate(self, request: GenerationRequest) -> None:
         caps = self.capabilities()
+        image_count = sum(len(m.images) for m in request.messages)
+        if image_count > caps.max_images and caps.max_images < self._set_image_limit():
+            raise RequestError(
+                f"This conversation has {image_count} images, more than the "
+                f"{caps.max_images} this model can read with room to answer: each image costs "
+                f"about {caps.image_tokens} tokens of its {caps.context_length}-token context. "
+                "Start a new conversation for more images.")
         image_count = check_request(request, caps.max_images)
         if image_count == 0 and self.family.needs_image:
             raise RequestError(
@@ -350,7 +421,7 @@ class LocalEngine:
         control = self._control_tokens() if scrub else []
         conversation = []
         for message in messages:
-            text = _without(message.text, control)
+            text = without_control_tokens(message.text, control)
             content = [{"type": "image", "image": image} for image in message.images]
             content.append({"type": "text", "text": text})
             conversation.append({"role": message.role, "content": content})
@@ -363,7 +434,7 @@ class LocalEngine:
         control = self._control_tokens()
         lines = []
         for message in messages:
-            text = _without(message.text, control).strip()
+            text = without_control_tokens(message.text, control).strip()
             if message.role == "user":
                 lines.append(f"Question: {text}")
             elif message.role == "assistant":
@@ -378,7 +449,9 @@ class LocalEngine:
         import torch
 
         max_new = max(1, min(request.sampling.max_new_tokens, self.max_new_tokens_limit))
-        thinking = request.thinking and self._supports_thinking
+        # A template that always thinks does so whatever the request asks; the budget holds.
+        thinking = self._thinking_mode == "always" or (
+            request.thinking and self._thinking_mode == "switchable")
         budget = request.thinking_budget if thinking else None
         inputs, prompt_text = self._build_inputs(request.messages, thinking)
         context = self.capabilities().context_length
@@ -403,7 +476,8 @@ class LocalEngine:
         inputs, max_new, tracker = self._prepare(request, out, started)
         state["tracker"] = tracker
         return BatchJob(request_id=request.request_id, inputs=inputs, max_new=max_new,
-                        sampling=request.sampling, seed=seed, adapter=request.adapter,
+                        decoding=self.decoding(request.sampling), seed=seed,
+                        adapter=request.adapter,
                         tracker=tracker, cancelled=cancelled, finished=finished)
 
     def _generate(self, request: GenerationRequest, seed: int, cancelled: threading.Event,
@@ -445,17 +519,25 @@ class LocalEngine:
                 **inputs, max_new_tokens=max_new, stopping_criteria=StoppingCriteriaList([tap]),
                 **generation)
 
-    def _generation_kwargs(self, sampling) -> dict:
+    def decoding(self, sampling: Sampling) -> Decoding:
+        """The request's sampling settings over the checkpoint's generation config."""
+        return resolve(sampling, self.model.generation_config)
+
+    def _generation_kwargs(self, sampling: Sampling) -> dict:
         tokenizer = self.processor.tokenizer
         kwargs: dict = {"pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id}
-        if sampling.temperature and sampling.temperature > 0:
-            kwargs.update(do_sample=True, temperature=sampling.temperature,
-                          top_p=sampling.top_p, top_k=sampling.top_k or None)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if sampling.repetition_penalty and sampling.repetition_penalty != 1.0:
-            kwargs["repetition_penalty"] = sampling.repetition_penalty
+        kwargs.update(self.decoding(sampling).generate_kwargs())
         return kwargs
+
+    def end_of_answer_id(self) -> int:
+        """The token the model ends an answer with: the first of its generation config's
+        end-of-sequence ids (Qwen: <|im_end|>; BLIP-2: a newline), else the tokenizer's."""
+        eos = self.model.generation_config.eos_token_id
+        if isinstance(eos, (list, tuple)) and eos:
+            return int(eos[0])
+        if isinstance(eos, int):
+            return eos
+        return int(self.processor.tokenizer.eos_token_id)
 
     def eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
@@ -464,20 +546,6 @@ class LocalEngine:
         if isinstance(eos, int):
             return {eos}
         return set(eos or ())
-
-
-def _without(text: str, tokens: list[str]) -> str:
-    """`text` with every occurrence of `tokens` removed, including ones the removal creates."""
-    # Removing "<|x|>" from "<im<|x|>age>" joins the rest into "<image>": repeat until stable.
-    # Each pass that changes anything makes the text shorter, so this ends.
-    changed = True
-    while changed:
-        changed = False
-        for token in tokens:
-            if token in text:
-                text = text.replace(token, "")
-                changed = True
-    return text
 
 
 def _pad_id(tokenizer) -> int:

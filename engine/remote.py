@@ -8,8 +8,9 @@ its own queueing, so `queue_position` knows nothing (None).
 What is sent, to POST {base_url}/chat/completions (base_url ends in /v1, as for every OpenAI
 client): the whole conversation, images as PNG data URLs; `stream: true` with usage requested;
 max_tokens, temperature, top_p and a seed (one is picked and reported when the request has
-none); top_k and repetition_penalty only when they differ from their neutral values, as extra
-fields (vLLM and SGLang take them; `transformers serve` refuses unknown fields with HTTP 422);
+none); top_k when it is not 0 and repetition_penalty when it is not None, as extra fields
+(vLLM and SGLang take them; `transformers serve` refuses unknown fields with HTTP 422). Left
+out, they keep the served checkpoint's own values, as `engine.sampling` does locally;
 thinking as `chat_template_kwargs: {"enable_thinking": ...}`; a request's adapter as the model
 name, since vLLM serves each LoRA adapter under a model name of its own. There is no standard
 field for a thinking budget, so none is sent unless the engine is told the server's field
@@ -256,6 +257,7 @@ class RemoteEngine:
             max_images=self.max_images,
             context_length=self.context_length,
             thinking_budget=self.thinking and self.thinking_budget_field is not None,
+            thinking_mode="switchable" if self.thinking else "never",
             adapters=self.adapters,
             quantization="unknown",
         )
@@ -340,10 +342,12 @@ class RemoteEngine:
             "top_p": sampling.top_p,
             "seed": seed,
         }
-        # Extra fields only when they change something: not every server accepts them.
+        # Extra fields only when the request sets them: not every server accepts them, and a
+        # field left out keeps the served checkpoint's own value (vLLM and SGLang read its
+        # generation_config), which is what top_k 0 and repetition_penalty None mean locally.
         if sampling.top_k:
             body["top_k"] = sampling.top_k
-        if sampling.repetition_penalty and sampling.repetition_penalty != 1.0:
+        if sampling.repetition_penalty is not None:
             body["repetition_penalty"] = sampling.repetition_penalty
         if self.thinking:
             body["chat_template_kwargs"] = {"enable_thinking": request.thinking}

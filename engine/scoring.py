@@ -5,9 +5,11 @@ to the conversation `messages` (which ends with the user's question, images incl
 the base model (`adapter` None) or a loaded LoRA adapter: the sum over the answer's tokens of
 log p(token | prompt, earlier answer tokens), the number of tokens, and their mean. The prompt
 is the one the engine generates from (chat template, generation prompt, thinking off); the
-answer is followed by the end-of-turn token, so a complete answer competes with its own
-prefixes and extensions on equal terms. Control tokens typed inside an answer count as plain
-text. `score_answers` scores several answers to one conversation under one hold of the model.
+answer is followed by the token the model really ends answers with (its generation
+config's first end-of-sequence id: `<|im_end|>` for Qwen, a newline for BLIP-2), so a
+complete answer competes with its own prefixes and extensions on equal terms. Control tokens
+typed inside an answer count as plain text. `score_answers` scores several answers to one
+conversation under one hold of the model.
 
 Scoring takes the engine's model lock, so it queues with generation requests and never runs
 alongside one. Only the in-process `LocalEngine` has logits to read; any other engine is
@@ -63,14 +65,7 @@ def _answer_ids(engine, answer: str) -> list[int]:
         # The prompt ends with "Answer:" and generated answers start after a space.
         text = " " + answer.lstrip()
     ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    return list(ids) + [_end_of_turn_id(engine)]
-
-
-def _end_of_turn_id(engine) -> int:
-    eos = engine.processor.tokenizer.eos_token_id
-    if eos is not None:
-        return int(eos)
-    return min(engine.eos_ids())
+    return list(ids) + [engine.end_of_answer_id()]
 
 
 def _score(engine, inputs, answer: str) -> Score:

@@ -181,3 +181,26 @@ def _tag_prefix_suffix_length(text: str, tag: str) -> int:
         if tag.startswith(text[-length:]):
             return length
     return 0
+
+
+ThinkingMode = Literal["never", "switchable", "always"]
+
+
+def thinking_mode(render, open_tag: str = "<think>") -> tuple[ThinkingMode, bool]:
+    """What a chat template does about thinking, and what it does when not told.
+
+    `render(kwargs)` returns the generation prompt of a one-question conversation rendered with
+    the given template keyword arguments. A template "opens" thinking when that prompt ends
+    with the opening tag (the model continues inside reasoning). Returns ("never", False) when
+    it opens thinking neither with `enable_thinking` true nor false, ("always", True) when it
+    does with both, else ("switchable", whether it opens without being told).
+    """
+    def opens(kwargs: dict) -> bool:
+        return render(kwargs).rstrip().endswith(open_tag)
+
+    on, off = opens({"enable_thinking": True}), opens({"enable_thinking": False})
+    if on and off:
+        return "always", True
+    if not on and not off:
+        return "never", False
+    return "switchable", opens({})

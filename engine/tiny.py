@@ -1,11 +1,16 @@
 """Tiny random checkpoints of real vision-language architectures, built offline and cached.
 
-`ensure_tiny(family)` returns a folder that loads exactly like a hub checkpoint:
+`ensure_tiny(name)` returns a folder that loads exactly like a hub checkpoint:
 `AutoProcessor.from_pretrained(path)` and the family's model class (see `TINY_NOTES`), with
-random seeded weights, a locally trained byte-level BPE tokenizer, the family's real processor
-class and a chat template in the family's format. Folders are a few MB, built in seconds, and
-rebuilt only when missing or incomplete: a build goes to a temporary sibling folder, gets a
-marker file last, and is then renamed into place.
+random seeded weights. Where the real Hub files of a target checkpoint are at hand
+(`engine.tiny_hub`: the files in engine/hub), the tiny checkpoint is built from
+them: the real config with its sizes shrunk, the real chat template, tokenizer, special token
+ids, processor and generation configs. The other families (LLaVA-NeXT, SmolVLM2, and the
+language sides of LLaVA-OneVision and Ovis2) get a locally trained byte-level BPE tokenizer
+and configs in the family's format. Where real checkpoints of one family behave differently,
+each behaviour has its own tiny checkpoint (Qwen3-VL Instruct / Thinking, Qwen3.5 small /
+large). Folders are built in seconds and rebuilt only when missing or incomplete: a build goes
+to a temporary sibling folder, gets a marker file last, and is then renamed into place.
 
 The default cache is $VQA_STUDIO_CACHE or ~/.cache/vqa-studio, subfolder tiny/<family>-v<N>.
 "tiny-random" is the app's alias for ensure_tiny("qwen3_5"); this module does not resolve it.
@@ -20,7 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 MARKER = "tiny-complete.txt"
@@ -28,11 +33,13 @@ MARKER = "tiny-complete.txt"
 
 @dataclass(frozen=True)
 class TinyNote:
-    """What the engine needs to know about one tiny family."""
+    """What the engine needs to know about one tiny checkpoint."""
 
     model_class: str  # transformers class that loads the folder
     processor_class: str  # what AutoProcessor returns
-    thinking: bool  # the chat template honours enable_thinking (default on)
+    # What its chat template does with enable_thinking: "never" thinks (the switch is
+    # ignored), "switchable" (thinking_default: what it does when not told), "always" thinks.
+    thinking: str
     chat_template: bool  # False: no template; prompt with "Question: ... Answer:"
     # The placeholder the processor repeats in input_ids where image features go.
     image_token: str
@@ -40,6 +47,11 @@ class TinyNote:
     # quantization: vision tower, projector, lm_head. Every other linear of the tiny models
     # has the widths 4-bit kernels need on CPU.
     keep_unquantized: tuple[str, ...]
+    thinking_default: bool = False
+    # The real checkpoint's files it is built from (a folder of the hub files), if any.
+    real_source: str | None = None
+    # The engine family it belongs to (engine.families); empty: the same as its name.
+    family: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,122 +61,161 @@ class _Recipe:
     note: TinyNote
 
 
+_QWEN_KEEP = ("model.visual", "lm_head")
+_LLAVA_KEEP = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
+_IDEFICS_KEEP = ("model.vision_model", "model.connector", "lm_head")
+
+
+def _qwen3_5(version: int, builder: str, default: bool) -> _Recipe:
+    return _Recipe(version, builder, TinyNote(
+        family="qwen3_5",
+        model_class="Qwen3_5ForConditionalGeneration",
+        processor_class="Qwen3VLProcessor",
+        thinking="switchable",
+        thinking_default=default,
+        chat_template=True,
+        image_token="<|image_pad|>",
+        keep_unquantized=_QWEN_KEEP,
+        real_source="Qwen__Qwen3.5-0.8B",
+    ))
+
+
+def _qwen3_vl(version: int, builder: str, thinking: str) -> _Recipe:
+    return _Recipe(version, builder, TinyNote(
+        family="qwen3_vl",
+        model_class="Qwen3VLForConditionalGeneration",
+        processor_class="Qwen3VLProcessor",
+        thinking=thinking,
+        thinking_default=thinking == "always",
+        chat_template=True,
+        image_token="<|image_pad|>",
+        keep_unquantized=_QWEN_KEEP,
+        real_source="Qwen__Qwen3-VL-4B-Instruct",
+    ))
+
+
 _RECIPES: dict[str, _Recipe] = {
-    "qwen3_5": _Recipe(
-        2,
-        "engine.tiny_qwen:build_qwen3_5",
-        TinyNote(
-            model_class="Qwen3_5ForConditionalGeneration",
-            processor_class="Qwen3VLProcessor",
-            thinking=True,
-            chat_template=True,
-            image_token="<|image_pad|>",
-            keep_unquantized=("model.visual", "lm_head"),
-        ),
-    ),
+    # Qwen3.5 0.8B / 2B (what --model auto picks on a CPU or a small GPU): thinks when asked.
+    "qwen3_5": _qwen3_5(3, "engine.tiny_hub:build_qwen3_5", default=False),
+    # Qwen3.5 4B / 9B: thinks unless told not to.
+    "qwen3_5_large": _qwen3_5(1, "engine.tiny_hub:build_qwen3_5_large", default=True),
     "llava": _Recipe(
-        2,
-        "engine.tiny_llava:build_llava",
+        3,
+        "engine.tiny_hub:build_llava",
         TinyNote(
+            family="llava",
             model_class="LlavaForConditionalGeneration",
             processor_class="LlavaProcessor",
-            thinking=False,
+            thinking="never",
             chat_template=True,
             image_token="<image>",
-            keep_unquantized=("model.vision_tower", "model.multi_modal_projector", "lm_head"),
+            keep_unquantized=_LLAVA_KEEP,
+            real_source="llava-hf__llava-1.5-7b-hf",
         ),
     ),
-    "qwen3_vl": _Recipe(
-        1,
-        "engine.tiny_qwen:build_qwen3_vl",
-        TinyNote(
-            model_class="Qwen3VLForConditionalGeneration",
-            processor_class="Qwen3VLProcessor",
-            thinking=True,
-            chat_template=True,
-            image_token="<|image_pad|>",
-            keep_unquantized=("model.visual", "lm_head"),
-        ),
-    ),
+    "qwen3_vl": _qwen3_vl(2, "engine.tiny_hub:build_qwen3_vl", "never"),
+    "qwen3_vl_thinking": _qwen3_vl(1, "engine.tiny_hub:build_qwen3_vl_thinking", "always"),
     "qwen2_5_vl": _Recipe(
-        1,
-        "engine.tiny_qwen:build_qwen2_5_vl",
+        2,
+        "engine.tiny_hub:build_qwen2_5_vl",
         TinyNote(
+            family="qwen2_5_vl",
             model_class="Qwen2_5_VLForConditionalGeneration",
             processor_class="Qwen2_5_VLProcessor",
-            thinking=False,
+            thinking="never",
             chat_template=True,
             image_token="<|image_pad|>",
-            keep_unquantized=("model.visual", "lm_head"),
+            keep_unquantized=_QWEN_KEEP,
+            real_source="Qwen__Qwen2.5-VL-3B-Instruct",
         ),
     ),
     "llava_next": _Recipe(
         1,
         "engine.tiny_llava:build_llava_next",
         TinyNote(
+            family="llava_next",
             model_class="LlavaNextForConditionalGeneration",
             processor_class="LlavaNextProcessor",
-            thinking=False,
+            thinking="never",
             chat_template=True,
             image_token="<image>",
-            keep_unquantized=("model.vision_tower", "model.multi_modal_projector", "lm_head"),
+            keep_unquantized=_LLAVA_KEEP,
         ),
     ),
     "llava_onevision": _Recipe(
-        1,
+        2,
         "engine.tiny_llava:build_llava_onevision",
         TinyNote(
+            family="llava_onevision",
             model_class="LlavaOnevisionForConditionalGeneration",
             processor_class="LlavaOnevisionProcessor",
-            thinking=False,
+            thinking="never",
             chat_template=True,
             image_token="<image>",
-            keep_unquantized=("model.vision_tower", "model.multi_modal_projector", "lm_head"),
+            keep_unquantized=_LLAVA_KEEP,
         ),
     ),
+    # SmolVLM-256M-Instruct is an idefics3 checkpoint.
     "idefics3": _Recipe(
-        1,
-        "engine.tiny_idefics:build_idefics3",
+        2,
+        "engine.tiny_hub:build_idefics3",
         TinyNote(
+            family="idefics3",
             model_class="Idefics3ForConditionalGeneration",
             processor_class="Idefics3Processor",
-            thinking=False,
+            thinking="never",
             chat_template=True,
             image_token="<image>",
-            keep_unquantized=("model.vision_model", "model.connector", "lm_head"),
+            keep_unquantized=_IDEFICS_KEEP,
+            real_source="HuggingFaceTB__SmolVLM-256M-Instruct",
         ),
     ),
     "smolvlm": _Recipe(
         1,
         "engine.tiny_idefics:build_smolvlm",
         TinyNote(
+            family="smolvlm",
             model_class="SmolVLMForConditionalGeneration",
             processor_class="SmolVLMProcessor",
-            thinking=False,
+            thinking="never",
             chat_template=True,
             image_token="<image>",
-            keep_unquantized=("model.vision_model", "model.connector", "lm_head"),
+            keep_unquantized=_IDEFICS_KEEP,
         ),
     ),
     "ovis2": _Recipe(
-        1,
+        2,
         "engine.tiny_ovis2:build_ovis2",
         TinyNote(
+            family="ovis2",
             model_class="Ovis2ForConditionalGeneration",
             processor_class="Ovis2Processor",
-            thinking=False,
+            thinking="never",
             chat_template=True,
             image_token="<IMG_ATOM>",
             keep_unquantized=("model.vision_tower", "model.visual_embeddings_table", "lm_head"),
         ),
     ),
-    "blip2": _Recipe(
+    "ovis2_5": _Recipe(
         1,
-        "engine.tiny_blip2:build_blip2",
+        "engine.tiny_ovis25:build_ovis2_5",
         TinyNote(
+            model_class="Ovis25ForConditionalGeneration",
+            processor_class="Ovis25Processor",
+            thinking=True,
+            chat_template=True,
+            image_token="<|image_pad|>",
+            keep_unquantized=("visual_tokenizer", "vte", "llm.lm_head"),
+        ),
+    ),
+    "blip2": _Recipe(
+        2,
+        "engine.tiny_hub:build_blip2",
+        TinyNote(
+            family="blip2",
             model_class="Blip2ForConditionalGeneration",
             processor_class="Blip2Processor",
-            thinking=False,
+            thinking="never",
             chat_template=False,
             image_token="<image>",
             keep_unquantized=(
@@ -173,12 +224,25 @@ _RECIPES: dict[str, _Recipe] = {
                 "language_projection",
                 "language_model.lm_head",
             ),
+            real_source="Salesforce__blip2-opt-2.7b",
         ),
     ),
 }
 
 TINY_FAMILIES: tuple[str, ...] = tuple(_RECIPES)
-TINY_NOTES: dict[str, TinyNote] = {name: recipe.note for name, recipe in _RECIPES.items()}
+
+
+def _settled(name: str, note: TinyNote) -> TinyNote:
+    """The note with its family named and its thinking spelled as a mode."""
+    thinking, default = note.thinking, note.thinking_default
+    if isinstance(thinking, bool):  # True: honours enable_thinking, thinking by default
+        thinking, default = ("switchable", True) if thinking else ("never", False)
+    return replace(note, family=note.family or name, thinking=thinking,
+                   thinking_default=default)
+
+
+TINY_NOTES: dict[str, TinyNote] = {
+    name: _settled(name, recipe.note) for name, recipe in _RECIPES.items()}
 
 
 def default_cache_dir() -> Path:

@@ -1,8 +1,9 @@
-"""Tiny random Idefics3-family checkpoints: Idefics3 and SmolVLM.
+"""Tiny random SmolVLM (SmolVLM2-style `smolvlm`) checkpoint; SmolVLM-256M, an `idefics3`
+checkpoint, is built from its real files by `engine.tiny_hub`.
 
 Each `build_*` function writes a complete checkpoint into an empty folder with
 `save_pretrained`; called only by `engine.tiny.ensure_tiny`, which owns caching.
-Both pair a SigLIP-like ViT (64 px tiles, patch 16, pixel shuffle 2 -> 4 tokens per tile) with a
+It pairs a SigLIP-like ViT (64 px tiles, patch 16, pixel shuffle 2 -> 4 tokens per tile) with a
 tiny Llama; large images are split into tiles plus a global view, as in the real models.
 """
 
@@ -65,34 +66,6 @@ def _vision_config() -> dict:
 def _image_sizes() -> dict:
     # At most 2 x 2 tiles plus the global view.
     return {"size": {"longest_edge": 2 * TILE}, "max_image_size": {"longest_edge": TILE}}
-
-
-def build_idefics3(folder: Path) -> None:
-    """Idefics3ForConditionalGeneration: tiled ViT + tiny Llama (Llama-3 style tokenizer)."""
-    from transformers import (
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3ImageProcessor,
-        Idefics3Processor,
-    )
-
-    tokenizer = llama_style_tokenizer(IMAGE_LAYOUT_TOKENS, TEMPLATE)
-    processor = Idefics3Processor(
-        image_processor=Idefics3ImageProcessor(**_image_sizes()),
-        tokenizer=tokenizer,
-        image_seq_len=TOKENS_PER_TILE,
-        chat_template=TEMPLATE,
-    )
-    config = Idefics3Config(
-        vision_config=_vision_config(),
-        text_config=decoder_config("llama", tokenizer),
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        scale_factor=SCALE,
-    )
-    seed_everything()
-    model = Idefics3ForConditionalGeneration(config).eval()
-    eos = [END_OF_UTTERANCE, tokenizer.eos_token]
-    save_checkpoint(folder, model, processor, tokenizer, eos)
 
 
 def build_smolvlm(folder: Path) -> None:

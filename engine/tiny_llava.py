@@ -1,9 +1,11 @@
-"""Tiny random LLaVA-family checkpoints: LLaVA 1.5, LLaVA-NeXT and LLaVA-OneVision.
+"""Tiny random LLaVA-NeXT and LLaVA-OneVision checkpoints (LLaVA 1.5 is built from its real
+files by `engine.tiny_hub`).
 
 Each `build_*` function writes a complete checkpoint into an empty folder with
 `save_pretrained`; called only by `engine.tiny.ensure_tiny`, which owns caching.
-The LLaVA 1.5 / NeXT text side is a tiny Llama with a Llama-3-style byte-level tokenizer
-(bos prepended by the tokenizer); OneVision pairs SigLIP with a tiny Qwen2, as the real one does.
+The NeXT text side is a tiny Mistral with a Llama-3-style byte-level tokenizer (bos prepended
+by the tokenizer); OneVision pairs SigLIP with a tiny Qwen2, as the real one does, and uses the
+chat template transformers' conversion script writes (from the real hub files' folder).
 """
 
 from __future__ import annotations
@@ -17,23 +19,10 @@ from engine.tiny_common import (
     save_checkpoint,
     seed_everything,
 )
+from engine.tiny_hub import LLAVA_ONEVISION_TEMPLATE, reconstructed_template
 
 IMAGE_TOKEN = "<image>"
 VIDEO_TOKEN = "<video>"
-
-# LLaVA 1.5 conversation format: "USER: <image>\n... ASSISTANT: ...". Images of a message come
-# before its text, as in the llava-hf templates. No thinking.
-VICUNA_TEMPLATE = """\
-{%- for message in messages -%}
-{%- if message.role != 'system' -%}{{ message.role.upper() + ': ' }}{%- endif -%}
-{%- if message.content is string -%}{{ message.content + ' ' }}
-{%- else -%}
-{%- for part in message.content if part.type == 'image' -%}{{ '<image>\\n' }}{%- endfor -%}
-{%- for part in message.content if part.type == 'text' -%}{{ part.text + ' ' }}{%- endfor -%}
-{%- endif -%}
-{%- endfor -%}
-{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}
-"""
 
 # LLaVA-NeXT (Mistral) format: "[INST] <image>\n... [/INST]"; the prompt ends at [/INST].
 MISTRAL_TEMPLATE = """\
@@ -54,25 +43,6 @@ MISTRAL_TEMPLATE = """\
 {%- endfor -%}
 """
 
-# LLaVA-OneVision (Qwen2) format: ChatML turns, a message's images and videos before its text.
-ONEVISION_TEMPLATE = """\
-{%- for message in messages -%}
-{{ '<|im_start|>' + message.role + '\\n' }}
-{%- if message.content is string -%}{{ message.content }}
-{%- else -%}
-{%- set media = message.content | selectattr('type', 'in', ['image', 'video']) | list -%}
-{%- for part in media -%}{{ '<' + part.type + '>' }}{%- endfor -%}
-{%- if media -%}{{ '\\n' }}{%- endif -%}
-{%- for part in message.content if part.type == 'text' -%}
-{{ (' ' if not loop.first else '') + part.text }}
-{%- endfor -%}
-{%- endif -%}
-{{ '<|im_end|>\\n' }}
-{%- endfor -%}
-{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}
-"""
-
-
 def _clip_vision_config(image_size: int, patch_size: int) -> dict:
     return {
         "model_type": "clip_vision_model",
@@ -84,43 +54,6 @@ def _clip_vision_config(image_size: int, patch_size: int) -> dict:
         "patch_size": patch_size,
         "projection_dim": 32,
     }
-
-
-def build_llava(folder: Path) -> None:
-    """LlavaForConditionalGeneration: CLIP ViT (2 layers, 32 px, patch 8) + tiny Llama."""
-    from transformers import (
-        CLIPImageProcessor,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
-    tokenizer = llama_style_tokenizer([IMAGE_TOKEN], VICUNA_TEMPLATE)
-    image_size, patch_size = 32, 8
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": image_size},
-        crop_size={"height": image_size, "width": image_size},
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=VICUNA_TEMPLATE,
-    )
-    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    config = LlavaConfig(
-        vision_config=_clip_vision_config(image_size, patch_size),
-        text_config=decoder_config("llama", tokenizer),
-        image_token_index=image_id,
-        image_seq_length=(image_size // patch_size) ** 2,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-    )
-    seed_everything()
-    model = LlavaForConditionalGeneration(config).eval()
-    save_checkpoint(folder, model, processor, tokenizer, [tokenizer.eos_token])
 
 
 def build_llava_next(folder: Path) -> None:
@@ -177,8 +110,9 @@ def build_llava_onevision(folder: Path) -> None:
     )
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
+    template = reconstructed_template(LLAVA_ONEVISION_TEMPLATE)
     tokenizer = qwen_style_tokenizer(
-        Qwen2Tokenizer, PRETOKENIZE_REGEX, [IMAGE_TOKEN, VIDEO_TOKEN], ONEVISION_TEMPLATE
+        Qwen2Tokenizer, PRETOKENIZE_REGEX, [IMAGE_TOKEN, VIDEO_TOKEN], template
     )
     image_size, patch_size = 32, 8
     # Every tiling up to 3 x 3 tiles, as the real grid goes up to 6 x 6 tiles of 384 px.
@@ -191,7 +125,7 @@ def build_llava_onevision(folder: Path) -> None:
         num_image_tokens=(image_size // patch_size) ** 2,
         vision_feature_select_strategy="full",
         vision_aspect_ratio="anyres_max_9",
-        chat_template=ONEVISION_TEMPLATE,
+        chat_template=template,
     )
     vision_config = {
         "model_type": "siglip_vision_model",

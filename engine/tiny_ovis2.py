@@ -3,7 +3,8 @@
 `build_ovis2` writes a complete checkpoint into an empty folder with `save_pretrained`; called
 only by `engine.tiny.ensure_tiny`, which owns caching. Ovis2 maps image patches onto a visual
 vocabulary whose embeddings fill the <IMG_ATOM> positions; five indicator tokens frame the
-tiles. The template writes a literal <image> that the processor expands into that layout.
+tiles. The template (as transformers' conversion script writes it, read from the real hub
+files' folder) writes a literal <image> that the processor expands into that layout.
 """
 
 from __future__ import annotations
@@ -16,30 +17,12 @@ from engine.tiny_common import (
     save_checkpoint,
     seed_everything,
 )
+from engine.tiny_hub import OVIS2_TEMPLATE, reconstructed_template
 
 IMAGE_ATOM = "<IMG_ATOM>"
 # Order matters: the model fills these positions with indicator embeddings 0..4.
 INDICATOR_TOKENS = ["<IMG_START>", "<IMG_GRID>", "<IMG_COL>", "<IMG_ROW>", "<IMG_END>"]
 TILE, PATCH, STRIDE = 64, 16, 2
-
-# ChatML with a default system turn, as Ovis2 (Qwen2.5 based) does; a message's images come
-# first, one "<image>\n" each. No thinking.
-TEMPLATE = """\
-{%- if not messages or messages[0].role != 'system' -%}
-{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}
-{%- endif -%}
-{%- for message in messages -%}
-{{ '<|im_start|>' + message.role + '\\n' }}
-{%- if message.content is string -%}{{ message.content }}
-{%- else -%}
-{%- for part in message.content if part.type == 'image' -%}{{ '<image>\\n' }}{%- endfor -%}
-{%- for part in message.content if part.type == 'text' -%}{{ part.text }}{%- endfor -%}
-{%- endif -%}
-{{ '<|im_end|>\\n' }}
-{%- endfor -%}
-{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}
-"""
-
 
 def build_ovis2(folder: Path) -> None:
     """Ovis2ForConditionalGeneration: 2-layer ViT with a 64-entry visual vocabulary + Qwen2."""
@@ -53,7 +36,9 @@ def build_ovis2(folder: Path) -> None:
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     specials = ["<image>", IMAGE_ATOM, *INDICATOR_TOKENS]
-    tokenizer = qwen_style_tokenizer(Qwen2Tokenizer, PRETOKENIZE_REGEX, specials, TEMPLATE)
+    # The template transformers' conversion script writes: a default system turn always.
+    template = reconstructed_template(OVIS2_TEMPLATE)
+    tokenizer = qwen_style_tokenizer(Qwen2Tokenizer, PRETOKENIZE_REGEX, specials, template)
     tokens_per_tile = (TILE // PATCH // STRIDE) ** 2
     image_processor = Ovis2ImageProcessor(
         size={"height": TILE, "width": TILE}, crop_to_patches=True, min_patches=1, max_patches=4
@@ -61,7 +46,7 @@ def build_ovis2(folder: Path) -> None:
     processor = Ovis2Processor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        chat_template=TEMPLATE,
+        chat_template=template,
         image_seq_length=tokens_per_tile,
     )
     text_config = decoder_config("qwen2", tokenizer)

@@ -1,9 +1,9 @@
-"""Tiny random Qwen-family checkpoints: Qwen3.5, Qwen3-VL and Qwen2.5-VL.
+"""Hand-written Qwen-family checkpoints (small trained vocabulary, Qwen-style template).
 
-Each `build_*` function writes a complete checkpoint (config, weights, tokenizer, processor,
-chat template, generation config) into an empty folder with `save_pretrained`, so it loads
-through the same `AutoProcessor` / model-class path as the hub checkpoints. Called only by
-`engine.tiny.ensure_tiny`, which owns caching.
+The tiny checkpoints the app and tests use are built from the real Hub files by
+`engine.tiny_hub`; the benchmarks (`bench/models.py`) still size their checkpoints from the
+vocabulary, template and token names here. Each `build_*` function writes a complete
+checkpoint into an empty folder with `save_pretrained`.
 """
 
 from __future__ import annotations

@@ -35,13 +35,17 @@ class Message:
 
 @dataclass(frozen=True)
 class Sampling:
-    """Decoding settings. temperature 0 means greedy; seed None means 'pick one, report it'."""
+    """Decoding settings. temperature 0 means greedy; seed None means 'pick one, report it'.
+
+    top_k 0 and repetition_penalty None keep the checkpoint's own values (its
+    generation_config); see `engine.sampling` for how a request and a checkpoint combine.
+    """
 
     max_new_tokens: int = 512
     temperature: float = 0.7
     top_p: float = 0.9
     top_k: int = 0
-    repetition_penalty: float = 1.0
+    repetition_penalty: float | None = None
     seed: int | None = None
 
 
@@ -101,6 +105,13 @@ class Capabilities:
     max_images: int
     context_length: int
     thinking_budget: bool = True
+    # Prompt tokens one image costs at the engine's pixel budget; 0 when not known.
+    image_tokens: int = 0
+    # What the checkpoint's chat template does: "never" thinks, "switchable" (the request's
+    # `thinking` decides; `thinking_default` is what the model does when not told), "always"
+    # thinks whatever the request says (a budget still applies).
+    thinking_mode: Literal["never", "switchable", "always"] = "switchable"
+    thinking_default: bool = False
     adapters: tuple[str, ...] = ()
     quantization: str = "none"
     revision: str | None = None

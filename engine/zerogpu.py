@@ -1,11 +1,18 @@
 """Running generation inside ZeroGPU's `@spaces.GPU` on a Hugging Face Space, and nowhere else.
 
 On a ZeroGPU Space a GPU is attached only while a function decorated with `spaces.GPU` runs,
-for at most the duration it asks for. `on_zerogpu()` tells whether this process is on one
-(the `spaces` package is importable and the Space says it uses ZeroGPU); `ZeroGPUEngine` wraps
-any engine so that each request's `stream` runs inside `spaces.GPU` with a duration computed
-from the request (its max new tokens), while everything around it (database writes, the UI)
-stays outside. Elsewhere the app uses the engine unwrapped.
+for at most the duration it asks for; the call runs in a forked worker process that holds the
+GPU. `on_zerogpu()` tells whether this process is on one (the `spaces` package is importable
+and the Space says it uses ZeroGPU). `enable()` imports `spaces`, which must happen before
+anything touches CUDA: the package emulates CUDA in this process so that a model can be
+"moved to the GPU" at start-up and really moved in each worker. The emulation applies to the
+thread that imported the package, so the model is loaded on that thread.
+
+`ZeroGPUEngine` wraps any engine so that each request's `stream` runs inside `spaces.GPU` with
+a duration sized to that request (`gpu_seconds`), while everything around it (database writes,
+the UI) stays outside. The duration is what ZeroGPU checks against the visitor's daily quota
+before it lends a GPU, so it must cover the whole answer without asking for more than it needs;
+`quota_note()` tells visitors what their quota allows. Elsewhere the app uses engines unwrapped.
 """
 
 from __future__ import annotations
@@ -14,25 +21,54 @@ import importlib.util
 import os
 from collections.abc import Iterator
 
-from engine.types import Event, GenerationRequest
+from engine.memory import failure_message
+from engine.types import Event, GenerationRequest, Stats
 
-# A generous decode rate for a ZeroGPU slice, plus time for the prompt and images: the
-# duration must cover the whole answer or ZeroGPU cuts it off.
-TOKENS_PER_SECOND = 20.0
-BASE_SECONDS = 15.0
+# Qwen3.5-9B in bf16 decoded 18 tokens/s for one user on a whole H200 with transformers'
+# generate (docs/benchmarks.md, "GPU"; its linear-attention layers run in reference PyTorch
+# without the flash-linear-attention kernels). A ZeroGPU slice is a share of an H200: a floor
+# below that, so that an answer finishes inside its reservation.
+TOKENS_PER_SECOND = 15.0
+# Starting the worker, moving the weights onto the GPU and reading the prompt and its images.
+BASE_SECONDS = 10.0
 MAX_SECONDS = 300
+# The answer length a ZeroGPU Space allows by default: 44 s of GPU at most per answer, so an
+# anonymous visitor's daily quota (120 s) covers at least two full-length answers.
+DEFAULT_MAX_NEW_TOKENS = 512
+# Daily GPU quotas by visitor tier, in seconds, as Hugging Face documents them
+# (https://huggingface.co/docs/hub/spaces-zerogpu, "Usage Tiers").
+DAILY_QUOTA_SECONDS = {"without a Hugging Face login": 120, "with a free account": 210,
+                       "with PRO": 1500}
 
 
 def on_zerogpu(environ: dict | None = None) -> bool:
     environ = os.environ if environ is None else environ
     flag = environ.get("SPACES_ZERO_GPU", "").strip().lower()
-    return flag in ("1", "true") and importlib.util.find_spec("spaces") is not None
+    return flag in ("1", "t", "true") and importlib.util.find_spec("spaces") is not None
 
 
-def gpu_seconds(request: GenerationRequest) -> int:
+def enable() -> None:
+    """Import `spaces` before CUDA is touched (it refuses to start otherwise)."""
+    import spaces  # noqa: F401 - imported for its CUDA emulation
+
+
+def gpu_seconds(request: GenerationRequest, max_new_tokens_limit: int | None = None) -> int:
     """How long to ask ZeroGPU for: enough for every token the request may generate."""
     tokens = request.sampling.max_new_tokens
-    return int(min(MAX_SECONDS, BASE_SECONDS + tokens / TOKENS_PER_SECOND))
+    if max_new_tokens_limit is not None:
+        tokens = min(tokens, max_new_tokens_limit)
+    return int(min(MAX_SECONDS, BASE_SECONDS + max(tokens, 1) / TOKENS_PER_SECOND))
+
+
+def quota_note(max_new_tokens: int) -> str:
+    """What a visitor's daily quota allows, for answers of up to `max_new_tokens` tokens."""
+    longest = int(BASE_SECONDS + max_new_tokens / TOKENS_PER_SECOND)
+    tiers = ", ".join(f"{seconds / 60:g} min {tier}"
+                      for tier, seconds in DAILY_QUOTA_SECONDS.items())
+    return (f"This Space borrows a GPU for each answer (ZeroGPU). An answer of up to "
+            f"{max_new_tokens} tokens reserves up to {longest} s of your daily GPU quota "
+            f"({tiers}); a shorter *Max new tokens* reserves less. When the quota is used up, "
+            f"answers are refused until it refills.")
 
 
 class ZeroGPUEngine:
@@ -44,16 +80,34 @@ class ZeroGPUEngine:
         self.inner = inner
         self._gpu_stream = spaces_module.GPU(duration=self._duration)(self._stream)
 
-    @staticmethod
-    def _duration(request: GenerationRequest) -> int:
-        return gpu_seconds(request)
+    def _duration(self, request: GenerationRequest) -> int:
+        return gpu_seconds(request, getattr(self.inner, "max_new_tokens_limit", None))
 
     def _stream(self, request: GenerationRequest) -> Iterator[Event]:
         yield from self.inner.stream(request)
 
     def stream(self, request: GenerationRequest) -> Iterator[Event]:
-        return self._gpu_stream(request)
+        try:
+            yield from self._gpu_stream(request)
+        except Exception as exc:  # ZeroGPU refused or lost the GPU: the answer ends with why
+            yield Event("done", stats=Stats(finish_reason="error"), error=_refusal(exc))
+
+    def quota_note(self) -> str:
+        return quota_note(getattr(self.inner, "max_new_tokens_limit", DEFAULT_MAX_NEW_TOKENS))
 
     def __getattr__(self, name: str):
         # Everything but `stream` (loading, capabilities, cancel, progress) is the inner engine's.
         return getattr(self.inner, name)
+
+
+def _refusal(error: Exception) -> str:
+    """The visitor's message for a failed GPU call. The package raises errors with a title and a
+    message meant for visitors (quota used up, no GPU free, worker failed); anything else is a
+    bug, logged with its traceback."""
+    title, message = getattr(error, "title", None), getattr(error, "message", None)
+    if not isinstance(message, str):
+        return failure_message(error)
+    if title == "ZeroGPU worker error":
+        return (f"The GPU lent for this answer failed ({message}); nothing more could be "
+                f"generated. Please try again.")
+    return f"{title}: {message}" if title else message

@@ -6,7 +6,7 @@ training data (import it on its own; its TRL formats need `datasets`). Nothing i
 package knows about models, Gradio or the engine.
 """
 
-from storage.errors import InvalidRequest, NotFound, StorageError
+from storage.errors import InvalidRequest, NotFound, OutOfSpace, StorageError
 from storage.records import (
     AnswerMeta,
     AnswerStats,
@@ -32,6 +32,7 @@ __all__ = [
     "ImageInfo",
     "InvalidRequest",
     "NotFound",
+    "OutOfSpace",
     "Store",
     "StorageError",
     "StoreStats",

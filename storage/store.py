@@ -23,10 +23,11 @@ Nothing here knows about models, Gradio or the engine.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
-import shutil
 import sqlite3
 import tempfile
 import threading
@@ -40,7 +41,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from storage import images
-from storage.errors import InvalidRequest, NotFound, StorageError
+from storage.errors import InvalidRequest, NotFound, OutOfSpace, StorageError
 from storage.ids import new_id
 from storage.migrations import migrate
 from storage.records import (
@@ -58,6 +59,14 @@ from storage.records import (
     StoredMessage,
     StoreStats,
 )
+
+log = logging.getLogger(__name__)
+
+NO_SPACE = ("The server is out of disk space: nothing was saved. "
+            "Please tell its administrator, and try again later.")
+NO_SPACE_TO_ERASE = ("The server is out of disk space, so your data could not be deleted "
+                     "just now; nothing was changed. Please try again later.")
+_SQLITE_FULL = 13
 
 # Long enough for any single write to finish; a writer waiting this long means a bug.
 BUSY_TIMEOUT_S = 30.0
@@ -107,6 +116,8 @@ class Store:
         # of bytes that are being erased at the same moment keeps its file.
         self._image_lock = threading.Lock()
         self._closed = False
+        # Called after every erasure, so copies kept elsewhere (exports) go with the data.
+        self._erasure_listeners: list[Callable[[list[str]], None]] = []
         # Timestamps (activity, retention) come from here, so retention can be tested.
         self._clock = clock
         self._db().enable_wal()
@@ -142,13 +153,18 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[Database]:
         db = self._db()
-        db.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield db
-            db.conn.execute("COMMIT")
-        except BaseException:
-            if db.conn.in_transaction:
-                db.conn.execute("ROLLBACK")
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.conn.execute("COMMIT")
+            except BaseException:
+                if db.conn.in_transaction:
+                    db.conn.execute("ROLLBACK")
+                raise
+        except (sqlite3.DatabaseError, OSError) as error:
+            if _is_full(error):
+                raise OutOfSpace(NO_SPACE) from error
             raise
 
     @contextmanager
@@ -175,6 +191,12 @@ class Store:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def on_erasure(self, callback: Callable[[list[str]], None]) -> None:
+        """Call `callback(image_shas)` after every erasure (a conversation, a client's data,
+        retention) has committed and its image files are gone; `image_shas` are the sha256s
+        of the images no longer stored, whose copies elsewhere should go too."""
+        self._erasure_listeners.append(callback)
 
     # -- ownership ----------------------------------------------------------------------
 
@@ -243,7 +265,12 @@ class Store:
         sha = images.sha256_of(blob.data)
         now = self._now()
         with self._image_lock:
-            images.write_image(self.images_dir, sha, blob.format, blob.data)
+            try:
+                images.write_image(self.images_dir, sha, blob.format, blob.data)
+            except OSError as error:
+                if _is_full(error):
+                    raise OutOfSpace(NO_SPACE) from error
+                raise
             with self._write() as db:
                 db.execute(
                     """
@@ -667,7 +694,7 @@ class Store:
 
     def delete_conversation(self, client_key: str, conversation_id: str) -> ErasureCounts:
         owner = client_hash(client_key)
-        with self._image_lock:
+        with self._image_lock, _erasing():
             with self._write() as db:
                 self._conversation_row(db, owner, conversation_id)
                 counts, removed = _erase(db, "id = ?", [conversation_id])
@@ -678,7 +705,7 @@ class Store:
         """Erase every conversation, message and feedback event of this client, and every
         image file no one else refers to."""
         owner = client_hash(client_key)
-        with self._image_lock:
+        with self._image_lock, _erasing():
             with self._write() as db:
                 counts, removed = _erase(db, "client_hash = ?", [owner])
             self._after_erasure(removed)
@@ -716,31 +743,53 @@ class Store:
         for sha, image_format in removed:
             images.remove_image(self.images_dir, sha, image_format)
         # Best effort: a reader still on an older snapshot lets the checkpoint finish only
-        # partly; the next checkpoint completes it.
-        self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        # partly; the next checkpoint completes it. The erasure has committed either way.
+        try:
+            self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.DatabaseError:
+            log.exception("checkpoint after an erasure failed")
+        for callback in self._erasure_listeners:
+            try:
+                callback([sha for sha, _ in removed])
+            except Exception:  # the erasure itself is done; a listener's failure is logged
+                log.exception("an erasure listener failed")
 
     # -- backup ---------------------------------------------------------------------------
 
-    def backup(self, dest_path: str | Path, *, images_dir: str | Path | None = None) -> Path:
+    def backup(self, dest_path: str | Path, *, images_dir: str | Path | None = None,
+               verify_existing: bool = True, prune: bool = False) -> Path:
         """Write a consistent copy of the database to `dest_path` while others keep writing,
         then copy the image files it refers to into `images_dir` (default: an "images"
         folder beside `dest_path`).
 
-        The database copy is one snapshot (SQLite's online backup in a single step). Image
-        files never change once written, so copying them afterwards is safe; a file erased
-        in between is skipped, as its erasure is what the user asked for. The images folder
-        can equally be mirrored with rsync at any time.
+        The database copy is one snapshot (SQLite's online backup in a single step), written to
+        a temporary name and renamed. Image files never change once written, so copying them
+        afterwards is safe; a file erased in between is skipped, as its erasure is what the
+        user asked for. Each image is copied to a temporary name, checked against its sha256
+        and renamed, so a copy cut short (the process killed, the disk full) never leaves a
+        partial file under an image's name; an image already in the backup is kept only if its
+        bytes still match its name, so running the backup again repairs a damaged one.
+        Temporary files that an interrupted run left behind are removed. Raises StorageError,
+        after copying everything else, if a source image no longer matches its hash.
+
+        The copy is a single file (rollback journal, no WAL beside it). `verify_existing`
+        False trusts an image already in the backup when its size matches (repeated snapshots
+        then read only new images); `prune` removes images the copy no longer refers to, so
+        erased images leave the backup too.
         """
         dest = Path(dest_path).absolute()
         if dest == self.path.absolute():
             raise InvalidRequest("A backup cannot overwrite the database it copies.")
         dest.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in dest.parent.glob(f".{dest.name}.*"):
+            leftover.unlink(missing_ok=True)
         fd, temporary = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
         os.close(fd)
         try:
             target = sqlite3.connect(temporary)
             try:
                 self._db().conn.backup(target)
+                target.execute("PRAGMA journal_mode = DELETE")
             finally:
                 target.close()
             os.replace(temporary, dest)
@@ -754,17 +803,38 @@ class Store:
                 wanted = copy.execute("SELECT sha256, format FROM images").fetchall()
             finally:
                 copy.close()
-            for sha, image_format in wanted:
-                source = images.image_file(self.images_dir, sha, image_format)
-                target_file = images.image_file(dest_images, sha, image_format)
-                if target_file.exists() or not source.exists():
-                    continue
-                target_file.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, target_file)
+            images.remove_partial_copies(dest_images)
+            damaged = [sha for sha, image_format in wanted
+                       if not images.copy_verified(self.images_dir, dest_images, sha,
+                                                   image_format, verify_existing)]
+            if prune:
+                images.remove_all_but(dest_images, {
+                    images.image_file(dest_images, sha, image_format)
+                    for sha, image_format in wanted})
+            if damaged:
+                raise StorageError(
+                    f"{len(damaged)} stored image(s) no longer match their hash and were not "
+                    f"backed up (first: {damaged[0]}); everything else was.")
         return dest
 
 
 # -- helpers shared by the readers and erasers ------------------------------------------
+
+
+def _is_full(error: BaseException) -> bool:
+    if isinstance(error, sqlite3.DatabaseError):
+        return getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL or (
+            "disk is full" in str(error))
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def _erasing() -> Iterator[None]:
+    """An erasure the disk had no room for says so in its own words."""
+    try:
+        yield
+    except OutOfSpace as error:
+        raise OutOfSpace(NO_SPACE_TO_ERASE) from error
 
 
 def _erase(

@@ -105,10 +105,11 @@ def app_launcher():
     started: list[RunningApp] = []
 
     def start(directory: Path, *flags: str, env: dict | None = None,
-              db_path: Path | None = None) -> RunningApp:
+              db_path: Path | None = None, port: int | None = None) -> RunningApp:
         """db_path None: a database in `directory`; otherwise where the app should put it by
-        itself (no --db flag is passed)."""
-        port = free_port()
+        itself (no --db flag is passed). `port`: listen there (a restarted app on the same
+        origin keeps its browsers' stored keys); default a free one."""
+        port = port or free_port()
         db_flag = [] if db_path else ["--db", str(directory / "data" / "studio.db")]
         db_path = db_path or directory / "data" / "studio.db"
         log_path = directory / f"app-{port}.log"
@@ -134,8 +135,9 @@ def launch_app(app_launcher, tmp_path):
     """Start the app for one test, in that test's temporary folder."""
     started: list[RunningApp] = []
 
-    def launch(*flags: str, env: dict | None = None, db_path: Path | None = None) -> RunningApp:
-        app = app_launcher(tmp_path, *flags, env=env, db_path=db_path)
+    def launch(*flags: str, env: dict | None = None, db_path: Path | None = None,
+               port: int | None = None) -> RunningApp:
+        app = app_launcher(tmp_path, *flags, env=env, db_path=db_path, port=port)
         started.append(app)
         return app
 

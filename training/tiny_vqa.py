@@ -9,11 +9,11 @@ CPU: the prompt is exactly what the engine builds for one image and one question
 is on the answer and its end-of-turn token only. Seeded, so a rebuild gives the same weights
 on the same machine and library versions.
 
-    python -m training.tiny_vqa --out models/tiny-vqa [--epochs 6] [--limit N]
+    python -m training.tiny_vqa [--out engine/models/tiny-vqa] [--epochs 6] [--limit N]
 
 writes the checkpoint (via a temporary sibling folder, renamed at the end) and prints the
 exact-match accuracy of greedy answers on the easy-vqa test split; the figures go to
-docs/benchmarks.md. `--model tiny-vqa` loads the committed copy under models/tiny-vqa.
+docs/benchmarks.md. `--model tiny-vqa` loads the committed copy, engine/models/tiny-vqa.
 `easy_vqa_split(name)` gives (image path, question, answer) rows for other tools.
 """
 
@@ -267,7 +267,7 @@ def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_siz
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.tiny_vqa",
                                      description="Train the tiny-vqa checkpoint on easy-vqa")
-    parser.add_argument("--out", type=Path, default=Path("models/tiny-vqa"))
+    parser.add_argument("--out", type=Path, default=Path("engine/models/tiny-vqa"))
     parser.add_argument("--epochs", type=float, default=6.0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)

@@ -6,14 +6,19 @@ images; and an export as a zip download. On a public app the tab stays locked un
 admin password is given (`--admin-password` / VQA_STUDIO_ADMIN_PASSWORD); without one
 configured, a public app never shows it. Its endpoints are private: no anonymous API caller
 can reach them.
+
+An export holds people's words and images, so it must not outlive their erasure: its zip is
+written straight into Gradio's cache folder (which serves it without making a copy of its
+own), the unzipped files are removed at once, and the zip is removed after
+`EXPORT_LIFETIME_S`, after any erasure, and at start-up.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -22,11 +27,52 @@ import pandas as pd
 from storage.evaluations import list_runs
 from storage.export import FORMATS, count_examples, export, preview_pairs
 from ui.evaluation import run_points, run_rows
-from ui.render import safe_markdown
+from ui.limits import PasswordGate, client_address
+from ui.render import inert_html, safe_markdown
 
 log = logging.getLogger(__name__)
 PREVIEW_PAIRS = 5
 EXCERPT = 160
+EXPORT_LIFETIME_S = 600.0
+
+
+class ExportShelf:
+    """Where data-tab exports wait to be downloaded, briefly (see the module docstring)."""
+
+    def __init__(self, root: Path, lifetime_s: float = EXPORT_LIFETIME_S) -> None:
+        self.root = root
+        self.lifetime_s = lifetime_s
+        self._lock = threading.Lock()
+        self.clear()  # leftovers of an earlier run
+
+    def make(self, store, fmt: str, keep_reasoning: bool):
+        """Export `fmt` and zip it; returns (result, zip path)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="export-", dir=self.root))
+        try:
+            result = export(store, fmt, folder / fmt, keep_reasoning=keep_reasoning)
+            archive = shutil.make_archive(str(folder / f"vqa-studio-{fmt}"), "zip",
+                                          root_dir=folder / fmt)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finally:
+            shutil.rmtree(folder / fmt, ignore_errors=True)
+        timer = threading.Timer(self.lifetime_s, self._remove, [folder])
+        timer.daemon = True
+        timer.start()
+        return result, archive
+
+    def _remove(self, folder: Path) -> None:
+        with self._lock:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def clear(self, *_erased) -> None:
+        """Remove every export (after an erasure: they may hold the erased data)."""
+        with self._lock:
+            if self.root.exists():
+                for folder in self.root.iterdir():
+                    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _excerpt(text: str) -> str:
@@ -70,7 +116,11 @@ def evaluation_frames(store) -> tuple[pd.DataFrame, pd.DataFrame]:
 def build_data_tab(studio, settings, tab: gr.Tab) -> None:
     """Render the tab's components inside `tab`, refreshing whenever it is selected."""
     store = studio.store
+    shelf = ExportShelf(Path(gr.utils.get_upload_folder()) / "vqa-studio-exports")
+    if store is not None:
+        store.on_erasure(shelf.clear)
     password = getattr(settings, "admin_password", "") or ""
+    gate_keeper = PasswordGate(password) if password else None
     locked = bool(getattr(settings, "public", False))
     unlocked = gr.State(not locked)
 
@@ -141,22 +191,24 @@ def build_data_tab(studio, settings, tab: gr.Tab) -> None:
     def make_export(is_unlocked: bool, fmt: str, keep: bool):
         if not is_unlocked or store is None:
             return gr.skip()
-        folder = Path(tempfile.mkdtemp(prefix="vqa-export-"))
         try:
-            result = export(store, fmt, folder / fmt, keep_reasoning=bool(keep))
-            archive = shutil.make_archive(str(folder / f"vqa-studio-{fmt}"), "zip",
-                                          root_dir=folder / fmt)
+            result, archive = shelf.make(store, fmt, bool(keep))
         except Exception as exc:
             log.exception("export failed")
-            gr.Warning(f"Export failed: {exc}")
+            gr.Warning(inert_html(f"Export failed: {exc}"))
             return None
         gr.Info(f"Exported {result.total} examples.")
         return archive
 
-    def try_unlock(given: str):
-        if password and hmac.compare_digest(given.encode(), password.encode()):
+    def try_unlock(given: str, request: gr.Request):
+        if gate_keeper is None:
+            return False, gr.skip(), gr.skip()
+        client = client_address(getattr(request, "headers", None),
+                                getattr(getattr(request, "client", None), "host", None))
+        verdict = gate_keeper.attempt(client, given or "")
+        if verdict.ok:
             return True, gr.Group(visible=False), gr.Column(visible=True)
-        gr.Warning("Wrong password.")
+        gr.Warning(verdict.message)
         return False, gr.skip(), gr.skip()
 
     outputs = [summary, per_day_plot, by_kind_plot, yields, pairs, pair_images]

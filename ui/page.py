@@ -7,9 +7,10 @@ apology. No torch here: the UI talks to the engine only through its contract.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
-import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -19,7 +20,7 @@ from engine.types import Sampling
 from storage import StorageError
 from ui.data_tab import build_data_tab
 from ui.examples import example_inputs
-from ui.render import answer_messages, plain_text, render_chat, safe_markdown
+from ui.render import answer_messages, inert_html, plain_text, render_chat, safe_markdown
 from ui.turns import (
     CONSENT_TEXT,
     DISLIKE_REASONS,
@@ -27,6 +28,7 @@ from ui.turns import (
     Studio,
     TurnOptions,
     TurnUpdate,
+    usable_client_key,
 )
 
 log = logging.getLogger(__name__)
@@ -39,25 +41,45 @@ REDRAW_INTERVAL_S = 0.08
 MAX_REDRAW_INTERVAL_S = 0.4
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
 FAILED = "Something went wrong on the server; it was logged. Please try again."
+# Gradio encrypts browser-stored values with this, and sends it to every visitor in the page
+# config: it protects nothing, so it is fixed, which lets a browser read its key back after
+# the server restarts. The key itself is the credential; the store keeps only its hash.
+BROWSER_STATE_SECRET = "vqa-studio-browser-state"
 CSS = """
 .verdict-row button { min-width: 0; }
 @media (max-width: 720px) { #settings-column { min-width: 100% !important; } }
 """
 
 
+# What the checkpoint's template does about thinking, by (mode, default).
+_THINKING_TEXT = {
+    ("switchable", False): "thinks when asked",
+    ("switchable", True): "thinks unless told not to",
+    ("always", True): "always thinks",
+}
+
+
 def _status_text(engine) -> str:
+    # Names come from checkpoints and model servers: untrusted, so shown inert.
     if engine.ready:
         caps = engine.capabilities()
-        thinking = "can think" if caps.thinking else "no thinking"
-        adapters = f" · adapters: {', '.join(caps.adapters)}" if caps.adapters else ""
-        return (f"**{caps.model_id}** · {caps.family} · {caps.quantization} · {thinking} · "
-                f"up to {caps.max_images} image{'s' if caps.max_images != 1 else ''}{adapters}")
+        thinking = _THINKING_TEXT.get((caps.thinking_mode, caps.thinking_default), "can think")
+        if not caps.thinking:
+            thinking = "no thinking"
+        adapters = (f" · adapters: {safe_markdown(', '.join(caps.adapters))}"
+                    if caps.adapters else "")
+        cost = f" (about {caps.image_tokens} tokens each)" if caps.image_tokens else ""
+        return (f"**{safe_markdown(caps.model_id)}** · {safe_markdown(caps.family)} · "
+                f"{safe_markdown(caps.quantization)} · {thinking} · "
+                f"up to {caps.max_images} image{'s' if caps.max_images != 1 else ''}{cost}"
+                f"{adapters}")
     if engine.load_error:
         return (f"⚠️ **The model could not be loaded.** {safe_markdown(engine.load_error)}\n\n"
                 "Start with local weights: `python app.py --model /path/to/model-folder`, "
                 "or try the app with `python app.py --model tiny-random`.")
     progress = engine.progress
-    text = f"⏳ Loading **{engine.model_ref}**: {safe_markdown(progress.message)}"
+    text = (f"⏳ Loading **{safe_markdown(str(engine.model_ref))}**: "
+            f"{safe_markdown(progress.message)}")
     if progress.bytes_total:
         text += (f" — {progress.bytes_done / 1e9:.2f} / {progress.bytes_total / 1e9:.2f} GB "
                  f"({100 * progress.bytes_done / progress.bytes_total:.0f}%)")
@@ -66,19 +88,56 @@ def _status_text(engine) -> str:
 
 def _warn(exc: Exception) -> None:
     if isinstance(exc, StudioError | StorageError):
-        gr.Warning(str(exc))
+        gr.Warning(inert_html(str(exc)))  # may quote a model server
     else:
         log.error("handler failed", exc_info=exc)
         gr.Warning(FAILED)
 
 
 def _session_key(request: gr.Request | None, state: ChatState) -> str:
-    return getattr(request, "session_hash", None) or state.client_key
+    return getattr(request, "session_hash", None) or state.owner()
 
 
 def _files(message: dict | None) -> list[str]:
     files = (message or {}).get("files") or []
     return [f if isinstance(f, str) else f.get("path") for f in files]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Uploads:
+    """Gradio's upload folder, seen from the studio: uploads are dropped once their turn has
+    taken them (the studio keeps cleaned copies only while the session lives, and the store
+    only with consent), and erased images lose every cached copy there."""
+
+    def __init__(self, root: Path, keep: set[str]) -> None:
+        self.root = root.resolve()
+        self.keep = keep  # sha256 of files never dropped: the examples' images
+
+    def discard(self, paths: list[str]) -> None:
+        for name in paths:
+            path = Path(name).resolve()
+            if not path.is_relative_to(self.root) or not path.is_file():
+                continue
+            try:
+                if _sha256(path) in self.keep:
+                    continue
+                path.unlink()
+                path.parent.rmdir()  # Gradio gives each upload a folder of its own
+            except OSError:
+                pass
+
+    def forget(self, shas: list[str]) -> None:
+        """Remove files named after erased images (copies Gradio made to serve them)."""
+        doomed = set(shas)
+        if not doomed:
+            return
+        for folder, _dirs, names in os.walk(self.root):
+            for name in names:
+                if name.split(".", 1)[0] in doomed:
+                    Path(folder, name).unlink(missing_ok=True)
 
 
 def _options(think, budget, max_tokens, temperature, top_p, top_k, seed, adapter) -> TurnOptions:
@@ -95,10 +154,25 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
     engine = studio.engine
     examples_dir = Path(settings.db_path).parent / "examples"
     public = bool(getattr(settings, "public", False))
-    # A public app cleans Gradio's upload cache: files older than an hour, checked every 30 min.
-    with gr.Blocks(title="VQA Studio", delete_cache=(1800, 3600) if public else None) as demo:
-        client_key = gr.BrowserState(None, storage_key="vqa-studio-client")
-        state = gr.State(ChatState())
+    upload_root = Path(gr.utils.get_upload_folder())
+    # Sessions' images beside the database, served from there as they are: Gradio makes no
+    # copies of them, and its cache clean-up (public apps) cannot take them from a session.
+    # Each tab's folder has a random 128-bit name, so no one else can guess their addresses.
+    scratch = Path(settings.db_path).parent / "sessions"
+    studio.use_scratch(scratch)
+    gr.set_static_paths([scratch])
+    uploads = Uploads(upload_root, keep={
+        _sha256(Path(f)) for example in example_inputs(examples_dir) for f in example["files"]})
+    if studio.store is not None:
+        studio.store.on_erasure(uploads.forget)
+    # A public app cleans Gradio's upload cache: files older than 15 min, checked every 5 min
+    # (uploads a turn took are dropped at once; sessions' images live elsewhere).
+    with gr.Blocks(title="VQA Studio", delete_cache=(300, 900) if public else None) as demo:
+        client_key = gr.BrowserState(None, storage_key="vqa-studio-client",
+                                     secret=BROWSER_STATE_SECRET)
+        # A session's state goes when Gradio drops it (a closed tab, after a while); its
+        # images are on disk, not in it, and go with it.
+        state = gr.State(ChatState(), delete_callback=studio.drop_state)
         slots = gr.State([])
 
         with gr.Sidebar(label="Conversations", open=False, elem_id="sidebar"):
@@ -120,6 +194,8 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         if getattr(settings, "on_space", False) and not getattr(settings, "persistent", True):
             gr.Markdown("⚠️ This Space has no persistent storage: saved conversations and "
                         "feedback are lost when it restarts.", elem_id="storage-warning")
+        if callable(getattr(engine, "quota_note", None)):  # a GPU lent per answer (ZeroGPU)
+            gr.Markdown(engine.quota_note(), elem_id="gpu-quota-note")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 with gr.Row(equal_height=False):
@@ -201,8 +277,11 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         # -- page load and model status ---------------------------------------------------
 
         def init(key: str | None, chat_state: ChatState):
-            chat_state.client_key = key or uuid.uuid4().hex
-            return chat_state, chat_state.client_key, _conversation_choices(chat_state)
+            # The browser's stored key, or else the one this tab may already have been given
+            # by a request that came before the load event: the browser keeps it from now on.
+            if usable_client_key(key):
+                chat_state.client_key = key
+            return chat_state, chat_state.owner(), _conversation_choices(chat_state)
 
         def _conversation_choices(chat_state: ChatState):
             try:
@@ -230,7 +309,12 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 return
             turn = studio.ask(chat_state, text, files, _options(*values),
                               session_key=_session_key(request, chat_state))
-            yield from _stream_turn(turn, chat_state, message)
+            taken: list[bool] = []
+            try:
+                yield from _stream_turn(turn, chat_state, message, taken)
+            finally:
+                if taken:
+                    uploads.discard(files)
 
         def regenerate(chat_state: ChatState, think, think_budget, max_tokens, temp, p, k,
                        seed_value, variant, request: gr.Request):
@@ -239,7 +323,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                                      session_key=_session_key(request, chat_state))
             yield from _stream_turn(turn, chat_state, gr.skip())
 
-        def _stream_turn(turn, chat_state: ChatState, message):
+        def _stream_turn(turn, chat_state: ChatState, message, taken: list | None = None):
             try:
                 update = next(turn)
             except StopIteration:
@@ -248,6 +332,8 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 _warn(exc)  # refused before anything was stored: the question stays in the box
                 yield gr.skip(), gr.skip(), message, chat_state
                 return
+            if taken is not None:
+                taken.append(True)  # the turn has its images: the uploads can go
             last_turn = chat_state.turns[-1]
             previous = last_turn.answer
             last_yield = 0.0
@@ -265,7 +351,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             except Exception as exc:
                 _warn(exc)
             if update.error:
-                gr.Warning(update.error)
+                gr.Warning(inert_html(update.error))
             messages, message_slots = render_chat(chat_state)
             yield messages, message_slots, None, chat_state
 
@@ -327,6 +413,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
                 pairs = studio.compare(chat_state, text, files, _options(*values), mode,
                                        session_key=_session_key(request, chat_state))
                 pair = next(pairs)
+                uploads.discard(files)
             except Exception as exc:
                 _warn(exc)
                 yield (gr.skip(), gr.skip(), message, chat_state, gr.skip(), gr.skip(),
@@ -423,10 +510,12 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             key = getattr(request, "session_hash", None)
             if key:
                 studio.cancel(key)  # a closed tab: stop generating for it
+                studio.end_session(key)
 
         # -- wiring -----------------------------------------------------------------------
 
-        demo.load(init, [client_key, state], [state, client_key, conversations])
+        # Unqueued, so a full queue cannot refuse the tab its identity.
+        demo.load(init, [client_key, state], [state, client_key, conversations], queue=False)
         timer.tick(poll, None, [status, timer, thinking, budget, adapter, compare_mode])
         consent.change(set_consent, [consent, state], [state])
         chat_outputs = [chatbot, slots, box, state]
@@ -474,7 +563,7 @@ def _slot(message_slots, index):
 def _side(update: TurnUpdate, reveal: bool = False) -> list[dict]:
     messages = answer_messages(update)
     if reveal and update.label:
-        messages.insert(0, {"role": "assistant", "content": f"*{update.label}*"})
+        messages.insert(0, {"role": "assistant", "content": f"*{safe_markdown(update.label)}*"})
     return messages
 
 
@@ -490,6 +579,10 @@ def _model_controls(studio: Studio):
         reason = "This model cannot think before answering."
         return (gr.Checkbox(value=False, interactive=False, info=reason),
                 gr.Slider(interactive=False, info=reason), adapter, compare_mode)
+    if caps.thinking_mode == "always":
+        reason = "This model always thinks before answering; the budget caps its thinking."
+        return (gr.Checkbox(value=True, interactive=False, info=reason),
+                gr.Slider(interactive=caps.thinking_budget), adapter, compare_mode)
     if not caps.thinking_budget:
         return (gr.Checkbox(interactive=True),
                 gr.Slider(interactive=False,

@@ -9,6 +9,7 @@ with a short line of stats.
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 
@@ -21,6 +22,11 @@ def safe_markdown(text: str) -> str:
     """Markdown with HTML and images disabled: '<' and '&' are escaped, '![' is defused."""
     text = text.replace("&", "&amp;").replace("<", "&lt;")
     return _IMAGE_SYNTAX.sub(r"!\\[", text)
+
+
+def inert_html(text: str) -> str:
+    """Text for places that render HTML (toasts): every markup character escaped."""
+    return html.escape(text)
 
 
 def stats_line(stats: Stats | None, model: str, adapter: str | None = None) -> str:

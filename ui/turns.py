@@ -9,19 +9,34 @@ One turn (`ask`):
    anything is stored);
 2. the engine accepts or refuses the request (model loading, too many images) — again before
    anything is stored;
-3. with the user's consent, the question and its images are committed, then an answer row is
+3. the engine's first event arrives: a request it ended before its first token (busy, a
+   failed model server) raises `NotAnswered`, again with nothing stored;
+4. with the user's consent, the question and its images are committed, then an answer row is
    opened, saved as it streams (about once a second) and closed with its stats;
-4. without consent nothing is written anywhere.
+5. without consent nothing is written anywhere.
 
 A regenerated answer, an edited answer and the two sides of a comparison are siblings under
 the same stored question; the one the conversation continues from is the turn's `answer`.
 A stream that is abandoned (the page closed, Stop pressed) still closes its answer row.
+
+With a scratch folder (`use_scratch`), a session's images are kept there as cleaned PNGs named
+by their sha256, not in memory: a turn holds only their paths and the images are read back
+when the conversation is sent to the engine, so an idle session costs a few kilobytes. The
+folder of a session goes when the session ends (`end_session`, `drop_state`) or six hours
+after its last new image (API clients never say they have gone), and every copy of an erased
+image goes with its erasure (`forget_images`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import random
+import re
+import secrets
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -30,7 +45,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.errors import RequestError
+from PIL import Image
+
+from engine.errors import RequestError, StudioError
 from engine.images import ImagePolicy, encode_png, load_image
 from engine.types import Event, GenerationRequest, Message, Sampling, Stats
 from storage import AnswerMeta, AnswerStats, ErasureCounts, ImageBlob, Store
@@ -46,10 +63,23 @@ CONSENT_TEXT = (
 )
 DISLIKE_REASONS = ("Wrong or hallucinated", "Incomplete", "Unsafe", "Bad format", "Other")
 TITLE_LENGTH = 60
+# A session folder untouched this long belongs to a session that will not come back (an API
+# client never says it has gone): it is removed, checked at most every SWEEP_EVERY_S.
+SCRATCH_MAX_AGE_S = 6 * 3600
+SWEEP_EVERY_S = 600
 NO_CONSENT_FEEDBACK = "Feedback is only kept when “Save my data” is ticked."
+
+# A browser's key is a random bearer credential: whoever holds it is that person, and the
+# store keeps only its sha256. Keys made by earlier versions (32 hex digits) still qualify.
+CLIENT_KEY = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 CompareMode = Literal["samples", "thinking", "adapter"]
 Verdict = Literal["A", "B", "tie", "both_bad"]
+
+
+class NotAnswered(StudioError):
+    """The engine ended the request before its first token (it is busy, or its server
+    failed); nothing was stored. The message is the engine's."""
 
 
 @dataclass
@@ -86,6 +116,8 @@ class Turn:
     image_paths: list[str]
     question_id: str | None = None
     answer: TurnUpdate | None = None
+    # The question's images are the files at `image_paths`, read back when needed.
+    images_on_disk: bool = False
     # Answers replaced by Regenerate, oldest first: kept and still viewable.
     earlier: list[TurnUpdate] = field(default_factory=list)
 
@@ -101,17 +133,45 @@ class Comparison:
     group: str
 
 
+def valid_text(text: str) -> str:
+    """`text` with lone UTF-16 surrogates (which no UTF-8 file or JSON reply can carry)
+    replaced by U+FFFD; a split surrogate pair is joined."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def new_client_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def usable_client_key(key: object) -> bool:
+    return isinstance(key, str) and bool(CLIENT_KEY.fullmatch(key))
+
+
 @dataclass
 class ChatState:
-    """What one browser tab carries between events."""
+    """What one browser tab carries between events.
 
-    client_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    `client_key` starts empty: a default value would be copied into every session and make
+    them one person. A tab adopts its browser's stored key on load; anything that needs an
+    identity before that (an API client, a tab whose load was refused) gets a fresh one
+    from `owner()`.
+    """
+
+    client_key: str = ""
     consented: bool = False
     conversation_id: str | None = None
     turns: list[Turn] = field(default_factory=list)
     comparison: Comparison | None = None
     # The turn whose answer was just disliked, waiting for reasons.
     pending_dislike: int | None = None
+    # Names this tab's folder of images in the studio's scratch folder; made on first use.
+    scratch_name: str = ""
+
+    def owner(self) -> str:
+        """This tab's client key, made on first use."""
+        if not self.client_key:
+            self.client_key = new_client_key()
+        return self.client_key
 
     def reset(self) -> None:
         self.conversation_id = None
@@ -123,10 +183,15 @@ class ChatState:
         """The branch as the engine sees it (answers without their reasoning)."""
         messages: list[Message] = []
         for turn in self.turns[:upto]:
-            messages.append(turn.question)
+            messages.append(_with_images(turn))
             if turn.answer is not None:
                 messages.append(Message("assistant", turn.answer.answer))
         return messages
+
+    def scratch(self) -> str:
+        if not self.scratch_name:
+            self.scratch_name = secrets.token_hex(16)
+        return self.scratch_name
 
     def last_answer_id(self) -> str | None:
         for turn in reversed(self.turns):
@@ -146,6 +211,80 @@ class Studio:
         self.save_interval_s = save_interval_s
         self._running: dict[str, str] = {}
         self._running_lock = threading.Lock()
+        self.scratch_dir: Path | None = None
+        self._last_sweep = time.monotonic()
+        # session key -> its scratch folder name, so a closed tab's images go at once.
+        self._scratch_of: dict[str, str] = {}
+
+    # -- scratch images ------------------------------------------------------------------
+
+    def use_scratch(self, folder: Path) -> None:
+        """Keep sessions' images in `folder` (emptied now: no session outlives the process)."""
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.scratch_dir = folder.resolve()
+        if self.store is not None:
+            self.store.on_erasure(self.forget_images)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < SWEEP_EVERY_S:
+            return
+        self._last_sweep = now
+        oldest = time.time() - SCRATCH_MAX_AGE_S
+        for folder in self.scratch_dir.iterdir():
+            try:
+                if folder.stat().st_mtime < oldest:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except OSError:
+                pass
+
+    def _keep(self, state: ChatState, session_key: str, image) -> str:
+        self._sweep()
+        data = encode_png(image)
+        folder = self.scratch_dir / state.scratch()
+        path = folder / f"{hashlib.sha256(data).hexdigest()}.png"
+        if session_key:
+            with self._running_lock:
+                self._scratch_of[session_key] = state.scratch()
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=folder, prefix=".incoming-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(temporary, path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        return str(path)
+
+    def _new_turn(self, state: ChatState, question: Message, image_sources: Sequence[Any],
+                  session_key: str) -> Turn:
+        if self.scratch_dir is None:
+            return Turn(question, [str(s) for s in image_sources if isinstance(s, str | Path)])
+        paths = [self._keep(state, session_key, image) for image in question.images]
+        return Turn(Message("user", question.text), paths, images_on_disk=True)
+
+    def end_session(self, session_key: str) -> None:
+        """A tab closed: its images go now (its state goes later, with `drop_state`)."""
+        with self._running_lock:
+            name = self._scratch_of.pop(session_key, None)
+        if name and self.scratch_dir is not None:
+            shutil.rmtree(self.scratch_dir / name, ignore_errors=True)
+
+    def drop_state(self, state: ChatState) -> None:
+        """Gradio let go of a tab's state: remove its images."""
+        if state.scratch_name and self.scratch_dir is not None:
+            shutil.rmtree(self.scratch_dir / state.scratch_name, ignore_errors=True)
+
+    def forget_images(self, shas: Sequence[str]) -> None:
+        """Erased images: remove their copies from every session."""
+        if self.scratch_dir is None:
+            return
+        for sha in shas:
+            for path in self.scratch_dir.glob(f"*/{sha}.png"):
+                path.unlink(missing_ok=True)
 
     # -- control -------------------------------------------------------------------------
 
@@ -178,7 +317,8 @@ class Studio:
         question = self._question(text, image_sources)
         request = self._request([*state.history(), question], options)
         events = self.engine.stream(request)  # refuses here, before anything is written
-        turn = Turn(question, [str(s) for s in image_sources if isinstance(s, str | Path)])
+        events = self._started(events, request, session_key or "")
+        turn = self._new_turn(state, question, image_sources, session_key or "")
         self._settle_comparison(state)
         turn.question_id = self._store_question(state, question)
         state.turns.append(turn)
@@ -197,8 +337,9 @@ class Studio:
         if not state.turns:
             raise RequestError("There is no question to answer again yet.")
         turn = state.turns[-1]
-        request = self._request([*state.history(len(state.turns) - 1), turn.question], options)
-        events = self.engine.stream(request)
+        request = self._request([*state.history(len(state.turns) - 1), _with_images(turn)],
+                                options)
+        events = self._started(self.engine.stream(request), request, session_key or "")
         self._settle_comparison(state)
         answer_id = self._open_answer(state, turn.question_id, request)
         update = self._new_update(answer_id, request)
@@ -254,8 +395,9 @@ class Studio:
         (left_label, left_options), (right_label, right_options) = first, second
         left_request = self._request(history, left_options)
         right_request = self._request(history, right_options)
-        left_events = self.engine.stream(left_request)
-        turn = Turn(question, [str(s) for s in image_sources if isinstance(s, str | Path)])
+        left_events = self._started(self.engine.stream(left_request), left_request,
+                                    session_key or "")
+        turn = self._new_turn(state, question, image_sources, session_key or "")
         self._settle_comparison(state)
         turn.question_id = self._store_question(state, question)
         state.turns.append(turn)
@@ -305,10 +447,10 @@ class Studio:
         if stored:
             if verdict in ("A", "B"):
                 other = left if verdict == "B" else right
-                self.store.add_pick(state.client_key, chosen.answer_id, other.answer_id,
+                self.store.add_pick(state.owner(), chosen.answer_id, other.answer_id,
                                     left.answer_id)
             else:
-                self.store.add_feedback(state.client_key, left.answer_id, verdict,
+                self.store.add_feedback(state.owner(), left.answer_id, verdict,
                                         other_message_id=right.answer_id)
         turn.answer = chosen
         state.comparison = None
@@ -327,9 +469,10 @@ class Studio:
         if not self.storing(state) or not answer_id:
             return NO_CONSENT_FEEDBACK
         kind = "clear" if liked is None else "like" if liked else "dislike"
-        self.store.add_feedback(state.client_key, answer_id, kind,
+        self.store.add_feedback(state.owner(), answer_id, kind,
                                 reasons=list(reasons) if kind == "dislike" else (),
-                                comment=(comment.strip() or None) if kind == "dislike" else None)
+                                comment=(valid_text(comment).strip() or None)
+                                if kind == "dislike" else None)
         return {"like": "Thanks for the feedback.", "clear": "Vote withdrawn.",
                 "dislike": "Thanks: your feedback was saved."}[kind]
 
@@ -338,12 +481,12 @@ class Studio:
         turn = state.turns[turn_index]
         if turn.answer is None:
             raise RequestError("There is no answer to correct here.")
-        text = text.strip()
+        text = valid_text(text).strip()
         if not text or text == turn.answer.answer.strip():
             return "Nothing changed."
         edit_id = None
         if self.storing(state) and turn.answer.answer_id:
-            edit_id = self.store.add_edit(state.client_key, turn.answer.answer_id, text)
+            edit_id = self.store.add_edit(state.owner(), turn.answer.answer_id, text)
         turn.earlier.append(turn.answer)
         turn.answer = TurnUpdate(answer=text, done=True, answer_id=edit_id, label="Edited",
                                  model="your correction")
@@ -355,11 +498,11 @@ class Studio:
     def conversations(self, state: ChatState):
         if self.store is None:
             return []
-        return self.store.list_conversations(state.client_key)
+        return self.store.list_conversations(state.owner())
 
     def open_conversation(self, state: ChatState, conversation_id: str) -> None:
         """Load a stored conversation along its latest branch, ready to continue."""
-        conversation = self.store.get_conversation(state.client_key, conversation_id)
+        conversation = self.store.get_conversation(state.owner(), conversation_id)
         by_parent: dict[str | None, list] = {}
         for message in conversation.messages:
             by_parent.setdefault(message.parent_id, []).append(message)
@@ -371,8 +514,13 @@ class Studio:
                 break
             question = questions[-1]
             paths = [str(self.store.image_path(sha)) for sha in question.image_shas]
-            images = tuple(load_image(path, self.image_policy) for path in paths)
-            turn = Turn(Message("user", question.text, images), paths, question.id)
+            if self.scratch_dir is None:
+                images = tuple(load_image(path, self.image_policy) for path in paths)
+                turn = Turn(Message("user", question.text, images), paths, question.id)
+            else:
+                turn = Turn(Message("user", question.text),
+                            [self._keep(state, "", load_image(path, self.image_policy))
+                             for path in paths], question.id, images_on_disk=True)
             answers = [m for m in by_parent.get(question.id, []) if m.role == "assistant"
                        and m.status == "done" and (m.stats is None
                                                    or m.stats.finish_reason != "error")]
@@ -407,17 +555,17 @@ class Studio:
             label="Edited" if message.origin == "edit" else "")
 
     def rename_conversation(self, state: ChatState, conversation_id: str, title: str) -> None:
-        self.store.rename_conversation(state.client_key, conversation_id,
-                                       title.strip()[:200] or "Untitled")
+        self.store.rename_conversation(state.owner(), conversation_id,
+                                       valid_text(title).strip()[:200] or "Untitled")
 
     def delete_conversation(self, state: ChatState, conversation_id: str) -> ErasureCounts:
-        counts = self.store.delete_conversation(state.client_key, conversation_id)
+        counts = self.store.delete_conversation(state.owner(), conversation_id)
         if state.conversation_id == conversation_id:
             state.reset()
         return counts
 
     def delete_my_data(self, state: ChatState) -> ErasureCounts:
-        counts = self.store.delete_user_data(state.client_key) if self.store else ErasureCounts()
+        counts = self.store.delete_user_data(state.owner()) if self.store else ErasureCounts()
         state.reset()
         return counts
 
@@ -425,6 +573,7 @@ class Studio:
 
     def _question(self, text: str, image_sources: Sequence[Any]) -> Message:
         images = tuple(load_image(source, self.image_policy) for source in image_sources)
+        text = valid_text(text)
         if not text.strip() and not images:
             raise RequestError("Type a question or add an image first.")
         return Message("user", text.strip(), images)
@@ -449,9 +598,9 @@ class Studio:
         if state.conversation_id is None:
             title = question.text[:TITLE_LENGTH] or "Image question"
             state.conversation_id = self.store.create_conversation(
-                state.client_key, title, consent_version=CONSENT_VERSION)
+                state.owner(), title, consent_version=CONSENT_VERSION)
         return self.store.add_user_message(
-            state.client_key, state.conversation_id, text=question.text, image_shas=shas,
+            state.owner(), state.conversation_id, text=question.text, image_shas=shas,
             parent_id=state.last_answer_id())
 
     def _open_answer(self, state: ChatState, question_id: str | None,
@@ -466,13 +615,41 @@ class Studio:
             thinking_budget=request.thinking_budget, sampling=asdict(request.sampling),
             seed=request.sampling.seed, compare_group=group, side=side,
         )
-        return self.store.start_answer(state.client_key, state.conversation_id,
+        return self.store.start_answer(state.owner(), state.conversation_id,
                                        parent_id=question_id, meta=meta)
 
     def _new_update(self, answer_id: str | None, request: GenerationRequest,
                     label: str = "") -> TurnUpdate:
         return TurnUpdate(answer_id=answer_id, model=self.engine.capabilities().model_id,
                           adapter=request.adapter, label=label)
+
+    def _started(self, events: Iterator[Event], request: GenerationRequest,
+                 session_key: str) -> Iterator[Event]:
+        """Wait for the engine's first event (Stop works meanwhile); raise NotAnswered if the
+        request ended before its first token, else return the whole stream."""
+        with self._running_lock:
+            self._running[session_key] = request.request_id
+        try:
+            first = next(events, None)
+        except BaseException:
+            self._forget_running(session_key, request)
+            raise
+        refused = first is None or (
+            first.kind == "done" and first.error and (
+                first.stats is None or first.stats.total_tokens == 0))
+        if refused:
+            self._forget_running(session_key, request)
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+            raise NotAnswered(valid_text(first.error) if first is not None and first.error
+                              else "The model did not answer; please try again.")
+        return _resumed(first, events)
+
+    def _forget_running(self, session_key: str, request: GenerationRequest) -> None:
+        with self._running_lock:
+            if self._running.get(session_key) == request.request_id:
+                del self._running[session_key]
 
     @property
     def streaming(self) -> int:
@@ -494,15 +671,16 @@ class Studio:
                 now = time.monotonic()
                 if event.kind == "reasoning":
                     reasoning_started = reasoning_started or now
-                    update.reasoning += event.text
+                    update.reasoning += valid_text(event.text)
                     update.reasoning_seconds = now - reasoning_started
                 elif event.kind == "answer":
                     if reasoning_started and not update.reasoning_done:
                         update.reasoning_seconds = now - reasoning_started
                     update.reasoning_done = True
-                    update.answer += event.text
+                    update.answer += valid_text(event.text)
                 else:
-                    update.done, update.stats, update.error = True, event.stats, event.error
+                    update.done, update.stats = True, event.stats
+                    update.error = valid_text(event.error) if event.error else event.error
                     update.reasoning_done = True
                     self._close_answer(answer_id, update)
                     closed = True
@@ -512,9 +690,7 @@ class Studio:
                     last_save = now
                 yield update
         finally:
-            with self._running_lock:
-                if self._running.get(session_key) == request.request_id:
-                    del self._running[session_key]
+            self._forget_running(session_key, request)
             if not closed:
                 # The consumer went away mid-answer: stop the engine and keep what was said.
                 close = getattr(events, "close", None)
@@ -541,3 +717,29 @@ class Studio:
                                          budget_exhausted=stats.budget_exhausted))
         except Exception:  # the answer was shown; losing its row must not hide it
             log.exception("could not save answer %s", answer_id)
+
+
+def _with_images(turn: Turn) -> Message:
+    """The turn's question with its images, read back from disk when kept there."""
+    if not turn.images_on_disk:
+        return turn.question
+    images = []
+    for path in turn.image_paths:
+        try:
+            with Image.open(path) as image:
+                images.append(image.convert("RGB"))
+        except OSError:
+            raise RequestError("An image of this conversation is no longer available "
+                               "(it was deleted); start a new conversation.") from None
+    return replace(turn.question, images=tuple(images))
+
+
+def _resumed(first: Event, events: Iterator[Event]) -> Iterator[Event]:
+    """`first`, then the rest of `events`; closing this closes them (stops the engine)."""
+    try:
+        yield first
+        yield from events
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()

@@ -1,16 +1,21 @@
-"""Settings from flags and the environment, Space detection, persistence, ZeroGPU, pushes."""
+"""Settings from flags and the environment, Space detection, persistence, pushes (ZeroGPU:
+test_zerogpu.py)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import app as studio_app
-from engine.types import GenerationRequest, Message, Sampling
-from engine.zerogpu import ZeroGPUEngine, gpu_seconds, on_zerogpu
-from tests.page_actions import give_consent, open_page
+from tests.page_actions import give_consent, open_page, submit_question
 
 
 def test_environment_sets_every_flag_and_flags_win():
@@ -48,52 +53,15 @@ def test_bad_settings_are_refused_with_a_message(argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
-def test_persistent_storage_holds_the_database(tmp_path):
+def test_persistent_storage_holds_snapshots_while_the_live_database_stays_local(tmp_path):
     mounted = tmp_path / "data"
     mounted.mkdir()
     settings = studio_app.settings_from(["--persistent-root", str(mounted)], {})
     assert settings.persistent
-    assert settings.db_path == mounted / "vqa-studio" / "studio.db"
+    assert settings.snapshot_dir == mounted / "vqa-studio"
+    assert settings.db_path == studio_app.APP_DIR / "data" / "studio.db"
     missing = studio_app.settings_from(["--persistent-root", str(tmp_path / "nope")], {})
-    assert not missing.persistent
-    assert missing.db_path == studio_app.APP_DIR / "data" / "studio.db"
-
-
-def test_zerogpu_only_where_the_space_says_so():
-    assert on_zerogpu({}) is False
-    assert on_zerogpu({"SPACES_ZERO_GPU": "true"}) is False  # `spaces` is not installed here
-
-
-def test_gpu_duration_grows_with_the_answer_and_is_capped():
-    short = GenerationRequest((Message("user", "hi"),), sampling=Sampling(max_new_tokens=64))
-    long = GenerationRequest((Message("user", "hi"),), sampling=Sampling(max_new_tokens=4000))
-    huge = GenerationRequest((Message("user", "hi"),), sampling=Sampling(max_new_tokens=10**6))
-    assert gpu_seconds(short) < gpu_seconds(long) <= gpu_seconds(huge) == 300
-
-
-def test_zerogpu_wraps_only_generation_with_the_request_duration(tiny_engine):
-    class SpacesModule:
-        """The one call the app makes into the `spaces` package, recorded."""
-
-        calls: list = []
-
-        @classmethod
-        def GPU(cls, duration):  # noqa: N802 - the package's own name
-            def decorate(function):
-                def run(request):
-                    cls.calls.append(duration(request))
-                    return function(request)
-                return run
-            return decorate
-
-    engine = ZeroGPUEngine(tiny_engine, spaces_module=SpacesModule)
-    request = GenerationRequest((Message("user", "hi"),),
-                                sampling=Sampling(max_new_tokens=8, temperature=0.0))
-    events = list(engine.stream(request))
-    assert events[-1].kind == "done" and events[-1].stats.answer_tokens == 8
-    assert SpacesModule.calls == [gpu_seconds(request)]
-    # Everything else is the engine's own.
-    assert engine.capabilities() == tiny_engine.capabilities() and engine.ready
+    assert not missing.persistent and missing.snapshot_dir is None
 
 
 def test_push_exports_uploads_each_format_of_consented_data(tmp_path):
@@ -126,25 +94,51 @@ def test_push_exports_uploads_each_format_of_consented_data(tmp_path):
 
 
 @pytest.mark.browser
-def test_a_space_keeps_its_data_in_persistent_storage(launch_app, tmp_path, page):
+def test_a_space_restarted_on_an_empty_disk_gets_its_data_back_from_the_snapshot(
+        launch_app, tmp_path, page):
+    from PIL import Image
+
     mounted = tmp_path / "mounted"
     mounted.mkdir()
-    expected = mounted / "vqa-studio" / "studio.db"
-    app = launch_app("--max-new-tokens-limit", "16", db_path=expected,
-                     env={"SPACE_ID": "team/studio", "VQA_STUDIO_PERSISTENT_ROOT": str(mounted)})
+    env = {"SPACE_ID": "team/studio", "VQA_STUDIO_PERSISTENT_ROOT": str(mounted),
+           "VQA_STUDIO_PUBLIC": "0"}
+    picture = tmp_path / "picture.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(picture)
+    app = launch_app("--max-new-tokens-limit", "16", env=env)
     open_page(page, app)
     assert page.locator("#storage-warning").count() == 0
     give_consent(page)
-    page.locator("#question textarea").fill("space: kept?")
-    page.locator("#question textarea").press("Enter")
+    submit_question(page, "space: kept?", image=picture)
     deadline = time.monotonic() + 60
-    rows = []
-    while not rows and time.monotonic() < deadline:
+    while not _answered(app.db_path, "space: kept?") and time.monotonic() < deadline:
         time.sleep(0.3)
-        if expected.exists():
-            with sqlite3.connect(expected) as db:
-                rows = db.execute("select * from messages where text = 'space: kept?'").fetchall()
-    assert rows
+    assert _answered(app.db_path, "space: kept?"), app.log()
+    app.stop()  # SIGTERM, as a Space sends: the last snapshot is taken on the way out
+
+    snapshot = mounted / "vqa-studio" / "studio.db"
+    assert _answered(snapshot, "space: kept?"), app.log()
+    assert not list(mounted.rglob("*-wal")) and not list(mounted.rglob("*-shm"))
+
+    # A new machine: the local disk is empty, the mounted storage is not.
+    local = app.db_path.parent
+    shutil.rmtree(local)
+    again = launch_app("--max-new-tokens-limit", "16", env=env)
+    open_page(page, again)
+    assert again.db_path == app.db_path and _answered(again.db_path, "space: kept?")
+    with sqlite3.connect(again.db_path) as db:
+        (sha,) = db.execute("select sha256 from images").fetchone()
+    restored = next((local / "images").rglob(f"{sha}.*"))
+    assert hashlib.sha256(restored.read_bytes()).hexdigest() == sha
+
+
+def _answered(db_path, question: str) -> bool:
+    """Whether `question` is stored with a finished answer."""
+    if not db_path.exists():
+        return False
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+        return bool(db.execute(
+            "select 1 from messages q join messages a on a.parent_id = q.id "
+            "where q.text = ? and a.status != 'streaming'", (question,)).fetchall())
 
 
 @pytest.mark.browser
@@ -154,3 +148,47 @@ def test_a_space_without_persistent_storage_warns_on_the_page(launch_app, tmp_pa
     page.goto(app.url)
     page.locator("#storage-warning").wait_for(timeout=60_000)
     assert "lost when it restarts" in page.locator("#storage-warning").inner_text()
+
+
+def _run_app(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("VQA_STUDIO_")}
+    return subprocess.run([sys.executable, str(studio_app.APP_DIR / "app.py"), *argv],
+                          env={**environment, **(env or {})}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_help_lists_the_commands():
+    shown = _run_app("--help")
+    assert shown.returncode == 0
+    for command in ("export", "evaluate", "backup"):
+        assert f"\n  {command} " in shown.stdout
+
+
+@pytest.mark.parametrize(("argv", "env", "named"), [
+    ((), {"VQA_STUDIO_PORT": "abc"}, "VQA_STUDIO_PORT='abc'"),
+    ((), {"VQA_STUDIO_SHARE": "yesplease"}, "VQA_STUDIO_SHARE='yesplease'"),
+    ((), {"VQA_STUDIO_QUANTIZE": "3bit"}, "VQA_STUDIO_QUANTIZE"),
+    (("--port", "x"), {}, "--port"),
+    (("--port", "70000"), {}, "--port"),
+    (("--max-upload-mb", "0"), {}, "--max-upload-mb"),
+])
+def test_a_bad_setting_stops_the_app_with_one_line_naming_it(argv, env, named):
+    refused = _run_app(*argv, env=env)
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "error" in lines[0], refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_an_unset_boolean_variable_is_false_and_a_set_one_true():
+    assert studio_app.settings_from([], {"VQA_STUDIO_SHARE": ""}).share is False
+    assert studio_app.settings_from([], {"VQA_STUDIO_SHARE": "off"}).share is False
+    assert studio_app.settings_from([], {"VQA_STUDIO_SHARE": "Yes"}).share is True
+
+
+def test_gradio_hot_reload_says_what_to_run_instead():
+    gradio_cli = Path(sys.executable).parent / "gradio"
+    ran = subprocess.run([gradio_cli, "app.py"], cwd=studio_app.APP_DIR, capture_output=True,
+                         text=True, timeout=120)
+    assert "is not supported" in ran.stderr and "Run `python app.py`" in ran.stderr
+    assert "Running on" not in ran.stdout

@@ -15,11 +15,14 @@ from PIL import Image
 from engine.batching import BatchLimits
 from engine.families import FAMILIES
 from engine.local import OUT_OF_MEMORY_MESSAGE, LocalEngine
-from engine.tiny import TINY_FAMILIES
+from engine.tiny import TINY_FAMILIES, TINY_NOTES
 from engine.types import GenerationRequest, Message, Sampling
 
 BATCHED = {family.name for family in FAMILIES if family.batch_positions}
-BATCHED_FAMILIES = [family for family in TINY_FAMILIES if family in BATCHED]
+BATCHED_FAMILIES = [family for family in TINY_FAMILIES if TINY_NOTES[family].family in BATCHED]
+# Checkpoints whose real generation_config.json carries sampling defaults that a request
+# leaves alone: Qwen2.5-VL repetition_penalty 1.05; Qwen3-VL top_k 20; Qwen3.5 top_k 20.
+REAL_SAMPLING_DEFAULTS = ["qwen2_5_vl", "qwen3_vl", "qwen3_5"]
 
 
 def _engine(ref: str, **limits) -> LocalEngine:
@@ -103,7 +106,8 @@ def test_batched_greedy_answers_equal_answers_alone(engines, family):
     requests = _mixed_requests(batched.family.needs_image)
     # Alone, through transformers' own `generate`: the reference.
     alone = [_answer(_collect(serial.stream(r))) for r in requests]
-    assert all(a[3] is None and a[1] for a in alone)
+    # (A checkpoint that always thinks may use every token reasoning.)
+    assert all(a[3] is None and (a[0] + a[1]) for a in alone)
     peak_before = batched._scheduler.peak_batch_size
     together = [_answer(r) for r in _together(batched, requests)]
     assert together == alone
@@ -146,13 +150,56 @@ def test_thinking_budgets_apply_per_request_in_a_batch(engines):
     assert plain.reasoning_tokens == 0
 
 
-def test_seeded_sampling_gives_the_same_answer_alone_or_batched(engines):
-    batched, _ = engines("qwen3_5")
+@pytest.mark.parametrize("family", REAL_SAMPLING_DEFAULTS)
+def test_seeded_sampling_gives_the_same_answer_alone_or_batched(engines, family):
+    batched, serial = engines(family)
     sampled = [_request(temperature=1.0, top_p=0.9, seed=seed, max_new=20) for seed in (5, 6, 7)]
-    alone = [_answer(_collect(batched.stream(r))) for r in sampled]
+    # Alone through `generate`, which reads the checkpoint's generation config itself.
+    alone = [_answer(_collect(serial.stream(r))) for r in sampled]
     together = [_answer(r) for r in _together(batched, sampled)]
     assert together == alone
     assert len({a[1] for a in alone}) > 1  # the seeds matter
+
+
+@pytest.mark.parametrize("family", REAL_SAMPLING_DEFAULTS)
+def test_the_checkpoints_sampling_defaults_apply_unless_the_request_overrides_them(
+        engines, family):
+    from engine.sampling import resolve
+
+    batched, _ = engines(family)
+    defaults = batched.model.generation_config
+    kept = resolve(Sampling(temperature=1.0, top_k=0), defaults)
+    assert kept.top_k == (defaults.top_k or None)
+    assert kept.repetition_penalty == (
+        defaults.repetition_penalty if defaults.repetition_penalty not in (None, 1.0) else None)
+    overridden = resolve(Sampling(temperature=1.0, top_k=3, repetition_penalty=1.0), defaults)
+    assert (overridden.top_k, overridden.repetition_penalty) == (3, None)
+    if family == "qwen2_5_vl":
+        assert kept.repetition_penalty == 1.05
+    else:
+        assert kept.top_k == 20
+
+
+def test_a_checkpoint_penalty_is_applied_in_both_paths_unless_overridden(engines):
+    # A random model with a 151k vocabulary (Qwen2.5-VL, whose real penalty is 1.05) almost
+    # never repeats a token, so no penalty changes its answer. The tiny LLaVA repeats itself;
+    # given a checkpoint penalty, its answers show whether the penalty is applied.
+    batched, serial = engines("llava")
+    configs = [batched.model.generation_config, serial.model.generation_config]
+    saved = [config.repetition_penalty for config in configs]
+    try:
+        for config in configs:
+            config.repetition_penalty = 1.8
+        default = _request(max_new=30)
+        neutral = _request(max_new=30, repetition_penalty=1.0)
+        stated = _request(max_new=30, repetition_penalty=1.8)
+        alone = [_answer(_collect(serial.stream(r))) for r in (default, neutral, stated)]
+        together = [_answer(r) for r in _together(batched, [default, neutral, stated])]
+    finally:
+        for config, value in zip(configs, saved, strict=True):
+            config.repetition_penalty = value
+    assert together == alone
+    assert alone[0] == alone[2] != alone[1]
 
 
 def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(engines):

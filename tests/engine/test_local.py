@@ -234,9 +234,11 @@ def test_top_k_one_sampling_is_greedy(tiny_engine):
         assert done.stats.seed == seed
 
 
-def test_repetition_penalty_changes_a_greedy_answer(tiny_engine):
-    plain, _ = _sampled(tiny_engine, max_new=30, temperature=0.0, seed=1)
-    penalised, _ = _sampled(tiny_engine, max_new=30, temperature=0.0, seed=1,
+def test_repetition_penalty_changes_a_greedy_answer(llava_engine):
+    # The tiny LLaVA repeats itself; a random model with Qwen's 248k vocabulary hardly ever
+    # does, so no penalty would change its answer.
+    plain, _ = _sampled(llava_engine, max_new=30, temperature=0.0, seed=1)
+    penalised, _ = _sampled(llava_engine, max_new=30, temperature=0.0, seed=1,
                             repetition_penalty=1.5)
     assert penalised != plain
 
@@ -280,3 +282,14 @@ def test_a_large_cleaned_photo_is_answered(tiny_engine):
                                 sampling=Sampling(max_new_tokens=8, temperature=0.0))
     texts, _, done = _collect(tiny_engine.stream(request))
     assert done.error is None and texts["answer"].strip()
+
+
+def test_a_tiny_checkpoint_without_its_real_files_is_a_load_error(monkeypatch, tmp_path):
+    from engine.errors import ModelLoadError
+
+    monkeypatch.setenv("VQA_STUDIO_HUB", str(tmp_path / "nowhere"))
+    engine = LocalEngine("tiny-random:llava", quantize="none", device="cpu",
+                         cache_dir=tmp_path)
+    with pytest.raises(ModelLoadError, match="nowhere"):
+        engine.load()
+    assert "VQA_STUDIO_HUB" in engine.load_error

@@ -21,8 +21,8 @@ from engine.types import GenerationRequest, Message, Sampling
 
 QUESTION = "What is in the picture?"
 TARGET = "a white horse is next to the river"
-# About as many tokens as TARGET, so length alone does not decide between them.
-ALTERNATIVE = "a red car is near the tree"
+# As many tokens as TARGET (Qwen3.5 tokenizer), so length alone does not decide between them.
+ALTERNATIVE = "a red car is parked near the tree"
 
 
 def _image() -> Image.Image:

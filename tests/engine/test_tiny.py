@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import functools
+import importlib
 
 import pytest
 import torch
 from PIL import Image
 
+from engine.families import family_for
 from engine.tiny import MARKER, TINY_FAMILIES, TINY_NOTES, ensure_tiny, tiny_path
 
-THINKING = [family for family in TINY_FAMILIES if TINY_NOTES[family].thinking]
-NOT_THINKING = [family for family in TINY_FAMILIES if not TINY_NOTES[family].thinking]
+THINKING = [family for family in TINY_FAMILIES if TINY_NOTES[family].thinking != "never"]
+NOT_THINKING = [family for family in TINY_FAMILIES if TINY_NOTES[family].thinking == "never"]
 CHAT = [family for family in TINY_FAMILIES if TINY_NOTES[family].chat_template]
 QUESTION = "What is in the picture?"
 
@@ -40,9 +42,28 @@ def _load(folder, family):
     from transformers import AutoProcessor
 
     torch.set_num_threads(1)
+    loader = family_for(family).loader
+    if loader is not None:
+        processor, model = _project_loader(loader)(folder)
+        return processor, model.eval()
     processor = AutoProcessor.from_pretrained(folder)
     model_class = getattr(transformers, TINY_NOTES[family].model_class)
     return processor, model_class.from_pretrained(folder).eval()
+
+
+def _project_loader(loader: str):
+    """A family this project implements is loaded by its own function, as the engine does."""
+    module_name, function_name = loader.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def _from_pretrained(folder, family, **kwargs):
+    import transformers
+
+    loader = family_for(family).loader
+    if loader is not None:
+        return _project_loader(loader)(folder, **kwargs)[1]
+    return getattr(transformers, TINY_NOTES[family].model_class).from_pretrained(folder, **kwargs)
 
 
 def _inputs(processor, family, image):
@@ -78,8 +99,11 @@ def test_loads_and_generates_eight_tokens(tiny_checkpoint, family):
     processor, model = _load(tiny_checkpoint(family), family)
     assert type(processor).__name__ == note.processor_class
     assert type(model).__name__ == note.model_class
-    # Random models emit every id they have; each must be a real token.
-    assert model.get_output_embeddings().weight.shape[0] == len(processor.tokenizer)
+    # Random models emit every id they have. Rows past the tokenizer's end (the real
+    # checkpoints pad their vocabularies) must never be the greedy choice.
+    rows = model.get_output_embeddings().weight
+    assert rows.shape[0] >= len(processor.tokenizer)
+    assert not rows[len(processor.tokenizer):].any()
 
     inputs = _inputs(processor, family, _image())
     image_id = processor.tokenizer.convert_tokens_to_ids(note.image_token)
@@ -132,7 +156,6 @@ def test_unquantized_prefixes_name_real_modules(tiny_checkpoint, family):
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_four_bit_text_model_generates_with_the_listed_modules_kept(tiny_checkpoint, family):
-    import transformers
     from bitsandbytes.nn import Linear4bit
     from transformers import BitsAndBytesConfig
 
@@ -144,9 +167,7 @@ def test_four_bit_text_model_generates_with_the_listed_modules_kept(tiny_checkpo
         bnb_4bit_compute_dtype=torch.float32,
         llm_int8_skip_modules=list(note.keep_unquantized),
     )
-    model = getattr(transformers, note.model_class).from_pretrained(
-        folder, quantization_config=quantization, device_map="cpu"
-    )
+    model = _from_pretrained(folder, family, quantization_config=quantization, device_map="cpu")
     quantized = [name for name, module in model.named_modules() if isinstance(module, Linear4bit)]
     assert quantized
     for name in quantized:
@@ -159,28 +180,42 @@ def test_four_bit_text_model_generates_with_the_listed_modules_kept(tiny_checkpo
 
 
 @pytest.mark.parametrize("family", THINKING)
-def test_thinking_switch_changes_the_generation_prompt(tiny_checkpoint, family):
+def test_thinking_follows_the_template_of_the_checkpoint(tiny_checkpoint, family):
+    note = TINY_NOTES[family]
     processor, _ = _load(tiny_checkpoint(family), family)
     messages = _messages(None)
     on = processor.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=True)
     off = processor.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False)
     default = processor.apply_chat_template(messages, add_generation_prompt=True)
-    assert on.endswith("<think>\n") and not on.endswith("</think>\n\n")
-    assert off.endswith("<think>\n\n</think>\n\n")
-    assert default == on
+    assert on.endswith("<think>\n")
+    if note.thinking == "always":
+        assert on == off == default
+    else:
+        assert off.endswith("<think>\n\n</think>\n\n")
+        assert default == (on if note.thinking_default else off)
     assert QUESTION in on and QUESTION in off
 
 
-@pytest.mark.parametrize("family", THINKING)
-def test_earlier_reasoning_is_dropped_from_history(tiny_checkpoint, family):
+# What the real templates do with an earlier answer's reasoning: Qwen3.5 and the Qwen3-VL
+# Thinking template drop it; Qwen2.5-VL, Qwen3-VL Instruct and LLaVA keep it verbatim.
+REASONING_IN_HISTORY = {"qwen3_5": False, "qwen3_5_large": False, "qwen3_vl_thinking": False,
+                        "qwen3_vl": True, "qwen2_5_vl": True, "llava": True}
+
+
+@pytest.mark.parametrize("family", sorted(REASONING_IN_HISTORY))
+def test_earlier_reasoning_in_history_is_kept_or_dropped_as_the_real_template_does(
+        tiny_checkpoint, family):
     processor, _ = _load(tiny_checkpoint(family), family)
+    # Content as a list of parts, as the engine sends it (the LLaVA template reads only that).
+    answer = "<think>\nsecret steps\n</think>\n\nA red car."
     messages = [
         *_messages(None),
-        {"role": "assistant", "content": "<think>\nsecret steps\n</think>\n\nA red car."},
-        {"role": "user", "content": "And the sky?"},
+        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        {"role": "user", "content": [{"type": "text", "text": "And the sky?"}]},
     ]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    assert "A red car." in prompt and "secret steps" not in prompt
+    assert "A red car." in prompt
+    assert ("secret steps" in prompt) is REASONING_IN_HISTORY[family]
 
 
 @pytest.mark.parametrize("family", NOT_THINKING)
@@ -227,3 +262,118 @@ def test_cache_dir_defaults_to_the_environment(monkeypatch, tmp_path):
 def test_unknown_family_is_refused(tmp_path):
     with pytest.raises(ValueError, match="qwen3_5"):
         ensure_tiny("no-such-family", tmp_path)
+
+
+# -- built from the real Hub files -------------------------------------------------------
+
+REAL = [family for family in TINY_FAMILIES if TINY_NOTES[family].real_source]
+# The template each tiny checkpoint must carry: the real file, or (where no Hub copy was
+# found) the rebuilt one in the hub folder's _reconstructed/.
+TEMPLATE_SOURCES = {
+    "qwen3_5": ("Qwen__Qwen3.5-0.8B", None),
+    "qwen3_5_large": (None, "qwen3_5_4b_9b_chat_template.jinja"),
+    "qwen3_vl": ("Qwen__Qwen3-VL-4B-Instruct", None),
+    "qwen3_vl_thinking": (None, "qwen3_vl_thinking_chat_template.jinja"),
+    "qwen2_5_vl": ("Qwen__Qwen2.5-VL-3B-Instruct", None),
+    "llava": ("llava-hf__llava-1.5-7b-hf", None),
+    "idefics3": ("HuggingFaceTB__SmolVLM-256M-Instruct", None),
+    "ovis2": (None, "ovis2_hf_convert_script_template.jinja"),
+    "llava_onevision": (None, "llava_onevision_convert_script_template.jinja"),
+}
+
+
+def _real_json(family: str, name: str) -> dict:
+    import json
+
+    from engine.tiny_hub import hub_files
+
+    return json.loads((hub_files(TINY_NOTES[family].real_source) / name).read_text())
+
+
+def _template(family: str) -> str:
+    from engine.tiny_hub import real_template, reconstructed_template
+
+    real, rebuilt = TEMPLATE_SOURCES[family]
+    return real_template(real) if real else reconstructed_template(rebuilt)
+
+
+def _history_messages() -> list[dict]:
+    return [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        *_messages(_image()),
+        {"role": "assistant", "content": [{"type": "text", "text": " A gradient. "}]},
+        {"role": "user", "content": [{"type": "image", "image": _image()},
+                                     {"type": "text", "text": "And this one?"}]},
+    ]
+
+
+@pytest.mark.parametrize("family", sorted(TEMPLATE_SOURCES))
+def test_rendered_prompt_is_the_real_templates(tiny_checkpoint, family):
+    processor, _ = _load(tiny_checkpoint(family), family)
+    real = _template(family)
+    for kwargs in ({}, {"enable_thinking": True}, {"enable_thinking": False}):
+        tiny = processor.apply_chat_template(_history_messages(), add_generation_prompt=True,
+                                             **kwargs)
+        expected = processor.apply_chat_template(_history_messages(), add_generation_prompt=True,
+                                                 chat_template=real, **kwargs)
+        assert tiny == expected
+    assert "And this one?" in tiny
+
+
+@pytest.mark.parametrize("family", REAL)
+def test_config_is_the_real_one_with_only_sizes_shrunk(tiny_checkpoint, family):
+    import json
+
+    tiny = json.loads((tiny_checkpoint(family) / "config.json").read_text())
+    real = _real_json(family, "config.json")
+    assert tiny["model_type"] == real["model_type"]
+
+    def text(config: dict) -> dict:
+        return config.get("text_config") or config
+
+    for key in ("vocab_size", "max_position_embeddings", "eos_token_id", "bos_token_id"):
+        if key in text(real):
+            assert text(tiny)[key] == text(real)[key], key
+    for key in ("image_token_id", "image_token_index", "video_token_id",
+                "vision_start_token_id", "vision_end_token_id", "num_query_tokens",
+                "scale_factor", "vision_feature_layer", "vision_feature_select_strategy"):
+        if key in real:
+            assert tiny[key] == real[key], key
+    for key in ("patch_size", "image_size", "spatial_merge_size", "temporal_patch_size"):
+        if key in real.get("vision_config", {}):
+            assert tiny["vision_config"][key] == real["vision_config"][key], key
+    assert text(tiny)["hidden_size"] < text(real).get("hidden_size", 10**9)
+
+
+@pytest.mark.parametrize("family", REAL)
+def test_special_tokens_and_generation_config_are_the_real_ones(tiny_checkpoint, family):
+    from transformers import AutoProcessor, GenerationConfig
+
+    folder = tiny_checkpoint(family)
+    tokenizer = AutoProcessor.from_pretrained(folder).tokenizer
+    real_tokens = _real_json(family, "tokenizer_config.json")["added_tokens_decoder"]
+    for token_id, entry in real_tokens.items():
+        assert tokenizer.convert_tokens_to_ids(entry["content"]) == int(token_id), entry
+    generation = GenerationConfig.from_pretrained(folder)
+    if family.startswith("qwen3_5"):
+        from engine.tiny_hub import QWEN3_5_GENERATION as real
+    else:
+        real = _real_json(family, "generation_config.json")
+    for key, value in real.items():
+        if key not in ("transformers_version", "_from_model_config"):
+            assert getattr(generation, key) == value, key
+
+
+def test_real_qwen3_5_keeps_the_final_answers_reasoning(tiny_checkpoint):
+    # What a --keep-reasoning export relies on: the last answer's reasoning stays in the text.
+    processor, _ = _load(tiny_checkpoint("qwen3_5"), "qwen3_5")
+    messages = [*_messages(None),
+                {"role": "assistant", "content": "<think>\nsecret steps\n</think>\n\nA red car."}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=False)
+    assert "secret steps" in text and "A red car." in text
+
+
+def test_a_missing_hub_folder_is_named_in_the_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("VQA_STUDIO_HUB", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        ensure_tiny("llava", tmp_path)

@@ -1,22 +1,21 @@
 """The one rule that keeps typed or generated text from writing control tokens.
 
 Checked against the special and added tokens every real checkpoint's tokenizer files declare
-(when those files are at hand: $VQA_STUDIO_HUB_FILES, by default ../shared/hub beside the
-checkout) and against every tiny checkpoint's tokenizer, loaded the way the engine loads it.
+(engine/hub, the files the tiny checkpoints are built from) and against every tiny
+checkpoint's tokenizer, loaded the way the engine loads it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from control_tokens import CONTROL_TOKENS, has_control_token, without_control_tokens
+from engine.tiny_hub import hub_dir
 
-ROOT = Path(__file__).resolve().parents[2]
-HUB_FILES = Path(os.environ.get("VQA_STUDIO_HUB_FILES", ROOT.parent / "shared" / "hub"))
+HUB_FILES = hub_dir()
 
 
 def declared_tokens(folder: Path) -> set[str]:
@@ -47,9 +46,9 @@ def declared_tokens(folder: Path) -> set[str]:
 
 
 HUB_FOLDERS = sorted(p for p in HUB_FILES.glob("*") if (p / "config.json").is_file())
+assert len(HUB_FOLDERS) >= 7, f"the real Hub files are missing from {HUB_FILES}"
 
 
-@pytest.mark.skipif(not HUB_FOLDERS, reason=f"no real tokenizer files under {HUB_FILES}")
 @pytest.mark.parametrize("folder", HUB_FOLDERS, ids=lambda p: p.name)
 def test_every_token_a_real_tokenizer_declares_is_removed(folder):
     tokens = declared_tokens(folder)

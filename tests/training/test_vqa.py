@@ -1,7 +1,7 @@
 """`--model tiny-vqa` really answers, and `evaluate --vqa` scores it with standard VQA accuracy.
 
 The questions and images are easy-vqa's own (the package from the index); the model is the
-committed models/tiny-vqa, loaded and asked through the engine as the studio asks it.
+committed engine/models/tiny-vqa, loaded and asked through the engine as the studio asks it.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ KEY = "evaluation-client"
 MODEL = "tiny-random"
 QUESTION = "What is in the picture?"
 TARGET = "a white horse is next to the river"
-ALTERNATIVE = "a red car is near the tree"
+ALTERNATIVE = "a red car is parked near the tree"
 GREEDY_TOKENS = 10
 BETA = 0.1
 

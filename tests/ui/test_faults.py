@@ -1,0 +1,105 @@
+"""Faults keep the studio's contracts: a refused request stores nothing, a lone surrogate is
+replaced and its answer row closed. Real engines (the tiny checkpoint, the remote engine
+against a scripted server) and a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from engine.types import Sampling
+from storage import Store
+from tests.scripted_server import ScriptedServer, model_listing, send_json, send_stream
+from ui.turns import ChatState, NotAnswered, Studio, TurnOptions
+
+LONG = TurnOptions(sampling=Sampling(max_new_tokens=3000, temperature=0.0))
+
+
+def _rows(store, sql, *params):
+    with sqlite3.connect(store.path) as db:
+        db.row_factory = sqlite3.Row
+        return db.execute(sql, params).fetchall()
+
+
+def _consented() -> ChatState:
+    state = ChatState()
+    state.consented = True
+    return state
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "studio.db") as store:
+        yield store
+
+
+@pytest.fixture
+def surrogate_server():
+    def reply(handler):
+        if handler.command == "GET":
+            send_json(handler, 200, model_listing("served-model"))
+        else:
+            send_stream(handler, "half of a pair \ud83d", " and a lone one \udfff.")
+
+    server = ScriptedServer(reply)
+    yield server
+    server.close()
+
+
+def test_lone_surrogates_are_replaced_and_the_answer_row_closed(store, surrogate_server):
+    from engine.remote import RemoteEngine
+
+    engine = RemoteEngine(surrogate_server.url, "served-model")
+    engine.load()
+    try:
+        studio = Studio(engine, store)
+        state = _consented()
+        updates = list(studio.ask(state, "what is \ud800 this?", [], TurnOptions()))
+    finally:
+        engine.close()
+    assert updates[-1].done and updates[-1].stats.finish_reason == "stop"
+    question = _rows(store, "select * from messages where role = 'user'")[0]
+    answer = _rows(store, "select * from messages where role = 'assistant'")[0]
+    assert question["text"] == "what is \ufffd this?"
+    assert answer["status"] == "done" and answer["finish_reason"] == "stop"
+    assert answer["text"] == "half of a pair \ufffd and a lone one \ufffd."
+    # What the page shows is the same valid text.
+    assert updates[-1].answer == answer["text"]
+
+
+def test_a_request_refused_because_the_model_is_busy_stores_nothing(store, tmp_path):
+    from engine.batching import BatchLimits
+    from engine.local import LocalEngine
+
+    # One answer at a time and one waiting: a third request is refused.
+    engine = LocalEngine("tiny-random", quantize="none", device="cpu", max_waiting=1,
+                         batch_limits=BatchLimits(max_batch_size=1, max_batch_tokens=8192))
+    engine.load()
+    studio = Studio(engine, store)
+    running = studio.ask(_consented(), "first: a long answer", [], LONG, session_key="first")
+    next(running)
+    waiting_state = _consented()
+    waiting = studio.ask(waiting_state, "second: waits its turn", [], LONG,
+                         session_key="second")
+    waiter = threading.Thread(target=lambda: next(waiting, None), daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + 60
+    while studio.queue_position("second") != 1:  # waiting in line for the model
+        assert time.monotonic() < deadline, "the second request never queued"
+        time.sleep(0.05)
+
+    refused = _consented()
+    with pytest.raises(NotAnswered, match="busy"):
+        list(studio.ask(refused, "third: refused", [], LONG, session_key="third"))
+    assert _rows(store, "select * from messages where text like 'third:%'") == []
+    assert refused.conversation_id is None and refused.turns == []
+    assert len(_rows(store, "select * from conversations")) == 1  # the first one's
+
+    studio.cancel("first")
+    running.close()
+    waiter.join(timeout=60)
+    studio.cancel("second")
+    waiting.close()
