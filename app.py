@@ -3,6 +3,7 @@
     python app.py [--model ID|PATH|tiny-random] [--quantize auto|4bit|8bit|none] [--db PATH] ...
     python app.py export --format swift-dpo --out DIR
     python app.py evaluate [--adapter NAME=PATH ...]
+    python app.py train --method sft-then-dpo --out adapters/NAME
     python app.py backup DEST
 
 Installed with `pip install .`, the same is the `vqa-studio` command.
@@ -134,6 +135,7 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 COMMANDS = {
     "export": "write stored feedback as training data (DPO, KTO, SFT) for a trainer",
     "evaluate": "score the model and its adapters against the stored feedback",
+    "train": "train a LoRA adapter on the consented feedback (SFT then DPO by default)",
     "backup": "copy the database and its images consistently, while the app runs",
 }
 
@@ -406,10 +408,22 @@ def backup(argv: list[str]) -> None:
 
 
 def evaluate(argv: list[str]) -> None:
-    """Score the model and its adapters against the stored feedback; see docs/evaluation.md."""
+    """Score the model and its adapters against the stored feedback, or with --vqa on a VQA
+    dataset; see docs/evaluation.md."""
+    if "--vqa" in argv or any(item.startswith("--vqa=") for item in argv):
+        from training.vqa import main as vqa_main
+
+        return vqa_main(argv)
     from ui.evaluation import main as evaluate_main
 
     evaluate_main(argv, default_db=settings_from([]).db_path)
+
+
+def train(argv: list[str]) -> None:
+    """Train a LoRA adapter on the stored feedback; see docs/training.md."""
+    from training.train import main as train_main
+
+    train_main(argv, default_db=settings_from([]).db_path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -430,6 +444,8 @@ def main(argv: list[str] | None = None) -> None:
         return export_main(argv[1:], default_db=settings_from([]).db_path)
     if argv and argv[0] == "evaluate":
         return evaluate(argv[1:])
+    if argv and argv[0] == "train":
+        return train(argv[1:])
     serve(settings_from(argv))
     # Stopped, and everything is saved: leave now. Finalising the interpreter after a served
     # model takes seconds more, and a stopping Space does not wait long before killing.

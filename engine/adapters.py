@@ -1,7 +1,8 @@
 """LoRA adapters on top of a loaded model, each under a name, one active per request.
 
 `load_adapters(model, {"name": "/path/to/adapter"})` attaches PEFT adapters (folders written
-by `save_pretrained`: adapter_config.json plus the adapter weights) to a transformers model
+by `save_pretrained`: adapter_config.json plus the adapter weights, or a trainer's output or
+checkpoint folder holding one, see `engine.checkpoints`) to a transformers model
 through its built-in PEFT support, so the model stays the same object and `generate` is
 unchanged. A quantized base works too: PEFT wraps the bitsandbytes layers.
 
@@ -18,6 +19,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from engine.checkpoints import resolve
 from engine.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -62,12 +64,22 @@ def _checked(name: str, location: str | Path) -> Path:
             "(at most 64 characters, starting with a letter or digit)."
         )
     path = Path(location).expanduser()
-    if not (path / CONFIG_FILE).is_file():
+    if not path.is_dir():
+        raise ModelLoadError(f"No LoRA adapter for {name!r} at {path}: there is no such folder.")
+    try:
+        found = resolve(path)
+    except ModelLoadError as exc:
         raise ModelLoadError(
-            f"No LoRA adapter for {name!r} at {path}: the folder must hold {CONFIG_FILE} and "
-            "the adapter weights, as written by PEFT's save_pretrained."
-        )
-    return path
+            f"No LoRA adapter for {name!r} at {path}: {exc} An adapter folder holds "
+            f"{CONFIG_FILE} and the adapter weights, as written by PEFT's save_pretrained."
+        ) from exc
+    if found.kind != "adapter":
+        raise ModelLoadError(
+            f"{found.path}, given as the adapter {name!r}, is a whole model, not a LoRA adapter: "
+            f"start the app with --model {found.path} instead.")
+    if found.note:
+        log.info("adapter %s: %s", name, found.note)
+    return found.path
 
 
 class AdapterSwitch:

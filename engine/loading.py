@@ -1,9 +1,12 @@
 """Turning a model reference into a loaded (model, processor) pair.
 
-A reference is `tiny-random` (or `tiny-random:FAMILY`), a local folder, or a hub id. Every
-reference ends in the same `from_pretrained` calls on a local folder: the tiny checkpoints are
-built into a cache folder first, and hub ids are downloaded first (with byte progress), so a
-tiny checkpoint exercises exactly the path a real one takes.
+A reference is `tiny-random` (or `tiny-random:FAMILY`), `tiny-vqa` (the small LLaVA trained on
+easy-vqa, shipped in engine/models/tiny-vqa), a local folder, or a hub id. A local folder may
+also be what a trainer wrote (a checkpoint-N, an output folder, a LoRA adapter merged into the
+base it names; see `engine.checkpoints`). Every reference ends in the same `from_pretrained`
+calls on a local folder: the tiny checkpoints are built into a cache folder first, and hub ids
+are downloaded first (with byte progress), so a tiny checkpoint exercises exactly the path a
+real one takes.
 
 Quantization is chosen here: "auto" is 4-bit NF4 with double quantization and bf16 compute on
 CUDA and none on CPU. The family table says which modules stay unquantized. LoRA adapters
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from engine.adapters import load_adapters
+from engine.checkpoints import resolve
 from engine.errors import ModelLoadError
 from engine.families import Family, family_for
 
@@ -32,6 +36,9 @@ log = logging.getLogger(__name__)
 
 Quantize = Literal["auto", "4bit", "8bit", "none"]
 TINY_PREFIX = "tiny-random"
+TINY_VQA = "tiny-vqa"
+# Committed with the code (a few MB); `python -m training.tiny_vqa` rebuilds it.
+TINY_VQA_DIR = Path(__file__).resolve().parent / "models" / "tiny-vqa"
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,11 @@ def _local_path(model_ref: str, cache_dir: Path | None, progress: ProgressCallba
             return ensure_tiny(family, cache_dir)
         except (FileNotFoundError, ValueError) as exc:  # no real Hub files; unknown name
             raise ModelLoadError(str(exc)) from exc
+    if model_ref == TINY_VQA:
+        if not (TINY_VQA_DIR / "config.json").is_file():
+            raise ModelLoadError(f"The tiny-vqa checkpoint is missing from {TINY_VQA_DIR}; "
+                                 "rebuild it with `python -m training.tiny_vqa`.")
+        return TINY_VQA_DIR
     path = Path(model_ref).expanduser()
     if path.is_dir():
         return path
@@ -208,6 +220,7 @@ def load_model(
 
     progress(LoadProgress("resolving", f"Looking for {model_ref}"))
     path = _local_path(model_ref, cache_dir, progress)
+    path, merge_adapter, notes = _weights(model_ref, path, cache_dir, progress)
     family, trust_remote_code = _family(model_ref, path)
     try:
         if family.loader is None:
@@ -227,9 +240,14 @@ def load_model(
         if family.loader is not None:
             processor, model = _project_loader(family.loader)(path, **kwargs)
         else:
-            processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+            processor = AutoProcessor.from_pretrained(
+                _processor_folder(merge_adapter, path), trust_remote_code=trust_remote_code)
             model = AutoModelForImageTextToText.from_pretrained(
                 path, trust_remote_code=trust_remote_code, **kwargs)
+        if merge_adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(merge_adapter)).merge_and_unload()
     except ModelLoadError:
         raise
     except Exception as exc:
@@ -256,13 +274,46 @@ def load_model(
         load_seconds=time.perf_counter() - started,
         cuda_peak_bytes=torch.cuda.max_memory_allocated() if measure_peak else None,
         revision=_revision(path),
+        notes=notes,
         quantized_by_prefix=tuple(sorted(quantized.items())),
         unquantized_by_prefix=tuple(sorted(kept.items())),
         adapters=adapter_names,
     )
     log.info("%s", report.summary())
+    for note in notes:
+        log.info("%s", note)
     progress(LoadProgress("ready", f"{model_ref} is ready"))
     return model, processor, family, report
+
+
+def _weights(model_ref: str, path: Path, cache_dir: Path | None,
+             progress: ProgressCallback) -> tuple[Path, Path | None, tuple[str, ...]]:
+    """(model folder, LoRA adapter folder to merge into it or None, notes) for what `path`
+    holds: a model, a trainer's checkpoint or output folder, or a LoRA adapter (loaded on the
+    base its adapter_config.json names, and merged into it)."""
+    found = resolve(path)
+    notes = (found.note,) if found.note else ()
+    if found.kind == "model":
+        return found.path, None, notes
+    if not found.base_model:
+        raise ModelLoadError(
+            f"{model_ref} is a LoRA adapter that names no base model (base_model_name_or_path "
+            f"in its adapter_config.json): start with --model BASE --adapter NAME={path}.")
+    progress(LoadProgress("resolving", f"{model_ref} is a LoRA adapter on {found.base_model}"))
+    base = resolve(_local_path(found.base_model, cache_dir, progress))
+    if base.kind != "model":
+        raise ModelLoadError(f"The base model of {model_ref}, {found.base_model}, is itself an "
+                             "adapter; merge it first.")
+    merged = f"{found.path} is a LoRA adapter, merged into its base model {found.base_model}"
+    return base.path, found.path, (*notes, merged)
+
+
+def _processor_folder(adapter: Path | None, base: Path) -> Path:
+    """Trainers save the processor beside the adapter; without one, the base model's."""
+    if adapter is not None and any((adapter / name).is_file() for name in (
+            "processor_config.json", "preprocessor_config.json")):
+        return adapter
+    return base
 
 
 def _reset_cuda_peak(torch) -> bool:

@@ -1,0 +1,288 @@
+"""`tiny-vqa`: a small LLaVA trained on easy-vqa, so the studio has a model that really answers.
+
+easy-vqa (the `easy-vqa` package: 4,000 train and 1,000 test 64x64 images of one coloured
+shape each, 38,575 / 9,673 questions, 13 one-word answers) is the whole world of this model.
+The checkpoint is a standard `LlavaForConditionalGeneration` with the tiny LLaVA 1.5 layout of
+`engine.tiny_llava` (CLIP ViT + Llama, the Vicuna "USER: ... ASSISTANT:" template), sized for
+64 px images with patch 16, trained from random weights with transformers' `Trainer` on the
+CPU: the prompt is exactly what the engine builds for one image and one question, the loss
+is on the answer and its end-of-turn token only. Seeded, so a rebuild gives the same weights
+on the same machine and library versions.
+
+    python -m training.tiny_vqa [--out engine/models/tiny-vqa] [--epochs 6] [--limit N]
+
+writes the checkpoint (via a temporary sibling folder, renamed at the end) and prints the
+exact-match accuracy of greedy answers on the easy-vqa test split; the figures go to
+docs/benchmarks.md. `--model tiny-vqa` loads the committed copy, engine/models/tiny-vqa.
+`easy_vqa_split(name)` gives (image path, question, answer) rows for other tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_SIZE, PATCH_SIZE = 64, 16
+# The LLaVA 1.5 conversation format ("USER: <image>\n... ASSISTANT:"), with each answer closed
+# by the end-of-sequence token, as the model is trained to answer: a trainer that renders an
+# answer through this template (TRL does) teaches the answer and where it ends.
+TEMPLATE = """\
+{%- for message in messages -%}
+{%- if message.role == 'assistant' -%}{{ 'ASSISTANT:' }}
+{%- elif message.role != 'system' -%}{{ message.role.upper() + ': ' }}{%- endif -%}
+{%- if message.content is string -%}{{ message.content }}
+{%- else -%}
+{%- for part in message.content if part.type == 'image' -%}{{ '<image>\\n' }}{%- endfor -%}
+{%- for part in message.content if part.type == 'text' -%}{{ part.text }}{%- endfor -%}
+{%- endif -%}
+{{ '</s>' if message.role == 'assistant' else ' ' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}
+"""
+SEED = 1234
+
+
+@dataclass(frozen=True)
+class VqaRow:
+    image: str  # path of the image file
+    question: str
+    answer: str
+
+
+def easy_vqa_split(split: str) -> list[VqaRow]:
+    """The easy-vqa "train" or "test" questions, with their image files."""
+    import easy_vqa
+
+    if split == "train":
+        questions, answers, image_ids = easy_vqa.get_train_questions()
+        paths = easy_vqa.get_train_image_paths()
+    elif split == "test":
+        questions, answers, image_ids = easy_vqa.get_test_questions()
+        paths = easy_vqa.get_test_image_paths()
+    else:
+        raise ValueError(f"easy-vqa has a train and a test split, not {split!r}")
+    return [VqaRow(paths[i], q, a) for q, a, i in zip(questions, answers, image_ids, strict=True)]
+
+
+def build_untrained(folder: Path) -> None:
+    """The untrained checkpoint: random weights, processor, template, written to `folder`."""
+    from transformers import (
+        CLIPImageProcessor,
+        GenerationConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    from engine.tiny_common import decoder_config, llama_style_tokenizer, seed_everything
+    from engine.tiny_llava import IMAGE_TOKEN
+
+    tokenizer = llama_style_tokenizer([IMAGE_TOKEN], TEMPLATE)
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": IMAGE_SIZE},
+            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=TEMPLATE,
+    )
+    text_config = decoder_config("llama", tokenizer)
+    text_config.update(hidden_size=96, intermediate_size=192, num_hidden_layers=2,
+                       num_attention_heads=3, num_key_value_heads=3)
+    vision_config = {
+        "model_type": "clip_vision_model", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": IMAGE_SIZE,
+        "patch_size": PATCH_SIZE, "projection_dim": 64,
+    }
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=(IMAGE_SIZE // PATCH_SIZE) ** 2,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        # Input and output embeddings apart, as in the other tiny checkpoints.
+        tie_word_embeddings=False,
+    )
+    seed_everything(SEED)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+class _Encoded:
+    """Rows as token ids and pixel values, computed once: every image and question once."""
+
+    def __init__(self, processor, rows: list[VqaRow]) -> None:
+        import torch
+        from PIL import Image
+
+        self.tokenizer = processor.tokenizer
+        images = sorted({row.image for row in rows})
+        self.image_index = {path: n for n, path in enumerate(images)}
+        pixels = []
+        for start in range(0, len(images), 500):
+            batch = [Image.open(p).convert("RGB") for p in images[start:start + 500]]
+            pixels.append(processor.image_processor(batch, return_tensors="pt")["pixel_values"])
+        self.pixels = torch.cat(pixels)
+        blank = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE))
+        self.prompts: dict[str, list[int]] = {}
+        for question in {row.question for row in rows}:
+            text = processor.apply_chat_template(_conversation(question),
+                                                 add_generation_prompt=True, tokenize=False)
+            self.prompts[question] = list(processor(text=text, images=blank)["input_ids"][0])
+        self.answers = {answer: self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+                        + [self.tokenizer.eos_token_id] for answer in {r.answer for r in rows}}
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        prompt, answer = self.prompts[row.question], self.answers[row.answer]
+        return {"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer,
+                "pixel_values": self.pixels[self.image_index[row.image]]}
+
+
+def _conversation(question: str) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+
+
+def _collate(pad_id: int):
+    import torch
+
+    def collate(items: list[dict]) -> dict:
+        width = max(len(item["input_ids"]) for item in items)
+        ids = torch.full((len(items), width), pad_id)
+        labels = torch.full((len(items), width), -100)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for n, item in enumerate(items):
+            length = len(item["input_ids"])
+            ids[n, :length] = torch.tensor(item["input_ids"])
+            labels[n, :length] = torch.tensor(item["labels"])
+            mask[n, :length] = 1
+        pixels = torch.stack([item["pixel_values"] for item in items])
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask,
+                "pixel_values": pixels}
+
+    return collate
+
+
+def accuracy(model, processor, rows: list[VqaRow], batch_size: int = 256) -> float:
+    """Share of greedy answers equal to the easy-vqa answer (after trimming)."""
+    import torch
+
+    encoded = _Encoded(processor, rows)
+    tokenizer = processor.tokenizer
+    correct = 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            chunk = range(start, min(start + batch_size, len(rows)))
+            prompts = [encoded.prompts[rows[n].question] for n in chunk]
+            width = max(map(len, prompts))
+            # Left padding, so every answer starts right after its prompt.
+            ids = torch.full((len(prompts), width), tokenizer.pad_token_id)
+            mask = torch.zeros((len(prompts), width), dtype=torch.long)
+            for k, prompt in enumerate(prompts):
+                ids[k, width - len(prompt):] = torch.tensor(prompt)
+                mask[k, width - len(prompt):] = 1
+            pixels = torch.stack([encoded.pixels[encoded.image_index[rows[n].image]]
+                                  for n in chunk])
+            out = model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels,
+                                 max_new_tokens=8, do_sample=False)
+            for k, n in enumerate(chunk):
+                text = tokenizer.decode(out[k, width:], skip_special_tokens=True)
+                correct += text.strip() == rows[n].answer
+    return correct / len(rows)
+
+
+def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_size: int = 64,
+          learning_rate: float = 1e-3, log=print) -> dict:
+    """Train and write the checkpoint to `out` (new or empty); returns the build report."""
+    import torch
+    from transformers import (
+        AutoProcessor,
+        LlavaForConditionalGeneration,
+        Trainer,
+        TrainingArguments,
+    )
+
+    started = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a model folder is shared like any other
+    try:
+        build_untrained(staging)
+        processor = AutoProcessor.from_pretrained(staging)
+        model = LlavaForConditionalGeneration.from_pretrained(staging, dtype=torch.float32)
+        train_rows = easy_vqa_split("train")
+        test_rows = easy_vqa_split("test")
+        if limit:
+            train_rows, test_rows = train_rows[:limit], test_rows[:max(limit // 4, 1)]
+        data = _Encoded(processor, train_rows)
+        args = TrainingArguments(
+            output_dir=str(staging / "run"), num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+            lr_scheduler_type="cosine", warmup_steps=0.03, weight_decay=0.01,
+            use_cpu=True, seed=SEED, report_to="none", save_strategy="no",
+            logging_steps=100, disable_tqdm=True, dataloader_num_workers=0,
+            remove_unused_columns=False)
+        trainer = Trainer(model=model, args=args, train_dataset=data,
+                          data_collator=_collate(processor.tokenizer.pad_token_id))
+        outcome = trainer.train()
+        shutil.rmtree(staging / "run", ignore_errors=True)
+        train_seconds = time.perf_counter() - started
+        score = accuracy(model, processor, test_rows)
+        report = {
+            "train_questions": len(train_rows), "test_questions": len(test_rows),
+            "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+            "train_loss": outcome.training_loss, "test_accuracy": score,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "train_seconds": round(train_seconds), "torch_threads": torch.get_num_threads(),
+        }
+        model.save_pretrained(staging)
+        (staging / "tiny-vqa-build.json").write_text(json.dumps(report, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log(json.dumps(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.tiny_vqa",
+                                     description="Train the tiny-vqa checkpoint on easy-vqa")
+    parser.add_argument("--out", type=Path, default=Path("engine/models/tiny-vqa"))
+    parser.add_argument("--epochs", type=float, default=6.0)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    # One thread: on a shared or small machine a second one mostly spins waiting.
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="train on the first N questions only (a quick check)")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    build(args.out, epochs=args.epochs, limit=args.limit, batch_size=args.batch_size,
+          learning_rate=args.learning_rate)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
