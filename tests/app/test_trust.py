@@ -208,11 +208,12 @@ def test_erasure_reaches_uploads_exports_and_cached_copies(launch_app, page, tmp
     _wait_answer(page)
     _wait_gone(cache, hashlib.sha256(unsaved.read_bytes()).hexdigest())
 
-    give_consent(page)
-    saved = _image(tmp_path, "saved.jpg", (0, 120, 250))
+    # A new conversation first: consent keeps the conversation so far, which would be that one.
     page.locator(SIDEBAR).click()
     page.locator("#new-chat").click()
     page.locator(SIDEBAR).click()
+    give_consent(page)
+    saved = _image(tmp_path, "saved.jpg", (0, 120, 250))
     submit_question(page, "er: saved then erased", saved)
     page.wait_for_function(
         """selector => [...document.querySelectorAll(selector)]

@@ -120,23 +120,23 @@ def test_a_zerogpu_space_loads_the_model_and_asks_for_a_gpu_per_answer(launch_ap
     released = api.wait_for("/release")
     assert released, app.log()
 
-    deadline = time.monotonic() + 120
-    rows = _rows(app.db_path, "zerogpu: answered?")
-    while time.monotonic() < deadline and not (rows and rows[0][0] != "streaming"):
-        time.sleep(0.3)
-        rows = _rows(app.db_path, "zerogpu: answered?")
-    assert rows, app.log()
-    status, finish_reason, text = rows[0]
     if _has_gpu():
+        deadline = time.monotonic() + 120
+        rows = _rows(app.db_path, "zerogpu: answered?")
+        while time.monotonic() < deadline and not (rows and rows[0][0] != "streaming"):
+            time.sleep(0.3)
+            rows = _rows(app.db_path, "zerogpu: answered?")
+        assert rows, app.log()
+        status, _, text = rows[0]
         assert status == "done" and released[0]["fail"] == "false" and text
     else:
-        # No GPU to attach: the worker fails to start CUDA, the GPU is released as failed,
-        # and the answer is closed as an error that the visitor sees.
+        # No GPU to attach: the worker fails to start CUDA and the GPU is released as failed.
+        # The visitor is told; like any request the engine ended before its first token, the
+        # question stays in the box and nothing is stored.
         assert released[0]["fail"] == "true"
-        assert finish_reason == "error"
-        # ...in a warning on the page.
         page.get_by_test_id("toast-text").get_by_text(
             "The GPU lent for this answer failed").wait_for(timeout=30_000)
+        assert _rows(app.db_path, "zerogpu: answered?") == []
 
 
 def _answer(env: dict | None = None) -> tuple[dict, str]:
