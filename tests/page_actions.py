@@ -42,3 +42,10 @@ def delete_all_data(page, conversations: int) -> None:
     page.locator("#delete-all").click()
     page.locator("#confirm-delete").click()
     page.wait_for_selector(f"#privacy-note:has-text('Deleted {conversations} conversations')")
+
+
+def wait_for_finished_answer(page, timeout_ms: int = 120_000) -> None:
+    """Wait until an answer in the chat shows its stats line (it has finished streaming)."""
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('#chatbot .message-row.bot-row')]
+               .some(row => row.innerText.includes(' tokens · '))""", timeout=timeout_ms)

@@ -678,8 +678,11 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
             if remembered.get("consented") and remembered.get("version") == CONSENT_VERSION:
                 chat_state.consented = True
                 return gr.Checkbox(value=True), "", chat_state
+            if not remembered.get("consented"):
+                # Nothing to restore; a late load event must not blank what the user just did.
+                return gr.skip(), gr.skip(), chat_state
             note = ("The privacy text changed since you agreed: tick “Save my data” again to "
-                    "keep saving." if remembered.get("consented") else "")
+                    "keep saving.")
             return gr.skip(), note, chat_state
 
         def set_consent(value: bool, chat_state: ChatState):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import app as studio_app
-from tests.page_actions import give_consent, open_page, submit_question
+from tests.page_actions import give_consent, open_page, submit_question, wait_for_finished_answer
 
 
 def test_environment_sets_every_flag_and_flags_win():
@@ -109,6 +109,7 @@ def test_a_space_restarted_on_an_empty_disk_gets_its_data_back_from_the_snapshot
     assert page.locator("#storage-warning").count() == 0
     give_consent(page)
     submit_question(page, "space: kept?", image=picture)
+    wait_for_finished_answer(page)
     deadline = time.monotonic() + 60
     while not _answered(app.db_path, "space: kept?") and time.monotonic() < deadline:
         time.sleep(0.3)
