@@ -164,3 +164,22 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
+
+
+def rows(app, sql, *params):
+    """Rows of a query on the app's SQLite file, read as the test sees it now."""
+    import sqlite3
+
+    with sqlite3.connect(app.db_path) as db:
+        db.row_factory = sqlite3.Row
+        return db.execute(sql, params).fetchall()
+
+
+def wait_rows(app, sql, *params, count=1, timeout=30.0):
+    """The query's rows once there are `count` of them, or what there is at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = rows(app, sql, *params)
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)

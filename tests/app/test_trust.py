@@ -8,13 +8,13 @@ judgement is checked in the SQLite file.
 
 from __future__ import annotations
 
-import sqlite3
 import time
+from functools import partial
 
 import pytest
 from PIL import Image
 
-from tests.conftest import free_port
+from tests.conftest import free_port, rows, wait_rows
 from tests.page_actions import SIDEBAR, delete_all_data, give_consent, open_page, submit_question
 
 pytestmark = pytest.mark.browser
@@ -23,19 +23,8 @@ BOT = "#chatbot .message-row.bot-row"
 SETTINGS = (False, 0, 8, 0.0, 1.0, 0, 1, "Base model")
 
 
-def _rows(app, sql, *params):
-    with sqlite3.connect(app.db_path) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(sql, params).fetchall()
-
-
-def _wait_rows(app, sql, *params, count=1, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = _rows(app, sql, *params)
-        if len(rows) >= count or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.2)
+_rows = rows
+_wait_rows = partial(wait_rows, timeout=60.0)
 
 
 def _ask_api(client, text: str):

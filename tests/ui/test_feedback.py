@@ -6,11 +6,9 @@ database: likes and dislikes on a thinking answer, after Regenerate and after a 
 
 from __future__ import annotations
 
-import sqlite3
-import time
-
 import pytest
 
+from tests.conftest import rows, wait_rows
 from tests.page_actions import SIDEBAR, give_consent, open_page, submit_question
 
 pytestmark = pytest.mark.browser
@@ -23,19 +21,8 @@ def app(app_launcher, tmp_path_factory):
     return app_launcher(tmp_path_factory.mktemp("feedback"), "--max-new-tokens-limit", "48")
 
 
-def _rows(app, sql, *params):
-    with sqlite3.connect(app.db_path) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(sql, params).fetchall()
-
-
-def _wait_rows(app, sql, *params, count=1, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = _rows(app, sql, *params)
-        if len(rows) >= count or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.2)
+_rows = rows
+_wait_rows = wait_rows
 
 
 def _wait_answers(page, count, timeout=90_000):

@@ -6,12 +6,12 @@ profile and so a new client key: tests see only their own conversations.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import pytest
 from PIL import Image
 
+from tests.conftest import rows, wait_rows
 from tests.page_actions import SIDEBAR, give_consent, open_page, set_greedy, submit_question
 
 pytestmark = pytest.mark.browser
@@ -31,19 +31,8 @@ def ready(page, app):
     return page
 
 
-def _rows(app, sql, *params):
-    with sqlite3.connect(app.db_path) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(sql, params).fetchall()
-
-
-def _wait_rows(app, sql, *params, count=1, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = _rows(app, sql, *params)
-        if len(rows) >= count or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.2)
+_rows = rows
+_wait_rows = wait_rows
 
 
 def _image(tmp_path, name="pic.png", color=(30, 160, 60)):
