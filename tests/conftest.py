@@ -158,11 +158,27 @@ def browser():
         chromium.close()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.call_failed = report.failed
+    return report
+
+
 @pytest.fixture
-def page(browser):
+def page(browser, request, tmp_path):
+    """A fresh browser context; when the test fails, what the page showed is kept in the
+    test's folder (page.png, page.txt) beside the app's log."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     yield page
+    if getattr(request.node, "call_failed", False):
+        try:
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            (tmp_path / "page.txt").write_text(page.inner_text("body"))
+        except Exception as error:  # the page may be gone; the failure itself matters more
+            (tmp_path / "page.txt").write_text(f"no page to keep: {error}")
     context.close()
 
 

@@ -6,9 +6,16 @@ SIDEBAR = "button[aria-label='Toggle Sidebar']"
 
 
 def open_page(page, app, family: str = "qwen3_5") -> None:
-    """Load the page and wait until the model is ready."""
+    """Load the page and wait until the model is ready: its status line names the family and
+    no longer says it is loading (a cold cache shows "Preparing the tiny random <family>
+    checkpoint" first, and a question asked then is refused)."""
     page.goto(app.url)
-    page.wait_for_selector(f"#model-status:has-text('{family}')", timeout=120_000)
+    page.wait_for_function(
+        """family => {
+             const status = document.querySelector('#model-status');
+             const text = status ? status.innerText : '';
+             return text.includes(' · ' + family + ' · ') && !text.includes('Loading');
+           }""", arg=family, timeout=120_000)
 
 
 def give_consent(page) -> None:
