@@ -829,7 +829,7 @@ class Studio:
         answer_id = update.answer_id
         self._register_running(session_key, request)
         reasoning_started: float | None = None
-        last_save = time.monotonic()
+        started = last_save = time.monotonic()
         closed = False
         try:
             for event in events:
@@ -857,13 +857,37 @@ class Studio:
         finally:
             self._forget_running(session_key, request)
             if not closed:
-                # The consumer went away mid-answer: stop the engine and keep what was said.
-                close = getattr(events, "close", None)
-                if close is not None:
-                    close()
-                update.stats = Stats(finish_reason="cancelled", seed=request.sampling.seed)
-                update.done = update.reasoning_done = True
+                # The consumer went away mid-answer (a closed tab): stop the engine as Stop
+                # does and keep what really happened, counts included.
+                self._drain_cancelled(events, update, request, started)
                 self._close_answer(answer_id, update)
+
+    def _drain_cancelled(self, events: Iterator[Event], update: TurnUpdate,
+                         request: GenerationRequest, started: float) -> None:
+        """Cancel `request` and read its remaining events into `update`: the engine ends a
+        cancelled request with its real stats. An engine that ends without them (it failed)
+        leaves the counts it cannot know at zero and the time that really passed."""
+        self.engine.cancel(request.request_id)
+        stats = None
+        try:
+            for event in events:
+                if event.kind == "reasoning":
+                    update.reasoning += valid_text(event.text)
+                elif event.kind == "answer":
+                    update.answer += valid_text(event.text)
+                else:
+                    stats = event.stats
+        except Exception:  # already going away: what was said so far is what is kept
+            log.exception("the engine failed while stopping request %s", request.request_id)
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+        if stats is None:
+            stats = Stats(finish_reason="cancelled", seed=request.sampling.seed,
+                          duration_s=time.monotonic() - started)
+        update.stats = replace(stats, finish_reason="cancelled")
+        update.done = update.reasoning_done = True
 
     def _close_answer(self, answer_id: str | None, update: TurnUpdate) -> None:
         if answer_id is None or update.stats is None:

@@ -221,10 +221,15 @@ def test_an_abandoned_stream_closes_its_answer_as_cancelled(studio, store, image
     state = _consented()
     options = TurnOptions(sampling=Sampling(max_new_tokens=2000, temperature=0.0))
     turn = studio.ask(state, "Long answer please", [image_path], options)
-    next(turn)
+    seen = next(update for update in turn if len(update.answer) > 0)
     turn.close()  # what a closed browser tab does to the handler
-    rows = _rows(store, "select status, finish_reason from messages where role = 'assistant'")
+    rows = _rows(store, "select status, finish_reason, answer_tokens, duration_s, text "
+                        "from messages where role = 'assistant'")
     assert [(r["status"], r["finish_reason"]) for r in rows] == [("done", "cancelled")]
+    # What really happened is stored: the engine's own counts, not made-up zeros.
+    (row,) = rows
+    assert 1 <= row["answer_tokens"] < 2000 and row["duration_s"] > 0
+    assert row["text"].startswith(seen.answer)
     # The partial answer stays in the conversation, so the next question follows it.
     assert state.turns[-1].answer.stats.finish_reason == "cancelled"
     assert [m.role for m in state.history()] == ["user", "assistant"]
