@@ -770,7 +770,9 @@ class Studio:
         meta = AnswerMeta(
             model_id=caps.model_id, revision=caps.revision, quantization=caps.quantization,
             adapter=request.adapter, thinking=request.thinking,
-            thinking_budget=request.thinking_budget, sampling=asdict(request.sampling),
+            # Stored only where the engine applies it: provenance says what happened.
+            thinking_budget=request.thinking_budget if caps.thinking_budget else None,
+            sampling=asdict(request.sampling),
             seed=request.sampling.seed, compare_group=group, side=side,
         )
         return self.store.start_answer(state.owner(), state.conversation_id,

@@ -589,6 +589,8 @@ def test_the_studio_stores_a_remote_answer_like_a_local_one(served, tmp_path):
         assert answer.meta.model_id == served.model and answer.status == "done"
         assert answer.text == updates[-1].answer
         assert answer.stats.answer_tokens + answer.stats.reasoning_tokens > 0
-        # No budget field on this server: the capability says so, for the page to show.
+        # No budget field on this server: the capability says so, for the page to show,
+        # and the answer's provenance does not claim a budget that was never applied.
         assert remote.capabilities().thinking_budget is False
+        assert answer.meta.thinking and answer.meta.thinking_budget is None
     remote.close()

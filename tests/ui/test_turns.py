@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -339,3 +340,14 @@ def test_the_two_sides_of_a_comparison_stream_at_the_same_time(studio, store, im
                         " where role = 'assistant' order by side")
     assert [(r["side"], r["status"]) for r in rows] == [("A", "done"), ("B", "done")]
     assert all(0 < r["answer_tokens"] <= 40 for r in rows)
+
+
+def test_the_thinking_budget_is_stored_only_when_it_was_applied(studio, store):
+    thinking = TurnOptions(thinking=True, thinking_budget=4,
+                           sampling=Sampling(max_new_tokens=12, temperature=0.0, seed=3))
+    state = _consented()
+    _run(studio.ask(state, "Think first", [], thinking))
+    _run(studio.ask(state, "Now answer directly", [], replace(thinking, thinking=False)))
+    rows = _rows(store, "select thinking, thinking_budget from messages "
+                        "where role = 'assistant' order by created_at")
+    assert [(r["thinking"], r["thinking_budget"]) for r in rows] == [(1, 4), (0, None)]
