@@ -16,7 +16,7 @@ nothing an adapter was trained on leaks into its score):
   and a Bradley-Terry ranking when more than two contenders met.
 
 The result is a `Report`; `format_report` prints it as tables, `Report.metrics()` is what a
-stored run keeps (storage.evaluations). `main()` is `python app.py evaluate`. The data tab
+stored run keeps (`Store.add_evaluation_run`). `main()` is `python app.py evaluate`. The data tab
 reads stored runs through `run_rows` and `run_points`. Log-probabilities come from
 engine.scoring; this module only decides what to score and how to count.
 """
@@ -39,8 +39,9 @@ from engine.errors import ImageError, RequestError
 from engine.scoring import Score, score_answers
 from engine.types import GenerationRequest, Message, Sampling
 from storage.errors import NotFound
-from storage.evaluations import EvaluationRun, Verdict, data_snapshot, save_run, verdicts
+from storage.evaluations import Verdict, verdicts
 from storage.examples import Example, in_eval_split
+from storage.records import EvaluationRun
 from storage.store import Store
 
 Split = Literal["eval", "train", "all"]
@@ -511,7 +512,7 @@ def evaluate(engine, store: Store, *, split: Split = "eval",
         raise ValueError("the eval fraction must be between 0 and 1")
     started = time.perf_counter()
     caps = engine.capabilities()
-    snapshot = data_snapshot(store)
+    snapshot = store.data_snapshot()
     all_pairs, _ = collect(store, "dpo")
     all_accepted, _ = collect(store, "sft")
     pairs = held_out(all_pairs, split, eval_fraction)
@@ -547,11 +548,12 @@ def evaluate(engine, store: Store, *, split: Split = "eval",
 
 def store_report(store: Store, report: Report, adapter_paths: Mapping[str, str]) -> EvaluationRun:
     """Keep the report as a run, to compare with later ones."""
-    return save_run(store, model_id=report.model_id,
-                    adapters={name: str(adapter_paths.get(name, "")) for name in report.adapters},
-                    split=report.split, eval_fraction=report.eval_fraction,
-                    snapshot=report.snapshot, metrics=report.metrics(),
-                    duration_s=report.duration_s)
+    return store.add_evaluation_run(model_id=report.model_id,
+                                    adapters={name: str(adapter_paths.get(name, ""))
+                                              for name in report.adapters},
+                                    split=report.split, eval_fraction=report.eval_fraction,
+                                    snapshot=report.snapshot, metrics=report.metrics(),
+                                    duration_s=report.duration_s)
 
 
 # -- printing -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from engine.scoring import score_answers
 from engine.tiny import ensure_tiny
 from engine.types import Message
 from storage import AnswerMeta, AnswerStats, ImageBlob, Store
-from storage.evaluations import list_runs, verdicts
+from storage.evaluations import verdicts
 from storage.export import collect
 from tests.engine.lora_helpers import train_lora
 from ui.evaluation import (
@@ -327,7 +327,7 @@ def test_a_run_is_stored_and_read_back(tmp_path, report):
     with Store(tmp_path / "studio.db") as store:
         first = store_report(store, report, {"tuned": "/adapters/tuned"})
         second = store_report(store, report, {"tuned": "/adapters/tuned"})
-        runs = list_runs(store)
+        runs = store.list_evaluation_runs()
     assert [run.id for run in runs] == [second.id, first.id]
     run = runs[-1]
     assert run == first
@@ -385,6 +385,6 @@ def test_evaluate_command_prints_the_table_and_stores_the_run(tmp_path, capsys, 
     assert ["base", "model", "3", "0.33", "0.67", "0"] in lines  # answer agreement row
     assert "Stored as run" in out
     with Store(db, recover=False) as store:
-        (run,) = list_runs(store)
+        (run,) = store.list_evaluation_runs()
     assert run.adapters == {"tuned": str(adapter_dir)}
     assert run.metrics["agreement"]["base model"]["exact_match"] == pytest.approx(1 / 3)
