@@ -24,8 +24,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from evaluation.history import run_points, run_rows
 from storage.export import FORMATS, count_examples, export, preview_pairs
-from ui.evaluation import run_points, run_rows
 from ui.limits import PasswordGate, client_address
 from ui.render import inert_html, safe_markdown
 
