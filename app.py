@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -91,6 +92,11 @@ class Settings:
     def on_space(self) -> bool:
         return bool(os.environ.get("SPACE_ID"))
 
+    @property
+    def adapters(self) -> dict[str, str]:
+        """Adapter name -> where it is loaded from, as `--adapter NAME=PATH` gave them."""
+        return dict(item.split("=", 1) for item in self.adapter)
+
 
 _HELP = {
     "model": "hub id, local folder, or tiny-random[:FAMILY]; auto picks a Qwen3.5 size "
@@ -129,6 +135,11 @@ _HELP = {
                         "disk holding Gradio's upload folder",
 }
 _CHOICES = {"quantize": ("auto", "4bit", "8bit", "none"), "engine": ("local", "openai")}
+# What `build_engine` and the store are built from: the settings a command that loads the
+# model (evaluate) takes as flags, so it loads the model the app serves.
+ENGINE_SETTINGS = ("model", "quantize", "engine", "base_url", "api_key", "adapter",
+                   "max_new_tokens_limit", "max_queue", "max_batch", "max_batch_tokens",
+                   "max_pixels", "db")
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
@@ -172,18 +183,29 @@ def _from_environment(name: str, kind: str, raw: str, parser: _Parser):
     return raw
 
 
+_ENVIRONMENT_NOTE = (f"Every flag can also be set with an environment variable "
+                     f"{ENV_PREFIX}<FLAG>,\nfor example {ENV_PREFIX}MODEL=tiny-random; flags "
+                     f"win over the environment.")
+
+
 def settings_from(argv: list[str] | None = None, environ: dict | None = None) -> Settings:
     """Settings from the environment, overridden by command-line flags. A bad value, in a flag
     or a variable, stops with one line that names it."""
-    environ = os.environ if environ is None else environ
     commands = "\n".join(f"  {name:<10} {text}" for name, text in COMMANDS.items())
     parser = _Parser(
         prog=_prog(), description="VQA Studio: serve the page (default), or run a command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"commands (each takes --help):\n{commands}\n\nEvery flag can also be set "
-               f"with an environment variable {ENV_PREFIX}<FLAG>,\nfor example "
-               f"{ENV_PREFIX}MODEL=tiny-random; flags win over the environment.")
+        epilog=f"commands (each takes --help):\n{commands}\n\n{_ENVIRONMENT_NOTE}")
+    add_setting_flags(parser)
+    return settings_from_args(parser.parse_args(argv), parser, environ)
+
+
+def add_setting_flags(parser: argparse.ArgumentParser,
+                      names: tuple[str, ...] | None = None) -> None:
+    """A flag for every setting, or for those `names`, with its help and choices."""
     for f in fields(Settings):
+        if names is not None and f.name not in names:
+            continue
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
             parser.add_argument(flag, action="store_true", default=None, help=_HELP[f.name])
@@ -193,10 +215,17 @@ def settings_from(argv: list[str] | None = None, environ: dict | None = None) ->
             kind = int if f.type == "int" else str
             parser.add_argument(flag, type=kind, default=None, choices=_CHOICES.get(f.name),
                                 help=_HELP[f.name])
-    args = parser.parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                       environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags `add_setting_flags` parsed into `args` (a setting without a flag
+    there comes from the environment or its default), over the environment. A bad value
+    stops through `parser.error`, with one line that names it."""
+    environ = os.environ if environ is None else environ
     values = {}
     for f in fields(Settings):
-        value = getattr(args, f.name)
+        value = getattr(args, f.name, None)
         if value is None and ENV_PREFIX + f.name.upper() in environ:
             value = _from_environment(f.name, f.type, environ[ENV_PREFIX + f.name.upper()],
                                       parser)
@@ -235,7 +264,8 @@ def settings_from(argv: list[str] | None = None, environ: dict | None = None) ->
     if settings.max_batch < 1 or settings.max_batch_tokens < 1:
         parser.error("--max-batch and --max-batch-tokens must be at least 1")
     for item in settings.adapter:
-        if "=" not in item:
+        name, _, path = item.partition("=")
+        if not name or not path:
             parser.error(f"--adapter takes NAME=PATH, not {item!r}")
     return settings
 
@@ -253,8 +283,7 @@ def build_engine(settings: Settings, *, batching: bool = True):
     from engine.local import LocalEngine
 
     model = default_model_id() if settings.model == "auto" else settings.model
-    adapters = dict(item.split("=", 1) for item in settings.adapter)
-    kwargs = {"adapters": adapters} if adapters else {}
+    kwargs = {"adapters": settings.adapters} if settings.adapters else {}
     limits = BatchLimits(max_batch_size=settings.max_batch if batching else 1,
                          max_batch_tokens=settings.max_batch_tokens)
     return LocalEngine(model, quantize=settings.quantize,
@@ -409,14 +438,29 @@ def backup(argv: list[str]) -> None:
 
 def evaluate(argv: list[str]) -> None:
     """Score the model and its adapters against the stored feedback, or with --vqa on a VQA
-    dataset; see docs/evaluation.md."""
+    dataset; see docs/evaluation.md. The engine is the one the app would serve: built from
+    the same settings, flags and environment."""
     if "--vqa" in argv or any(item.startswith("--vqa=") for item in argv):
         from training.vqa import main as vqa_main
 
         return vqa_main(argv)
-    from ui.evaluation import main as evaluate_main
+    from engine.errors import StudioError
+    from evaluation.command import add_arguments, options_from, run
 
-    evaluate_main(argv, default_db=settings_from([]).db_path)
+    parser = _Parser(prog=f"{_prog()} evaluate", description=COMMANDS["evaluate"],
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog=_ENVIRONMENT_NOTE)
+    add_arguments(parser)
+    add_setting_flags(parser, ENGINE_SETTINGS)
+    args = parser.parse_args(argv)
+    settings = settings_from_args(args, parser)
+    options = options_from(args, parser)
+    if not settings.db_path.exists():
+        parser.error(f"no database at {settings.db_path}")
+    try:
+        run(build_engine(settings), settings.db_path, options, settings.adapters)
+    except StudioError as error:
+        parser.exit(1, f"{parser.prog}: {error}\n")
 
 
 def train(argv: list[str]) -> None:

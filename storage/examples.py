@@ -154,6 +154,14 @@ class _Feedback:
         return event.kind if event else None
 
 
+def latest_pair_verdicts(conversation: Conversation) -> list[Feedback]:
+    """The current pick, tie or "both bad" of every pair of the conversation's answers that
+    was judged, oldest first: a later verdict on the same two answers replaces an earlier one,
+    as it does for the examples."""
+    pairs = _Feedback(conversation.feedback).pairs.values()
+    return sorted(pairs, key=lambda event: (event.created_at, event.id))
+
+
 def conversation_examples(
     conversation: Conversation, *, keep_reasoning: bool = False
 ) -> tuple[list[Example], Counter[str]]:

@@ -189,3 +189,21 @@ class StoreStats:
     feedback_by_kind: dict[str, int]
     # "YYYY-MM-DD" (UTC) -> number of feedback events that day, oldest first.
     feedback_per_day: dict[str, int]
+
+
+@dataclass(frozen=True)
+class EvaluationRun:
+    """One stored evaluation: counts and metrics only, never user text, so erasing a user's
+    data leaves it as it is."""
+
+    id: str
+    created_at: str
+    model_id: str
+    # Adapter name -> where it was loaded from.
+    adapters: Mapping[str, str]
+    split: str
+    eval_fraction: float
+    # What the run was computed on (`Store.data_snapshot`, plus the evaluation's own counts).
+    snapshot: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    duration_s: float | None = None

@@ -17,6 +17,8 @@ Contract:
   same question, never an overwrite. Feedback rows are append-only; the latest one wins.
 - Images are stored once per sha256 in a content-addressed folder beside the database
   (see storage.images); deleting data removes image files no remaining message refers to.
+- Evaluation runs hold counts and metrics only, never user text, so erasing a user's data
+  leaves them as they are.
 
 Nothing here knows about models, Gradio or the engine.
 """
@@ -32,7 +34,7 @@ import sqlite3
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,6 +55,7 @@ from storage.records import (
     Conversation,
     ConversationSummary,
     ErasureCounts,
+    EvaluationRun,
     Feedback,
     ImageBlob,
     ImageInfo,
@@ -690,6 +693,66 @@ class Store:
                 ),
             )
 
+    def data_snapshot(self) -> dict[str, Any]:
+        """Counts of what is stored now, and the latest feedback event's id and time, read
+        in one snapshot: what tells two evaluations (or two trained adapters) apart by the
+        data they were computed on."""
+        with self._read() as db:
+
+            def scalar(sql: str) -> int:
+                return db.execute(sql).fetchone()[0]
+
+            latest = db.execute(
+                "SELECT id, created_at FROM feedback ORDER BY created_at DESC, id DESC LIMIT 1"
+            ).fetchone()
+            return {
+                "conversations": scalar("SELECT count(*) FROM conversations"),
+                "answers": scalar("SELECT count(*) FROM messages WHERE role = 'assistant'"),
+                "feedback": scalar("SELECT count(*) FROM feedback"),
+                "latest_feedback_id": latest[0] if latest else None,
+                "latest_feedback_at": latest[1] if latest else None,
+            }
+
+    # -- evaluation runs --------------------------------------------------------------------
+
+    def add_evaluation_run(
+        self,
+        *,
+        model_id: str,
+        adapters: Mapping[str, str],
+        split: str,
+        eval_fraction: float,
+        snapshot: Mapping[str, Any],
+        metrics: Mapping[str, Any],
+        duration_s: float | None = None,
+    ) -> EvaluationRun:
+        """Store one evaluation; returns it as it will be read back. `snapshot` and
+        `metrics` must be JSON values without NaN or infinity."""
+        row = {
+            "id": new_id(),
+            "created_at": self._now(),
+            "model_id": model_id,
+            "adapters": json.dumps(dict(adapters), sort_keys=True),
+            "split": split,
+            "eval_fraction": float(eval_fraction),
+            # allow_nan=False: a NaN would be written as a bare token that JSON readers refuse.
+            "snapshot": json.dumps(dict(snapshot), sort_keys=True, allow_nan=False),
+            "metrics": json.dumps(dict(metrics), sort_keys=True, allow_nan=False),
+            "duration_s": duration_s,
+        }
+        with self._write() as db:
+            db["evaluation_runs"].insert(row)
+        return _evaluation_run_from_row(row)
+
+    def list_evaluation_runs(self, *, limit: int | None = None) -> list[EvaluationRun]:
+        """Stored evaluations, newest first."""
+        sql = "SELECT * FROM evaluation_runs ORDER BY created_at DESC, id DESC"
+        params: list[Any] = []
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [_evaluation_run_from_row(row) for row in self._db().query(sql, params)]
+
     # -- deleting -------------------------------------------------------------------------
 
     def delete_conversation(self, client_key: str, conversation_id: str) -> ErasureCounts:
@@ -1006,4 +1069,18 @@ def _message_from_row(
         stats=stats,
         vote=vote,
         comparison=comparison,
+    )
+
+
+def _evaluation_run_from_row(row: Mapping[str, Any]) -> EvaluationRun:
+    return EvaluationRun(
+        id=row["id"],
+        created_at=row["created_at"],
+        model_id=row["model_id"],
+        adapters=json.loads(row["adapters"]),
+        split=row["split"],
+        eval_fraction=row["eval_fraction"],
+        snapshot=json.loads(row["snapshot"]),
+        metrics=json.loads(row["metrics"]),
+        duration_s=row["duration_s"],
     )

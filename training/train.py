@@ -397,15 +397,13 @@ def _versions() -> dict[str, str]:
 
 def _write_card(folder: Path, result: TrainResult, options: TrainOptions, base: _Base,
                 store: Store) -> None:
-    from storage.evaluations import data_snapshot
-
     card = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "method": result.method,
         "base_model": asdict(base),
         "parameters": {key: (str(value) if isinstance(value, Path) else value)
                        for key, value in asdict(options).items()},
-        "database": {"path": str(store.path), **data_snapshot(store)},
+        "database": {"path": str(store.path), **store.data_snapshot()},
         "stages": [asdict(stage) for stage in result.stages],
         "duration_s": round(result.duration_s, 1),
         "versions": _versions(),

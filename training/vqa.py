@@ -20,7 +20,7 @@ from pathlib import Path
 
 from engine.errors import StudioError
 from engine.types import GenerationRequest, Message, Sampling
-from ui.evaluation import normalize_answer
+from evaluation.metrics import normalize_answer
 
 BASE = "base model"
 

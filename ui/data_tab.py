@@ -24,9 +24,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from storage.evaluations import list_runs
+from evaluation.history import run_points, run_rows
 from storage.export import FORMATS, count_examples, export, preview_pairs
-from ui.evaluation import run_points, run_rows
 from ui.limits import PasswordGate, client_address
 from ui.render import inert_html, safe_markdown
 
@@ -105,7 +104,7 @@ def yield_frame(counts: dict[str, int]) -> pd.DataFrame:
 
 def evaluation_frames(store) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stored evaluation runs as a table (newest first) and as points for a plot."""
-    runs = list_runs(store)
+    runs = store.list_evaluation_runs()
     table = pd.DataFrame(run_rows(runs))
     points = pd.DataFrame(run_points(runs),
                           columns=["run", "contender", "preference accuracy"])

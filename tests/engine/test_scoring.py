@@ -34,8 +34,9 @@ def _messages(image: Image.Image | None = None) -> tuple[Message, ...]:
 
 
 def shared_adapter(tmp_path_factory):
-    """The adapter trained toward TARGET, once per test session (tests/ui/test_evaluation.py
-    names the same folder for the same question and target, so it is trained once for both)."""
+    """The adapter trained toward TARGET, once per test session
+    (tests/evaluation/test_evaluation.py names the same folder for the same question and
+    target, so it is trained once for both)."""
     tag = hashlib.sha256(f"{QUESTION}|{TARGET}".encode()).hexdigest()[:10]
     out = tmp_path_factory.getbasetemp() / f"adapter-{tag}"
     if not (out / "adapter_config.json").exists():

@@ -1,6 +1,7 @@
 """Evaluation runs on a store filled through the real storage API, scored by the tiny Qwen3.5
 checkpoint with a LoRA adapter trained here; the pure metrics on known values; the
-`python app.py evaluate` command; stored runs read back."""
+`python app.py evaluate` command, with its model from flags or from the app's environment
+variables; stored runs read back."""
 
 from __future__ import annotations
 
@@ -17,30 +18,25 @@ from engine.local import LocalEngine
 from engine.scoring import score_answers
 from engine.tiny import ensure_tiny
 from engine.types import Message
-from storage import AnswerMeta, AnswerStats, ImageBlob, Store
-from storage.evaluations import list_runs, verdicts
-from storage.export import collect
-from tests.engine.lora_helpers import train_lora
-from ui.evaluation import (
-    BASE,
-    PromptImages,
-    Report,
-    answer_agreement,
+from evaluation.agreement import answer_agreement, greedy_answer
+from evaluation.head_to_head import head_to_head
+from evaluation.history import run_points, run_rows
+from evaluation.metrics import (
     bradley_terry,
-    evaluate,
     exact_match,
-    format_report,
-    greedy_answer,
-    head_to_head,
-    held_out,
     normalize_answer,
-    preference_accuracy,
-    run_points,
-    run_rows,
-    store_report,
     vqa_match,
     wilson_interval,
 )
+from evaluation.preference import preference_accuracy
+from evaluation.prompts import PromptImages, held_out
+from evaluation.report import format_report
+from evaluation.results import BASE, Report
+from evaluation.runs import evaluate, store_report
+from storage import AnswerMeta, AnswerStats, ImageBlob, Store
+from storage.evaluations import verdicts
+from storage.export import collect
+from tests.engine.lora_helpers import train_lora
 
 KEY = "evaluation-client"
 MODEL = "tiny-random"
@@ -327,7 +323,7 @@ def test_a_run_is_stored_and_read_back(tmp_path, report):
     with Store(tmp_path / "studio.db") as store:
         first = store_report(store, report, {"tuned": "/adapters/tuned"})
         second = store_report(store, report, {"tuned": "/adapters/tuned"})
-        runs = list_runs(store)
+        runs = store.list_evaluation_runs()
     assert [run.id for run in runs] == [second.id, first.id]
     run = runs[-1]
     assert run == first
@@ -385,6 +381,26 @@ def test_evaluate_command_prints_the_table_and_stores_the_run(tmp_path, capsys, 
     assert ["base", "model", "3", "0.33", "0.67", "0"] in lines  # answer agreement row
     assert "Stored as run" in out
     with Store(db, recover=False) as store:
-        (run,) = list_runs(store)
+        (run,) = store.list_evaluation_runs()
     assert run.adapters == {"tuned": str(adapter_dir)}
     assert run.metrics["agreement"]["base model"]["exact_match"] == pytest.approx(1 / 3)
+
+
+def test_evaluate_command_evaluates_the_model_the_apps_environment_names(
+        tmp_path, capsys, monkeypatch, greedy, engine, adapter_dir):
+    # A Space sets its model, adapters and database as VQA_STUDIO_* variables, not as flags:
+    # the command must evaluate that model. Without them it would pick this hardware's
+    # default model (not in the test cache) and look for the default database.
+    db = tmp_path / "space.db"
+    with Store(db) as store:
+        fill(store, greedy, engine)
+    monkeypatch.setenv("VQA_STUDIO_MODEL", MODEL)
+    monkeypatch.setenv("VQA_STUDIO_QUANTIZE", "none")
+    monkeypatch.setenv("VQA_STUDIO_ADAPTER", f"tuned={adapter_dir}")
+    monkeypatch.setenv("VQA_STUDIO_DB", str(db))
+    app.main(["evaluate", "--split", "all", "--no-generate"])
+    out = capsys.readouterr().out
+    assert f"Evaluation of {MODEL} with adapters tuned on the all split" in out
+    with Store(db, recover=False) as store:
+        (run,) = store.list_evaluation_runs()
+    assert run.model_id == MODEL and run.adapters == {"tuned": str(adapter_dir)}
