@@ -51,6 +51,7 @@ from PIL import Image
 
 from engine.errors import RequestError, StudioError
 from engine.images import ImagePolicy, encode_png, load_image
+from engine.protocol import Engine
 from engine.types import Event, GenerationRequest, Message, Sampling, Stats
 from storage import AnswerMeta, AnswerStats, ErasureCounts, ImageBlob, Store
 
@@ -231,8 +232,8 @@ class ChatState:
 class Studio:
     """The app's service layer: one engine, one store (or None), shared by every session."""
 
-    def __init__(self, engine, store: Store | None, *, image_policy: ImagePolicy | None = None,
-                 save_interval_s: float = 1.0) -> None:
+    def __init__(self, engine: Engine, store: Store | None, *,
+                 image_policy: ImagePolicy | None = None, save_interval_s: float = 1.0) -> None:
         self.engine = engine
         self.store = store
         self.image_policy = image_policy or ImagePolicy()
