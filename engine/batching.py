@@ -49,6 +49,7 @@ from engine.memory import (
     is_out_of_memory,
     release_memory,
 )
+from engine.prompt_inputs import is_per_token
 from engine.sampling import Decoding
 from engine.types import Stats
 
@@ -372,11 +373,10 @@ class BatchScheduler:
             elif token in tracker.eos_ids:
                 self._finish_row(row, None)
             elif tracker.budget_spent:
-                if tracker.generated < row.job.max_new:
-                    # Fed one per step after this token, while the other rows go on.
-                    row.forced.extend(tracker.conclude())
+                cue = tracker.budget_cue(row.job.max_new)
+                if cue:  # fed one per step after this token, while the other rows go on
+                    row.forced.extend(cue)
                 else:
-                    tracker.budget_exhausted = True
                     self._finish_row(row, None)
             elif tracker.generated >= row.job.max_new:
                 self._finish_row(row, None)
@@ -500,10 +500,7 @@ def _collate(inputs: list[Mapping], pad_token_id: int) -> tuple[dict, list[int]]
     keys = list(dict.fromkeys(key for item in inputs for key in item))
     for key in keys:
         values = [item.get(key) for item in inputs]
-        per_token = all(
-            isinstance(v, torch.Tensor) and v.dim() == 2 and v.shape[1] == n
-            and not key.startswith(("pixel", "image"))
-            for v, n in zip(values, lengths, strict=True))
+        per_token = all(is_per_token(key, v, n) for v, n in zip(values, lengths, strict=True))
         if per_token:
             fill = pad_token_id if key == "input_ids" else 0
             batch[key] = torch.cat([

@@ -61,10 +61,11 @@ from engine.memory import (
     is_out_of_memory,
     release_memory,
 )
+from engine.prompt_inputs import extend_inputs, pad_id
 from engine.requests import check_request
-from engine.sampling import Decoding, resolve
+from engine.sampling import Decoding, pick_seed, resolve
 from engine.scoring import answer_ids, score_tokens
-from engine.thinking import ThinkingMode, thinking_mode
+from engine.thinking import ThinkingMode, thinking_mode, thinking_on
 from engine.types import (
     Capabilities,
     Event,
@@ -75,38 +76,13 @@ from engine.types import (
     Stats,
 )
 
-__all__ = ["OUT_OF_MEMORY_MESSAGE", "LocalEngine", "extend_inputs"]
+__all__ = ["OUT_OF_MEMORY_MESSAGE", "LocalEngine"]
 
 log = logging.getLogger(__name__)
 
 _DONE = object()
 # Tokens kept free of images in the context: the questions and an answer need room too.
 ANSWER_ROOM_TOKENS = 512
-
-
-def extend_inputs(inputs, input_ids) -> dict:
-    """Processor outputs for a longer prompt that keeps the same images.
-
-    Per-token tensors (attention mask, token type ids, multimodal token types) are extended
-    for the appended text tokens; image tensors are reused as they are.
-    """
-    import torch
-
-    prompt_length = inputs["input_ids"].shape[1]
-    added = input_ids.shape[1] - prompt_length
-    extended = {}
-    for key, value in inputs.items():
-        per_token = (isinstance(value, torch.Tensor) and value.dim() == 2
-                     and value.shape[1] == prompt_length and not key.startswith(("pixel", "image")))
-        if key == "input_ids":
-            extended[key] = input_ids
-        elif per_token:
-            fill = 1 if key == "attention_mask" else 0
-            pad = torch.full((value.shape[0], added), fill, dtype=value.dtype, device=value.device)
-            extended[key] = torch.cat([value, pad], dim=1)
-        else:
-            extended[key] = value
-    return extended
 
 
 class LocalEngine:
@@ -224,7 +200,7 @@ class LocalEngine:
             tokenizer = self.processor.tokenizer
             self._scheduler = BatchScheduler(
                 self.model, limits=self.batch_limits, positions=self.family.batch_positions,
-                pad_token_id=_pad_id(tokenizer), exclusive=self._lock,
+                pad_token_id=pad_id(tokenizer), exclusive=self._lock,
                 activate_adapter=self._adapter_switch.activate, max_waiting=self.max_waiting)
         self._ready.set()
         return self.report
@@ -417,7 +393,7 @@ class LocalEngine:
         # cannot keep it forever. Times count from here, so waiting in line is in the TTFT.
         started = time.perf_counter()
         sampling = request.sampling
-        seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
+        seed = pick_seed(sampling.seed)
         out: queue.Queue = queue.Queue()
         state: dict = {}
 
@@ -539,9 +515,7 @@ class LocalEngine:
         import torch
 
         max_new = max(1, min(request.sampling.max_new_tokens, self.max_new_tokens_limit))
-        # A template that always thinks does so whatever the request asks; the budget holds.
-        thinking = self._thinking_mode == "always" or (
-            request.thinking and self._thinking_mode == "switchable")
+        thinking = thinking_on(self._thinking_mode, request.thinking)
         budget = request.thinking_budget if thinking else None
         inputs, prompt_text = self._build_inputs(request.messages, thinking)
         context = self.capabilities().context_length
@@ -555,9 +529,10 @@ class LocalEngine:
         prefilled = prompt_text.rstrip().endswith(OPEN_TAG)
         tracker = AnswerTracker(self.processor.tokenizer, out, prefilled=prefilled,
                                 budget=budget, started=started, eos_ids=self.eos_ids())
-        if budget == 0 and prefilled:
-            # No room to think at all: the prompt ends with the cue to conclude.
-            cue = torch.tensor([tracker.conclude()], device=inputs["input_ids"].device)
+        if tracker.budget_spent:
+            # A budget of 0 after a prompt that opens the reasoning: no room to think at all,
+            # so the prompt ends with the cue to conclude.
+            cue = torch.tensor([tracker.budget_cue(max_new)], device=inputs["input_ids"].device)
             inputs = extend_inputs(inputs, torch.cat([inputs["input_ids"], cue], dim=1))
         return inputs, max_new, tracker
 
@@ -588,13 +563,12 @@ class LocalEngine:
         # reasoning, and let it answer with the tokens that are left.
         if tracker.budget_spent and not cancelled.is_set():
             remaining = max_new - tracker.generated
-            if remaining > 0:
-                cue = torch.tensor([tracker.conclude()], device=output_ids.device)
+            cue_ids = tracker.budget_cue(max_new)
+            if cue_ids:
+                cue = torch.tensor([cue_ids], device=output_ids.device)
                 continued = extend_inputs(inputs, torch.cat([output_ids, cue], dim=1))
                 tap = TokenTap(tracker, continued["input_ids"].shape[1], cancelled)
                 self._call_generate(continued, tap, remaining, generation)
-            else:
-                tracker.budget_exhausted = True
         tracker.finish()
         state["stats"] = tracker.stats(
             seed=seed, finish_reason="cancelled" if cancelled.is_set() else None,
@@ -615,7 +589,8 @@ class LocalEngine:
 
     def _generation_kwargs(self, sampling: Sampling) -> dict:
         tokenizer = self.processor.tokenizer
-        kwargs: dict = {"pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id}
+        # The same pad id as the batch scheduler's: `or` would turn a pad id of 0 into eos.
+        kwargs: dict = {"pad_token_id": pad_id(tokenizer)}
         kwargs.update(self.decoding(sampling).generate_kwargs())
         return kwargs
 
@@ -636,9 +611,3 @@ class LocalEngine:
         if isinstance(eos, int):
             return {eos}
         return set(eos or ())
-
-
-def _pad_id(tokenizer) -> int:
-    pad = tokenizer.pad_token_id
-    return pad if pad is not None else tokenizer.eos_token_id
-

@@ -64,7 +64,7 @@ def score_tokens(model, inputs, answer_ids: list[int]) -> Score:
     """The score of `answer_ids` following the prompt `inputs`, in one forward pass."""
     import torch
 
-    from engine.local import extend_inputs
+    from engine.prompt_inputs import extend_inputs
 
     answer_tensor = torch.tensor([answer_ids], dtype=inputs["input_ids"].dtype,
                                  device=inputs["input_ids"].device)
