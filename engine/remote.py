@@ -36,7 +36,6 @@ import contextlib
 import json
 import logging
 import queue
-import random
 import socket
 import threading
 import time
@@ -56,8 +55,9 @@ from engine.errors import (
 from engine.images import encode_png
 from engine.loading import LoadProgress
 from engine.requests import check_request
+from engine.sampling import pick_seed
 from engine.scoring import NO_LOGITS_MESSAGE
-from engine.thinking import ThinkingParser
+from engine.thinking import ThinkingMode, ThinkingParser, thinking_on
 from engine.types import (
     Capabilities,
     Event,
@@ -308,10 +308,15 @@ class RemoteEngine:
             max_images=self.max_images,
             context_length=self.context_length,
             thinking_budget=self.thinking and self.thinking_budget_field is not None,
-            thinking_mode="switchable" if self.thinking else "never",
+            thinking_mode=self._thinking_mode,
             adapters=self.adapters,
             quantization="unknown",
         )
+
+    @property
+    def _thinking_mode(self) -> ThinkingMode:
+        # A served model's template is not known here: it thinks when asked, if it can.
+        return "switchable" if self.thinking else "never"
 
     def _not_ready_message(self) -> str:
         if self._load_error:
@@ -380,7 +385,7 @@ class RemoteEngine:
                 raise ModelNotReady(self._not_ready_message()) from None
         check_request(request, self.max_images)
         sampling = request.sampling
-        seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
+        seed = pick_seed(sampling.seed)
         body = self._body(request, seed)
         call = _Call(request.request_id, seed)
         self._calls[request.request_id] = call
@@ -406,8 +411,9 @@ class RemoteEngine:
         if sampling.repetition_penalty is not None:
             body["repetition_penalty"] = sampling.repetition_penalty
         if self.thinking:
-            body["chat_template_kwargs"] = {"enable_thinking": request.thinking}
-            if (request.thinking and request.thinking_budget is not None
+            thinking = thinking_on(self._thinking_mode, request.thinking)
+            body["chat_template_kwargs"] = {"enable_thinking": thinking}
+            if (thinking and request.thinking_budget is not None
                     and self.thinking_budget_field):
                 body[self.thinking_budget_field] = request.thinking_budget
         return body

@@ -52,6 +52,7 @@ from PIL import Image
 from engine.errors import RequestError, StudioError
 from engine.images import ImagePolicy, encode_png, load_image
 from engine.protocol import Engine
+from engine.sampling import pick_seed
 from engine.types import Event, GenerationRequest, Message, Sampling, Stats
 from storage import AnswerMeta, AnswerStats, ErasureCounts, ImageBlob, Store
 
@@ -500,7 +501,7 @@ class Studio:
         # Two samples: the same settings with different seeds, sampled even if greedy was set.
         sampling = options.sampling
         temperature = sampling.temperature if sampling.temperature > 0 else 0.7
-        seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
+        seed = pick_seed(sampling.seed)
         return (("Sample 1", replace(options, sampling=replace(
                     sampling, temperature=temperature, seed=seed))),
                 ("Sample 2", replace(options, sampling=replace(
@@ -734,10 +735,9 @@ class Studio:
     @staticmethod
     def _request(history: list[Message], options: TurnOptions) -> GenerationRequest:
         sampling = options.sampling
-        if sampling.seed is None:
-            # Picked here rather than in the engine, so the seed stored with the answer is the
-            # one used even when the answer never finishes.
-            sampling = replace(sampling, seed=random.randrange(2**31))
+        # Picked here rather than in the engine, so the seed stored with the answer is the
+        # one used even when the answer never finishes.
+        sampling = replace(sampling, seed=pick_seed(sampling.seed))
         return GenerationRequest(
             messages=tuple(history),
             thinking=options.thinking,
