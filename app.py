@@ -25,6 +25,10 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.protocol import Engine
 
 APP_DIR = Path(__file__).resolve().parent
 ENV_PREFIX = "VQA_STUDIO_"
@@ -270,7 +274,7 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
     return settings
 
 
-def build_engine(settings: Settings, *, batching: bool = True):
+def build_engine(settings: Settings, *, batching: bool = True) -> Engine:
     """The engine the settings ask for; not loaded yet. `batching` False: one request at a time
     whatever --max-batch says."""
     if settings.engine == "openai":
@@ -302,6 +306,7 @@ def serve(settings: Settings) -> None:
         from engine.zerogpu import enable
 
         enable()
+    from engine.errors import StudioError
     from engine.images import ImagePolicy
     from storage import Store
     from ui.page import CSS, build_page
@@ -325,7 +330,7 @@ def serve(settings: Settings) -> None:
     # cannot share decode steps run by a scheduler thread: one at a time there.
     engine = build_engine(settings, batching=not zerogpu)
     if zerogpu:
-        engine = ZeroGPUEngine(engine)
+        engine = ZeroGPUEngine(engine, max_new_tokens_limit=settings.max_new_tokens_limit)
     start_push(settings, store)
     studio = Studio(engine, store, image_policy=ImagePolicy(
         max_bytes=settings.max_upload_mb * 1024 * 1024, max_pixels=settings.max_pixels))
@@ -333,11 +338,10 @@ def serve(settings: Settings) -> None:
     def load() -> None:
         try:
             engine.load()
-        except Exception as exc:  # the page stays up and shows the message instead
+        except StudioError as exc:  # the page stays up and shows the engine's load_error
             log.error("%s", exc)
-            if not engine.load_error:
-                log.exception("unexpected failure while loading the model")
-                engine.load_error = f"{type(exc).__name__}: {exc}"
+        except Exception:  # a bug: the engine keeps its text for the page, the log the rest
+            log.exception("unexpected failure while loading the model")
 
     if zerogpu:
         # ZeroGPU's CUDA emulation covers only the thread that imported `spaces`, and the
@@ -360,6 +364,8 @@ def serve(settings: Settings) -> None:
     except KeyboardInterrupt:  # stopped while still starting: as quiet as a stop once serving
         demo.close()
     finally:
+        # Stops the engine's threads and connections before the last snapshot.
+        engine.close()
         if snapshotting is not None:
             snapshotting.stop()
             from storage.snapshots import take_snapshot

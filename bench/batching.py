@@ -18,7 +18,6 @@ the page: `bench.concurrency` measures the same through the running app.
 from __future__ import annotations
 
 import argparse
-import gc
 import tempfile
 import time
 from pathlib import Path
@@ -90,14 +89,12 @@ def main(argv: list[str] | None = None) -> int:
             for users in args.users:
                 before = load_average()
                 row = measure(engine, image, users, args.questions, args.max_new_tokens)
-                scheduler = engine._scheduler
-                row["peak"] = scheduler.peak_batch_size if scheduler else 1
+                row["peak"] = engine.peak_batch_size
                 rows.append(row)
                 print(f"- max batch {max_batch}, {users} users: load average before {before}, "
                       f"after {load_average()}", flush=True)
             results[max_batch] = rows
-            del engine
-            gc.collect()
+            engine.close()  # the next setting loads the model again
     print()
     for max_batch, rows in results.items():
         print_table(f"Max batch {max_batch}",

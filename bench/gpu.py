@@ -215,7 +215,7 @@ def measure_quantization(path: Path, quantization: str, device: str, image, reps
            fixed(after_load, 2), fixed(peak, 2), ms(percentile(ttft(single), 50)),
            fixed(percentile(speeds, 50)), fixed(crowd_tokens / crowd_wall),
            ms(percentile(ttft(together), 50)), ms(percentile(ttft(together), 95)), len(errors)]
-    del engine
+    engine.close()
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -307,7 +307,7 @@ def measure_app(folder: Path, quantization: str, device: str, image, image_path:
     started = time.monotonic()
     while time.monotonic() - started < seconds / 3 or len(in_process) < 3:
         in_process.append(timed_answer(engine, image, max_new_tokens))
-    del engine
+    engine.close()
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()

@@ -2,8 +2,8 @@
 
 One workload, three backends, all on the same checkpoint (the tiny Qwen3.5 by default):
 
-- "local engine": `engine.local.LocalEngine` in this process, as the app runs it (one
-  generation at a time, the others wait in its first-come-first-served queue);
+- "local engine": `engine.local.LocalEngine` in this process, as the app runs it (requests
+  that arrive together are decoded together, up to 8 at a time: `engine.batching`);
 - "serve": `transformers serve PATH --device cpu` in a subprocess, reached through
   `engine.remote.RemoteEngine`, as `python app.py --engine openai` reaches it;
 - "serve --continuous-batching": the same server batching concurrent requests with paged
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
 
         measure("local engine", local)
-        del local
+        local.close()  # its memory back before the servers load the same checkpoint
         for batching in (False, True):
             backend = "serve --continuous-batching" if batching else "serve"
             try:

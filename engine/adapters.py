@@ -7,8 +7,10 @@ through its built-in PEFT support, so the model stays the same object and `gener
 unchanged. A quantized base works too: PEFT wraps the bitsandbytes layers.
 
 `AdapterSwitch(model, names)` then picks, before each generation, which adapter is active:
-a name, or None for the base model (all adapters disabled). The engine runs one request at a
-time, so switching per request is safe. Failures while loading raise `ModelLoadError` with a
+a name, or None for the base model (all adapters disabled). Switching is safe because whoever
+switches holds the model's lock: one request at a time through `generate`, or the batch
+scheduler, which runs only requests for the same adapter together and switches between
+batches, never inside one. Failures while loading raise `ModelLoadError` with a
 message that says which adapter and why; nothing here knows about requests or the UI.
 """
 

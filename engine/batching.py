@@ -22,7 +22,9 @@ memory in a decode step undoes the step, fails the most recently admitted sequen
 retries with the rest. Any other error in a step fails the sequences of that step.
 
 The scheduler steps aside (finishes the running batch, admits no more) when someone waits on
-the model's `FifoLock` for other work, such as scoring answers.
+the model's `FifoLock` for other work, such as scoring answers. `stop()` ends its thread:
+waiting jobs end as cancelled, running ones are finished as cancelled at the next step, and
+the thread lets go of the model, so a dropped engine's model can be freed.
 
 Knows nothing of the UI or the database; requests arrive as `BatchJob`s with their inputs built.
 """
@@ -38,6 +40,7 @@ from typing import Literal
 
 from engine import batch_cache
 from engine.decoding import AnswerTracker
+from engine.errors import ENGINE_CLOSED_MESSAGE, EngineClosed
 from engine.fifo import FifoLock, Ticket, busy_error
 from engine.memory import (
     FAILED_MESSAGE,
@@ -46,6 +49,7 @@ from engine.memory import (
     is_out_of_memory,
     release_memory,
 )
+from engine.prompt_inputs import is_per_token
 from engine.sampling import Decoding
 from engine.types import Stats
 
@@ -132,6 +136,7 @@ class BatchScheduler:
             (m for m in model.modules() if hasattr(m, "rope_deltas")), None)
         # Largest batch run so far: what a caller can check against the limits.
         self.peak_batch_size = 0
+        self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="batch-scheduler", daemon=True)
         self._thread.start()
 
@@ -139,10 +144,23 @@ class BatchScheduler:
 
     def submit(self, job: BatchJob) -> None:
         with self._cond:
+            if self._stopping:
+                raise EngineClosed(ENGINE_CLOSED_MESSAGE)
             if self.max_waiting and len(self._pending) >= self.max_waiting:
                 raise busy_error(len(self._pending))
             self._pending.append(job)
             self._cond.notify_all()
+
+    def stop(self) -> None:
+        """End the worker thread and wait for it; jobs not finished end as cancelled."""
+        with self._cond:
+            self._stopping = True
+            waiting = list(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+        for job in waiting:
+            self._settle(job, stats=job.tracker.stats(seed=job.seed, finish_reason="cancelled"))
+        self._thread.join()
 
     def position(self, request_id: str) -> int | None:
         """0 while decoding, 1.. while waiting (1 = next to join), None when unknown."""
@@ -159,8 +177,10 @@ class BatchScheduler:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._pending:
+                while not self._pending and not self._stopping:
                     self._cond.wait()
+                if self._stopping:
+                    break
             # The model is held for a whole batch session, not per step; others who need it
             # (scoring) queue on the same lock and the session ends to let them in.
             with self.exclusive.hold(Ticket("batch-scheduler"), bounded=False):
@@ -170,9 +190,15 @@ class BatchScheduler:
                     log.exception("batch scheduler failed")
                     self._fail_rows(list(self._rows), FAILED_MESSAGE)
                     self._reset_batch()
+        # Nothing of the model may outlive the scheduler: the engine drops its own reference
+        # and expects the model to be freed.
+        self.model = self._rope_holder = self.activate_adapter = None
 
     def _serve(self) -> None:
         while True:
+            if self._stopping:
+                for row in self._rows:
+                    row.job.cancelled.set()
             group = self._admit()
             if group:
                 self._prefill(group)
@@ -347,11 +373,10 @@ class BatchScheduler:
             elif token in tracker.eos_ids:
                 self._finish_row(row, None)
             elif tracker.budget_spent:
-                if tracker.generated < row.job.max_new:
-                    # Fed one per step after this token, while the other rows go on.
-                    row.forced.extend(tracker.conclude())
+                cue = tracker.budget_cue(row.job.max_new)
+                if cue:  # fed one per step after this token, while the other rows go on
+                    row.forced.extend(cue)
                 else:
-                    tracker.budget_exhausted = True
                     self._finish_row(row, None)
             elif tracker.generated >= row.job.max_new:
                 self._finish_row(row, None)
@@ -475,10 +500,7 @@ def _collate(inputs: list[Mapping], pad_token_id: int) -> tuple[dict, list[int]]
     keys = list(dict.fromkeys(key for item in inputs for key in item))
     for key in keys:
         values = [item.get(key) for item in inputs]
-        per_token = all(
-            isinstance(v, torch.Tensor) and v.dim() == 2 and v.shape[1] == n
-            and not key.startswith(("pixel", "image"))
-            for v, n in zip(values, lengths, strict=True))
+        per_token = all(is_per_token(key, v, n) for v, n in zip(values, lengths, strict=True))
         if per_token:
             fill = pad_token_id if key == "input_ids" else 0
             batch[key] = torch.cat([

@@ -2,9 +2,11 @@
 
 `AnswerTracker` takes the request's new token ids one at a time (`take`), decodes them
 incrementally, splits reasoning from answer, pushes `Event`s to a queue and counts tokens per
-phase. It says when the thinking budget is spent; `conclude()` then returns the token ids of
-the cue that tells the model to stop reasoning, and from there on everything the model writes
-is answer. `stats()` gives the request's final `Stats`.
+phase. It says when the thinking budget is spent; `budget_cue(max_new)` then holds the one rule
+for what follows, in both decoding paths: with new tokens left, the token ids of the cue that
+tells the model to stop reasoning (from there on everything the model writes is answer);
+without, nothing, and the answer ends with its budget exhausted. `stats()` gives the
+request's final `Stats`.
 
 Both decoding paths use it: `model.generate` (through `TokenTap`, a stopping criterion) and the
 step-level batch scheduler, which calls `take` itself. So the text a user sees, the token
@@ -123,6 +125,14 @@ class AnswerTracker:
             self.answer_tokens += 1
         self.last_id = token_id
         self.phase.take(token_id)
+
+    def budget_cue(self, max_new: int) -> list[int]:
+        """The budget is spent: the cue to feed next while fewer than `max_new` tokens were
+        generated, else [] and the answer ends here, its budget marked exhausted."""
+        if self.generated < max_new:
+            return self.conclude()
+        self.budget_exhausted = True
+        return []
 
     def conclude(self) -> list[int]:
         """The budget is spent: the cue's token ids to feed next; all text after them is answer."""

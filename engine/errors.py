@@ -18,6 +18,14 @@ class ModelNotReady(StudioError):
     """The model is still loading, or failed to load."""
 
 
+class EngineClosed(ModelNotReady):
+    """The engine was closed (the app is stopping, or the model was swapped for another)."""
+
+
+ENGINE_CLOSED_MESSAGE = ("This model has been shut down: the app is stopping or switching "
+                         "models. Reload the page and ask again.")
+
+
 class ModelLoadError(StudioError):
     """The requested model could not be obtained or loaded."""
 

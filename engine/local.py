@@ -1,9 +1,11 @@
 """The in-process engine: one transformers model, shared by every caller.
 
-Contract (shared with the remote engine): `stream(request)` yields reasoning / answer deltas
-and then one "done" event with `Stats`; `cancel(request_id)` stops that request, waiting or
+Implements `engine.protocol.Engine`: `stream(request)` yields reasoning / answer deltas and
+then one "done" event with `Stats`; `cancel(request_id)` stops that request, waiting or
 running. Requests are served first come, first served; `queue_position(request_id)` tells a
 waiting caller where it stands. Closing the stream iterator (a closed browser tab) cancels too.
+`close()` cancels everything, stops the batch scheduler's thread and drops the model, so that
+an engine that is swapped out or shut down frees its memory.
 
 Two ways to decode, one result. Families whose caches can be merged row by row (the family
 table says so) decode in batches: requests that arrive while others are decoding join the
@@ -33,7 +35,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,7 +43,14 @@ from control_tokens import without_control_tokens
 from engine.adapters import AdapterSwitch
 from engine.batching import BatchJob, BatchLimits, BatchScheduler
 from engine.decoding import OPEN_TAG, AnswerTracker, TokenTap
-from engine.errors import ModelNotReady, OutOfMemory, RequestError, StudioError
+from engine.errors import (
+    ENGINE_CLOSED_MESSAGE,
+    EngineClosed,
+    ModelNotReady,
+    OutOfMemory,
+    RequestError,
+    StudioError,
+)
 from engine.families import Family
 from engine.fifo import FifoLock, Ticket
 from engine.images import ImagePolicy
@@ -52,43 +61,28 @@ from engine.memory import (
     is_out_of_memory,
     release_memory,
 )
+from engine.prompt_inputs import extend_inputs, pad_id
 from engine.requests import check_request
-from engine.sampling import Decoding, resolve
-from engine.thinking import ThinkingMode, thinking_mode
-from engine.types import Capabilities, Event, GenerationRequest, Message, Sampling, Stats
+from engine.sampling import Decoding, pick_seed, resolve
+from engine.scoring import answer_ids, score_tokens
+from engine.thinking import ThinkingMode, thinking_mode, thinking_on
+from engine.types import (
+    Capabilities,
+    Event,
+    GenerationRequest,
+    Message,
+    Sampling,
+    Score,
+    Stats,
+)
 
-__all__ = ["OUT_OF_MEMORY_MESSAGE", "LocalEngine", "extend_inputs"]
+__all__ = ["OUT_OF_MEMORY_MESSAGE", "LocalEngine"]
 
 log = logging.getLogger(__name__)
 
 _DONE = object()
 # Tokens kept free of images in the context: the questions and an answer need room too.
 ANSWER_ROOM_TOKENS = 512
-
-
-def extend_inputs(inputs, input_ids) -> dict:
-    """Processor outputs for a longer prompt that keeps the same images.
-
-    Per-token tensors (attention mask, token type ids, multimodal token types) are extended
-    for the appended text tokens; image tensors are reused as they are.
-    """
-    import torch
-
-    prompt_length = inputs["input_ids"].shape[1]
-    added = input_ids.shape[1] - prompt_length
-    extended = {}
-    for key, value in inputs.items():
-        per_token = (isinstance(value, torch.Tensor) and value.dim() == 2
-                     and value.shape[1] == prompt_length and not key.startswith(("pixel", "image")))
-        if key == "input_ids":
-            extended[key] = input_ids
-        elif per_token:
-            fill = 1 if key == "attention_mask" else 0
-            pad = torch.full((value.shape[0], added), fill, dtype=value.dtype, device=value.device)
-            extended[key] = torch.cat([value, pad], dim=1)
-        else:
-            extended[key] = value
-    return extended
 
 
 class LocalEngine:
@@ -108,7 +102,7 @@ class LocalEngine:
         batch_limits: BatchLimits | None = None,
         max_pixels: int | None = None,
     ) -> None:
-        self.model_ref = model_ref
+        self._model_ref = model_ref
         self.quantize = quantize
         self.device = device
         self.cache_dir = cache_dir
@@ -125,8 +119,9 @@ class LocalEngine:
         self.family: Family | None = None
         self.report: LoadReport | None = None
         self._adapter_switch: AdapterSwitch | None = None
-        self.progress = LoadProgress("resolving", f"Waiting to load {model_ref}")
-        self.load_error: str | None = None
+        self._progress = LoadProgress("resolving", f"Waiting to load {model_ref}")
+        self._load_error: str | None = None
+        self._closed = False
         self._ready = threading.Event()
         self.max_waiting = max_waiting
         # max_batch_size 1 turns batching off: one request at a time through `generate`.
@@ -142,8 +137,23 @@ class LocalEngine:
     # -- loading -------------------------------------------------------------------------
 
     @property
+    def model_ref(self) -> str:
+        return self._model_ref
+
+    @property
+    def load_error(self) -> str | None:
+        return self._load_error
+
+    @property
+    def progress(self) -> LoadProgress:
+        return self._progress
+
+    @property
     def concurrency(self) -> int:
-        """How many requests are worth sending at once: the batch size, or 1."""
+        """How many requests to let run at once: the batch size (`--max-batch`; 1 turns
+        batching off). It is read before the model is loaded, so it is the setting, not what
+        the family can do: a family that cannot batch serves that many one at a time, the
+        others waiting in line here, where `queue_position` sees them."""
         return self.batch_limits.max_batch_size
 
     @property
@@ -152,23 +162,35 @@ class LocalEngine:
         return self._scheduler is not None
 
     @property
+    def peak_batch_size(self) -> int:
+        """The largest batch decoded so far (1 when requests run one at a time)."""
+        return self._scheduler.peak_batch_size if self._scheduler is not None else 1
+
+    @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        return self._ready.is_set() and not self._closed
 
     def load(self) -> LoadReport:
-        """Load the model (blocking). On failure the message is kept in `load_error` and raised."""
+        """Load the model (blocking). On failure the message is kept in `load_error` and raised:
+        a `StudioError`'s own words, or the type and text of anything else."""
+        self._check_open()
+
         def progress(update: LoadProgress) -> None:
-            self.progress = update
+            self._progress = update
 
         try:
             self.model, self.processor, self.family, self.report = load_model(
-                self.model_ref, quantize=self.quantize, device=self.device,
+                self._model_ref, quantize=self.quantize, device=self.device,
                 cache_dir=self.cache_dir, progress=progress, adapters=self.adapters,
             )
-        except StudioError as exc:
-            self.load_error = str(exc)
-            self.progress = LoadProgress("failed", str(exc))
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, StudioError) else f"{type(exc).__name__}: {exc}"
+            self._load_error = message
+            self._progress = LoadProgress("failed", message)
             raise
+        if self._closed:  # closed while loading: nothing may keep the model now
+            self.model = self.processor = None
+            raise EngineClosed(ENGINE_CLOSED_MESSAGE)
         self._thinking_mode, self._thinking_default = self._detect_thinking()
         self._supports_thinking = self._thinking_mode != "never"
         self._sanitize_control_tokens = self.family.sanitize_control_tokens
@@ -178,10 +200,34 @@ class LocalEngine:
             tokenizer = self.processor.tokenizer
             self._scheduler = BatchScheduler(
                 self.model, limits=self.batch_limits, positions=self.family.batch_positions,
-                pad_token_id=_pad_id(tokenizer), exclusive=self._lock,
+                pad_token_id=pad_id(tokenizer), exclusive=self._lock,
                 activate_adapter=self._adapter_switch.activate, max_waiting=self.max_waiting)
         self._ready.set()
         return self.report
+
+    def close(self) -> None:
+        """Cancel every request, stop the batch scheduler's thread and drop the model, so that
+        nothing here keeps it alive. Later calls raise `EngineClosed`; closing again does
+        nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        for ticket in list(self._tickets.values()):
+            ticket.cancelled.set()
+        if self._scheduler is not None:
+            self._scheduler.stop()
+        # A request decoding through `generate` stops at its next token once cancelled; the
+        # model is dropped only after it has let go of the lock.
+        with self._lock.hold(Ticket("close"), bounded=False):
+            self._scheduler = None
+            self._adapter_switch = None
+            self.model = None
+            self.processor = None
+        self._progress = LoadProgress("failed", ENGINE_CLOSED_MESSAGE)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineClosed(ENGINE_CLOSED_MESSAGE)
 
     def _detect_thinking(self) -> tuple[ThinkingMode, bool]:
         """Thinking as the checkpoint's chat template does it (never, switchable, always)."""
@@ -218,9 +264,13 @@ class LocalEngine:
         return max(0, *costs)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        return self._ready.wait(timeout)
+        return self._ready.wait(timeout) and not self._closed
+
+    def quota_note(self) -> str | None:
+        return None
 
     def capabilities(self) -> Capabilities:
+        self._check_open()
         if not self.ready:
             raise ModelNotReady(self._not_ready_message())
         config = self.model.config
@@ -232,7 +282,7 @@ class LocalEngine:
             fitting = (context_length - ANSWER_ROOM_TOKENS) // self._image_tokens
             max_images = max(1, min(max_images, fitting))
         return Capabilities(
-            model_id=self.model_ref,
+            model_id=self._model_ref,
             family=self.family.name,
             thinking=self._supports_thinking,
             thinking_mode=self._thinking_mode,
@@ -254,9 +304,9 @@ class LocalEngine:
         return self.family.max_images
 
     def _not_ready_message(self) -> str:
-        if self.load_error:
-            return f"The model could not be loaded: {self.load_error}"
-        p = self.progress
+        if self._load_error:
+            return f"The model could not be loaded: {self._load_error}"
+        p = self._progress
         if p.stage == "downloading" and p.bytes_total:
             return (f"The model is still loading (downloading {p.bytes_done / 1e9:.2f} of "
                     f"{p.bytes_total / 1e9:.2f} GB). Please ask again in a moment.")
@@ -294,8 +344,23 @@ class LocalEngine:
                 raise OutOfMemory(OUT_OF_MEMORY_MESSAGE) from None
             raise
 
+    def score_answers(self, messages: tuple[Message, ...], answers: Sequence[str],
+                      adapter: str | None = None) -> list[Score]:
+        """Scores of each of `answers` as the reply to `messages` (`engine.scoring`), all under
+        one hold of the model."""
+        with self.holding_model(tuple(messages), adapter) as inputs:
+            return [score_tokens(self.model, inputs, self.answer_ids(answer))
+                    for answer in answers]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """The tokens scoring reads for `answer`: as the model writes it, then the token it
+        ends answers with."""
+        return answer_ids(self.processor.tokenizer, answer, end_id=self.end_of_answer_id(),
+                          question_answer=self.family.prompt_style == "question_answer")
+
     def stream(self, request: GenerationRequest) -> Iterator[Event]:
         """Yield events for one request. Refused requests raise a StudioError before any event."""
+        self._check_open()
         if not self.ready:
             raise ModelNotReady(self._not_ready_message())
         self._validate(request)
@@ -328,7 +393,7 @@ class LocalEngine:
         # cannot keep it forever. Times count from here, so waiting in line is in the TTFT.
         started = time.perf_counter()
         sampling = request.sampling
-        seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
+        seed = pick_seed(sampling.seed)
         out: queue.Queue = queue.Queue()
         state: dict = {}
 
@@ -342,10 +407,11 @@ class LocalEngine:
 
         def work() -> None:
             try:
-                if self._scheduler is not None:
+                scheduler = self._scheduler  # read once: `close` may drop it meanwhile
+                if scheduler is not None:
                     job = self._batch_job(request, seed, ticket.cancelled, out, state, started,
                                           finished)
-                    self._scheduler.submit(job)
+                    scheduler.submit(job)
                     return  # the scheduler calls `finished`
                 with self._lock.hold(ticket) as acquired:
                     if acquired:
@@ -449,9 +515,7 @@ class LocalEngine:
         import torch
 
         max_new = max(1, min(request.sampling.max_new_tokens, self.max_new_tokens_limit))
-        # A template that always thinks does so whatever the request asks; the budget holds.
-        thinking = self._thinking_mode == "always" or (
-            request.thinking and self._thinking_mode == "switchable")
+        thinking = thinking_on(self._thinking_mode, request.thinking)
         budget = request.thinking_budget if thinking else None
         inputs, prompt_text = self._build_inputs(request.messages, thinking)
         context = self.capabilities().context_length
@@ -465,9 +529,10 @@ class LocalEngine:
         prefilled = prompt_text.rstrip().endswith(OPEN_TAG)
         tracker = AnswerTracker(self.processor.tokenizer, out, prefilled=prefilled,
                                 budget=budget, started=started, eos_ids=self.eos_ids())
-        if budget == 0 and prefilled:
-            # No room to think at all: the prompt ends with the cue to conclude.
-            cue = torch.tensor([tracker.conclude()], device=inputs["input_ids"].device)
+        if tracker.budget_spent:
+            # A budget of 0 after a prompt that opens the reasoning: no room to think at all,
+            # so the prompt ends with the cue to conclude.
+            cue = torch.tensor([tracker.budget_cue(max_new)], device=inputs["input_ids"].device)
             inputs = extend_inputs(inputs, torch.cat([inputs["input_ids"], cue], dim=1))
         return inputs, max_new, tracker
 
@@ -498,13 +563,12 @@ class LocalEngine:
         # reasoning, and let it answer with the tokens that are left.
         if tracker.budget_spent and not cancelled.is_set():
             remaining = max_new - tracker.generated
-            if remaining > 0:
-                cue = torch.tensor([tracker.conclude()], device=output_ids.device)
+            cue_ids = tracker.budget_cue(max_new)
+            if cue_ids:
+                cue = torch.tensor([cue_ids], device=output_ids.device)
                 continued = extend_inputs(inputs, torch.cat([output_ids, cue], dim=1))
                 tap = TokenTap(tracker, continued["input_ids"].shape[1], cancelled)
                 self._call_generate(continued, tap, remaining, generation)
-            else:
-                tracker.budget_exhausted = True
         tracker.finish()
         state["stats"] = tracker.stats(
             seed=seed, finish_reason="cancelled" if cancelled.is_set() else None,
@@ -525,7 +589,8 @@ class LocalEngine:
 
     def _generation_kwargs(self, sampling: Sampling) -> dict:
         tokenizer = self.processor.tokenizer
-        kwargs: dict = {"pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id}
+        # The same pad id as the batch scheduler's: `or` would turn a pad id of 0 into eos.
+        kwargs: dict = {"pad_token_id": pad_id(tokenizer)}
         kwargs.update(self.decoding(sampling).generate_kwargs())
         return kwargs
 
@@ -546,9 +611,3 @@ class LocalEngine:
         if isinstance(eos, int):
             return {eos}
         return set(eos or ())
-
-
-def _pad_id(tokenizer) -> int:
-    pad = tokenizer.pad_token_id
-    return pad if pad is not None else tokenizer.eos_token_id
-

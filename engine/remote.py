@@ -1,9 +1,11 @@
 """The remote engine: a model served by an OpenAI-compatible server (vLLM, SGLang, transformers).
 
-Same contract as `engine.local.LocalEngine`: `load()` checks the server, `stream(request)` yields
-reasoning / answer deltas and then one "done" event with `Stats`, `cancel(request_id)` stops a
-running request from any thread, and closing the stream iterator stops it too. The server does
-its own queueing, so `queue_position` knows nothing (None).
+Implements `engine.protocol.Engine`, as `engine.local.LocalEngine` does: `load()` checks the
+server, `stream(request)` yields reasoning / answer deltas and then one "done" event with
+`Stats`, `cancel(request_id)` stops a running request from any thread, and closing the stream
+iterator stops it too. The server does its own queueing, so `queue_position` knows nothing
+(None); it keeps its logits to itself, so `score_answers` is refused. `close()` stops every
+running request and closes the HTTP client.
 
 What is sent, to POST {base_url}/chat/completions (base_url ends in /v1, as for every OpenAI
 client): the whole conversation, images as PNG data URLs; `stream: true` with usage requested;
@@ -34,21 +36,37 @@ import contextlib
 import json
 import logging
 import queue
-import random
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 
-from engine.errors import ModelLoadError, ModelNotReady, RemoteError
+from engine.errors import (
+    ENGINE_CLOSED_MESSAGE,
+    EngineClosed,
+    ModelLoadError,
+    ModelNotReady,
+    RemoteError,
+    RequestError,
+)
 from engine.images import encode_png
 from engine.loading import LoadProgress
 from engine.requests import check_request
-from engine.thinking import ThinkingParser
-from engine.types import Capabilities, Event, FinishReason, GenerationRequest, Message, Stats
+from engine.sampling import pick_seed
+from engine.scoring import NO_LOGITS_MESSAGE
+from engine.thinking import ThinkingMode, ThinkingParser, thinking_on
+from engine.types import (
+    Capabilities,
+    Event,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    Score,
+    Stats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +168,8 @@ def _detail(response: httpx.Response) -> str:
     return text[:MAX_DETAIL_CHARS] + ("..." if len(text) > MAX_DETAIL_CHARS else "")
 
 
+# Requests the page lets run at once against a server: a serving engine (vLLM, SGLang) batches
+# them itself, and more than this would mostly wait in its queue.
 REMOTE_CONCURRENCY = 16
 
 
@@ -179,17 +199,15 @@ class RemoteEngine:
                              "or https://, for example http://127.0.0.1:8000/v1")
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.model_ref = model
         self.timeout_s = timeout_s
         self.max_new_tokens_limit = max_new_tokens_limit
         self.max_images = max_images
         self.thinking = thinking
-        # Requests worth sending at once: a serving engine batches them itself.
-        self.concurrency = REMOTE_CONCURRENCY
         self.thinking_budget_field = thinking_budget_field
-        self.progress = LoadProgress("resolving", f"Waiting to contact the model server at "
-                                                  f"{self.base_url}")
-        self.load_error: str | None = None
+        self._progress = LoadProgress("resolving", f"Waiting to contact the model server at "
+                                                   f"{self.base_url}")
+        self._load_error: str | None = None
+        self._closed = False
         self.context_length = 0
         self.adapters: tuple[str, ...] = ()
         self._ready = threading.Event()
@@ -201,29 +219,58 @@ class RemoteEngine:
         )
 
     def close(self) -> None:
-        """Stop every running request and close the connections."""
+        """Stop every running request and close the connections. Later calls raise
+        `EngineClosed`; closing again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         for call in list(self._calls.values()):
             call.interrupt()
         self._client.close()
+        self._progress = LoadProgress("failed", ENGINE_CLOSED_MESSAGE)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineClosed(ENGINE_CLOSED_MESSAGE)
 
     # -- loading -------------------------------------------------------------------------
 
     @property
+    def model_ref(self) -> str:
+        return self.model
+
+    @property
+    def load_error(self) -> str | None:
+        return self._load_error
+
+    @property
+    def progress(self) -> LoadProgress:
+        return self._progress
+
+    @property
+    def concurrency(self) -> int:
+        """How many requests to let run at once: the server batches them itself."""
+        return REMOTE_CONCURRENCY
+
+    @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        return self._ready.is_set() and not self._closed
 
     def load(self) -> Capabilities:
         """Ask the server which models it serves (blocking). Raises ModelLoadError when it
         cannot be reached or does not answer like an OpenAI-compatible server."""
+        self._check_open()
         if not self.ready:
-            self.progress = LoadProgress("loading",
-                                         f"Contacting the model server at {self.base_url}")
+            self._progress = LoadProgress("loading",
+                                          f"Contacting the model server at {self.base_url}")
         try:
             entries = self._list_models()
-        except ModelLoadError as exc:
+        except Exception as exc:
             if not self.ready:  # an engine that works keeps working; requests report failures
-                self.load_error = str(exc)
-                self.progress = LoadProgress("failed", str(exc))
+                message = (str(exc) if isinstance(exc, ModelLoadError)
+                           else f"{type(exc).__name__}: {exc}")
+                self._load_error = message
+                self._progress = LoadProgress("failed", message)
             raise
         listed = {e.get("id"): e for e in entries if isinstance(e, dict)}
         entry = listed.get(self.model)
@@ -238,15 +285,19 @@ class RemoteEngine:
         # vLLM lists each LoRA adapter it serves with the base model as its parent.
         self.adapters = tuple(str(name) for name, e in listed.items()
                               if name != self.model and e.get("parent") == self.model)
-        self.load_error = None
-        self.progress = LoadProgress("ready", f"Served by {self.base_url}")
+        self._load_error = None
+        self._progress = LoadProgress("ready", f"Served by {self.base_url}")
         self._ready.set()
         return self.capabilities()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        return self._ready.wait(timeout)
+        return self._ready.wait(timeout) and not self._closed
+
+    def quota_note(self) -> str | None:
+        return None
 
     def capabilities(self) -> Capabilities:
+        self._check_open()
         if not self.ready:
             raise ModelNotReady(self._not_ready_message())
         return Capabilities(
@@ -257,15 +308,20 @@ class RemoteEngine:
             max_images=self.max_images,
             context_length=self.context_length,
             thinking_budget=self.thinking and self.thinking_budget_field is not None,
-            thinking_mode="switchable" if self.thinking else "never",
+            thinking_mode=self._thinking_mode,
             adapters=self.adapters,
             quantization="unknown",
         )
 
+    @property
+    def _thinking_mode(self) -> ThinkingMode:
+        # A served model's template is not known here: it thinks when asked, if it can.
+        return "switchable" if self.thinking else "never"
+
     def _not_ready_message(self) -> str:
-        if self.load_error:
-            return self.load_error
-        return f"The model server is still being contacted ({self.progress.message})."
+        if self._load_error:
+            return self._load_error
+        return f"The model server is still being contacted ({self._progress.message})."
 
     def _list_models(self) -> list:
         url = f"{self.base_url}/models"
@@ -306,6 +362,10 @@ class RemoteEngine:
     def queue_position(self, request_id: str) -> int | None:
         return None
 
+    def score_answers(self, messages: tuple[Message, ...], answers: Sequence[str],
+                      adapter: str | None = None) -> list[Score]:
+        raise RequestError(NO_LOGITS_MESSAGE)
+
     def cancel(self, request_id: str) -> None:
         call = self._calls.get(request_id)
         if call is not None:
@@ -317,6 +377,7 @@ class RemoteEngine:
         A server that could not be reached before is asked again here, so the app recovers
         once it is up.
         """
+        self._check_open()
         if not self.ready:
             try:
                 self.load()
@@ -324,7 +385,7 @@ class RemoteEngine:
                 raise ModelNotReady(self._not_ready_message()) from None
         check_request(request, self.max_images)
         sampling = request.sampling
-        seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
+        seed = pick_seed(sampling.seed)
         body = self._body(request, seed)
         call = _Call(request.request_id, seed)
         self._calls[request.request_id] = call
@@ -350,8 +411,9 @@ class RemoteEngine:
         if sampling.repetition_penalty is not None:
             body["repetition_penalty"] = sampling.repetition_penalty
         if self.thinking:
-            body["chat_template_kwargs"] = {"enable_thinking": request.thinking}
-            if (request.thinking and request.thinking_budget is not None
+            thinking = thinking_on(self._thinking_mode, request.thinking)
+            body["chat_template_kwargs"] = {"enable_thinking": thinking}
+            if (thinking and request.thinking_budget is not None
                     and self.thinking_budget_field):
                 body[self.thinking_budget_field] = request.thinking_budget
         return body

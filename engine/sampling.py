@@ -10,16 +10,26 @@ Rules (also in docs/models.md):
 - `top_k` 0 keeps the checkpoint's `top_k` (none when the checkpoint sets none), as a server
   does when the field is not sent; any other value overrides it;
 - `repetition_penalty` None keeps the checkpoint's (Qwen2.5-VL's is 1.05); any value overrides
-  it, and 1.0 is off.
+  it, and 1.0 is off;
+- `seed` None means "pick one and report it": `pick_seed` is where it is picked, whoever picks.
 
 Knows nothing of torch, the UI or the database.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from engine.types import Sampling
+
+# Seeds are picked below 2**31 so that every backend takes them (torch, servers' int32 fields).
+SEED_RANGE = 2**31
+
+
+def pick_seed(seed: int | None) -> int:
+    """`seed` itself, or a fresh random one when it is None."""
+    return seed if seed is not None else random.randrange(SEED_RANGE)
 
 
 @dataclass(frozen=True)

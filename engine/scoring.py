@@ -11,70 +11,61 @@ complete answer competes with its own prefixes and extensions on equal terms. Co
 typed inside an answer count as plain text. `score_answers` scores several answers to one
 conversation under one hold of the model.
 
-Scoring takes the engine's model lock, so it queues with generation requests and never runs
-alongside one. Only the in-process `LocalEngine` has logits to read; any other engine is
-refused with a `RequestError`, as is a conversation the engine would refuse to answer (no
-question last, too many images, an adapter that is not loaded). Nothing here knows about the
-UI or the database.
+Scoring is a member of the engine contract (`Engine.score_answers`): the functions here are
+the callers' shorthand for it, and `answer_ids` / `score_tokens` are the arithmetic the
+in-process `LocalEngine` does under its model lock, so scoring queues with generation requests
+and never runs alongside one. Only an engine with the model in this process has logits to read;
+the others refuse with a `RequestError`, as does a conversation the engine would refuse to
+answer (no question last, too many images, an adapter that is not loaded). Nothing here knows
+about the UI or the database.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from engine.errors import RequestError
-from engine.types import Message
+from engine.types import Message, Score
 
+if TYPE_CHECKING:
+    from engine.protocol import Engine
 
-@dataclass(frozen=True)
-class Score:
-    """Log-probability of one answer; natural log, so 0 is certainty and lower is less likely."""
+__all__ = ["Score", "answer_ids", "score_answer", "score_answers", "score_tokens"]
 
-    total_logprob: float
-    tokens: int
-
-    @property
-    def mean_logprob(self) -> float:
-        return self.total_logprob / self.tokens if self.tokens else 0.0
+# Scoring needs the model's logits; engines without them refuse with this.
+NO_LOGITS_MESSAGE = ("Scoring answers needs the model in this process (the local engine); a "
+                     "remote server does not expose its log-probabilities.")
 
 
-def score_answer(engine, messages: tuple[Message, ...], answer: str,
+def score_answer(engine: Engine, messages: tuple[Message, ...], answer: str,
                  adapter: str | None = None) -> Score:
     """The log-probability of `answer` as the model's reply to `messages`."""
-    return score_answers(engine, messages, [answer], adapter)[0]
+    return engine.score_answers(messages, [answer], adapter)[0]
 
 
-def score_answers(engine, messages: tuple[Message, ...], answers: Sequence[str],
+def score_answers(engine: Engine, messages: tuple[Message, ...], answers: Sequence[str],
                   adapter: str | None = None) -> list[Score]:
     """Scores of each of `answers` as the reply to `messages`, in order."""
-    from engine.local import LocalEngine
-
-    if not isinstance(engine, LocalEngine):
-        raise RequestError("Scoring answers needs the model in this process (the local "
-                           "engine); a remote server does not expose its log-probabilities.")
-    with engine.holding_model(tuple(messages), adapter) as inputs:
-        return [_score(engine, inputs, answer) for answer in answers]
+    return engine.score_answers(messages, answers, adapter)
 
 
-def _answer_ids(engine, answer: str) -> list[int]:
-    tokenizer = engine.processor.tokenizer
+def answer_ids(tokenizer, answer: str, *, end_id: int, question_answer: bool) -> list[int]:
+    """The tokens of `answer` as the model would write it, ending with `end_id`."""
     text = answer
-    if engine.family.prompt_style == "question_answer":
+    if question_answer:
         # The prompt ends with "Answer:" and generated answers start after a space.
         text = " " + answer.lstrip()
     ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    return list(ids) + [engine.end_of_answer_id()]
+    return list(ids) + [end_id]
 
 
-def _score(engine, inputs, answer: str) -> Score:
+def score_tokens(model, inputs, answer_ids: list[int]) -> Score:
+    """The score of `answer_ids` following the prompt `inputs`, in one forward pass."""
     import torch
 
-    from engine.local import extend_inputs
+    from engine.prompt_inputs import extend_inputs
 
-    model = engine.model
-    answer_ids = _answer_ids(engine, answer)
     answer_tensor = torch.tensor([answer_ids], dtype=inputs["input_ids"].dtype,
                                  device=inputs["input_ids"].device)
     full = extend_inputs(inputs, torch.cat([inputs["input_ids"], answer_tensor], dim=1))

@@ -186,6 +186,13 @@ def _tag_prefix_suffix_length(text: str, tag: str) -> int:
 ThinkingMode = Literal["never", "switchable", "always"]
 
 
+def thinking_on(mode: ThinkingMode, asked: bool) -> bool:
+    """Whether a request that `asked` for thinking (or not) gets it from a model whose template
+    does `mode`: a template that always thinks does so whatever the request says, and then a
+    thinking budget still applies."""
+    return mode == "always" or (asked and mode == "switchable")
+
+
 def thinking_mode(render, open_tag: str = "<think>") -> tuple[ThinkingMode, bool]:
     """What a chat template does about thinking, and what it does when not told.
 

@@ -43,15 +43,20 @@ class TinyNote:
     chat_template: bool  # False: no template; prompt with "Question: ... Answer:"
     # The placeholder the processor repeats in input_ids where image features go.
     image_token: str
-    # Full module-path prefixes, as in model.named_modules(), to leave out of bitsandbytes
-    # quantization: vision tower, projector, lm_head. Every other linear of the tiny models
-    # has the widths 4-bit kernels need on CPU.
-    keep_unquantized: tuple[str, ...]
     thinking_default: bool = False
     # The real checkpoint's files it is built from (a folder of the hub files), if any.
     real_source: str | None = None
     # The engine family it belongs to (engine.families); empty: the same as its name.
     family: str = ""
+
+    @property
+    def keep_unquantized(self) -> tuple[str, ...]:
+        """Modules left out of bitsandbytes quantization: its family's list in
+        `engine.families`, the one the loader uses. Every other linear of the tiny models has
+        the widths 4-bit kernels need on CPU."""
+        from engine.families import FAMILIES
+
+        return next(f.keep_unquantized for f in FAMILIES if f.name == self.family)
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,6 @@ class _Recipe:
     version: int
     builder: str  # "module:function", imported only when a build is needed
     note: TinyNote
-
-
-_QWEN_KEEP = ("model.visual", "lm_head")
-_LLAVA_KEEP = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
-_IDEFICS_KEEP = ("model.vision_model", "model.connector", "lm_head")
 
 
 def _qwen3_5(version: int, builder: str, default: bool) -> _Recipe:
@@ -75,7 +75,6 @@ def _qwen3_5(version: int, builder: str, default: bool) -> _Recipe:
         thinking_default=default,
         chat_template=True,
         image_token="<|image_pad|>",
-        keep_unquantized=_QWEN_KEEP,
         real_source="Qwen__Qwen3.5-0.8B",
     ))
 
@@ -89,7 +88,6 @@ def _qwen3_vl(version: int, builder: str, thinking: str) -> _Recipe:
         thinking_default=thinking == "always",
         chat_template=True,
         image_token="<|image_pad|>",
-        keep_unquantized=_QWEN_KEEP,
         real_source="Qwen__Qwen3-VL-4B-Instruct",
     ))
 
@@ -109,7 +107,6 @@ _RECIPES: dict[str, _Recipe] = {
             thinking="never",
             chat_template=True,
             image_token="<image>",
-            keep_unquantized=_LLAVA_KEEP,
             real_source="llava-hf__llava-1.5-7b-hf",
         ),
     ),
@@ -125,7 +122,6 @@ _RECIPES: dict[str, _Recipe] = {
             thinking="never",
             chat_template=True,
             image_token="<|image_pad|>",
-            keep_unquantized=_QWEN_KEEP,
             real_source="Qwen__Qwen2.5-VL-3B-Instruct",
         ),
     ),
@@ -139,7 +135,6 @@ _RECIPES: dict[str, _Recipe] = {
             thinking="never",
             chat_template=True,
             image_token="<image>",
-            keep_unquantized=_LLAVA_KEEP,
         ),
     ),
     "llava_onevision": _Recipe(
@@ -152,7 +147,6 @@ _RECIPES: dict[str, _Recipe] = {
             thinking="never",
             chat_template=True,
             image_token="<image>",
-            keep_unquantized=_LLAVA_KEEP,
         ),
     ),
     # SmolVLM-256M-Instruct is an idefics3 checkpoint.
@@ -166,7 +160,6 @@ _RECIPES: dict[str, _Recipe] = {
             thinking="never",
             chat_template=True,
             image_token="<image>",
-            keep_unquantized=_IDEFICS_KEEP,
             real_source="HuggingFaceTB__SmolVLM-256M-Instruct",
         ),
     ),
@@ -180,7 +173,6 @@ _RECIPES: dict[str, _Recipe] = {
             thinking="never",
             chat_template=True,
             image_token="<image>",
-            keep_unquantized=_IDEFICS_KEEP,
         ),
     ),
     "ovis2": _Recipe(
@@ -193,7 +185,6 @@ _RECIPES: dict[str, _Recipe] = {
             thinking="never",
             chat_template=True,
             image_token="<IMG_ATOM>",
-            keep_unquantized=("model.vision_tower", "model.visual_embeddings_table", "lm_head"),
         ),
     ),
     "ovis2_5": _Recipe(
@@ -205,7 +196,6 @@ _RECIPES: dict[str, _Recipe] = {
             thinking=True,
             chat_template=True,
             image_token="<|image_pad|>",
-            keep_unquantized=("visual_tokenizer", "vte", "llm.lm_head"),
         ),
     ),
     "blip2": _Recipe(
@@ -218,12 +208,6 @@ _RECIPES: dict[str, _Recipe] = {
             thinking="never",
             chat_template=False,
             image_token="<image>",
-            keep_unquantized=(
-                "vision_model",
-                "qformer",
-                "language_projection",
-                "language_model.lm_head",
-            ),
             real_source="Salesforce__blip2-opt-2.7b",
         ),
     ),

@@ -115,3 +115,15 @@ class Capabilities:
     adapters: tuple[str, ...] = ()
     quantization: str = "none"
     revision: str | None = None
+
+
+@dataclass(frozen=True)
+class Score:
+    """Log-probability of one answer; natural log, so 0 is certainty and lower is less likely."""
+
+    total_logprob: float
+    tokens: int
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.total_logprob / self.tokens if self.tokens else 0.0

@@ -12,17 +12,25 @@ thread that imported the package, so the model is loaded on that thread.
 a duration sized to that request (`gpu_seconds`), while everything around it (database writes,
 the UI) stays outside. The duration is what ZeroGPU checks against the visitor's daily quota
 before it lends a GPU, so it must cover the whole answer without asking for more than it needs;
-`quota_note()` tells visitors what their quota allows. Elsewhere the app uses engines unwrapped.
+`quota_note()` tells visitors what their quota allows. It implements `engine.protocol.Engine`
+by passing everything else to the inner engine, except scoring, which would need a GPU outside
+a decorated call and is refused. Elsewhere the app uses engines unwrapped.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
+from engine.errors import RequestError
+from engine.loading import LoadProgress
 from engine.memory import failure_message
-from engine.types import Event, GenerationRequest, Stats
+from engine.types import Capabilities, Event, GenerationRequest, Message, Score, Stats
+
+if TYPE_CHECKING:
+    from engine.protocol import Engine
 
 # Qwen3.5-9B in bf16 decoded 18 tokens/s for one user on a whole H200 with transformers'
 # generate (docs/benchmarks.md, "GPU"; its linear-attention layers run in reference PyTorch
@@ -72,16 +80,22 @@ def quota_note(max_new_tokens: int) -> str:
 
 
 class ZeroGPUEngine:
-    """Any engine, with `stream` run inside `spaces.GPU(duration=...)`."""
+    """Any engine, with `stream` run inside `spaces.GPU(duration=...)`; an `Engine` itself.
 
-    def __init__(self, inner, spaces_module=None) -> None:
+    `max_new_tokens_limit` is the inner engine's cap on new tokens: what sizes each request's
+    GPU time and the quota note.
+    """
+
+    def __init__(self, inner: Engine, spaces_module=None, *,
+                 max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS) -> None:
         if spaces_module is None:
             import spaces as spaces_module
         self.inner = inner
+        self.max_new_tokens_limit = max_new_tokens_limit
         self._gpu_stream = spaces_module.GPU(duration=self._duration)(self._stream)
 
     def _duration(self, request: GenerationRequest) -> int:
-        return gpu_seconds(request, getattr(self.inner, "max_new_tokens_limit", None))
+        return gpu_seconds(request, self.max_new_tokens_limit)
 
     def _stream(self, request: GenerationRequest) -> Iterator[Event]:
         yield from self.inner.stream(request)
@@ -92,12 +106,54 @@ class ZeroGPUEngine:
         except Exception as exc:  # ZeroGPU refused or lost the GPU: the answer ends with why
             yield Event("done", stats=Stats(finish_reason="error"), error=_refusal(exc))
 
-    def quota_note(self) -> str:
-        return quota_note(getattr(self.inner, "max_new_tokens_limit", DEFAULT_MAX_NEW_TOKENS))
+    def quota_note(self) -> str | None:
+        return quota_note(self.max_new_tokens_limit)
 
-    def __getattr__(self, name: str):
-        # Everything but `stream` (loading, capabilities, cancel, progress) is the inner engine's.
-        return getattr(self.inner, name)
+    def score_answers(self, messages: tuple[Message, ...], answers: Sequence[str],
+                      adapter: str | None = None) -> list[Score]:
+        # The GPU exists only inside a decorated call, and scoring is not one.
+        raise RequestError("Scoring answers needs a GPU of its own; on ZeroGPU one is lent "
+                           "only while an answer is generated.")
+
+    # Everything else is the inner engine's.
+
+    @property
+    def model_ref(self) -> str:
+        return self.inner.model_ref
+
+    @property
+    def ready(self) -> bool:
+        return self.inner.ready
+
+    @property
+    def load_error(self) -> str | None:
+        return self.inner.load_error
+
+    @property
+    def progress(self) -> LoadProgress:
+        return self.inner.progress
+
+    @property
+    def concurrency(self) -> int:
+        return self.inner.concurrency
+
+    def load(self) -> object:
+        return self.inner.load()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self.inner.wait_ready(timeout)
+
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities()
+
+    def cancel(self, request_id: str) -> None:
+        self.inner.cancel(request_id)
+
+    def queue_position(self, request_id: str) -> int | None:
+        return self.inner.queue_position(request_id)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def _refusal(error: Exception) -> str:

@@ -1,10 +1,12 @@
-"""Periodic push of exports (consented data only) to a Hugging Face dataset repository.
+"""Push exports (consented data only) to a Hugging Face dataset repository.
 
-`push_exports` writes every requested export format into a fresh folder and uploads it under
-`exports/<UTC timestamp>/` in the dataset repo, so earlier snapshots stay as they were.
-`storage.periodic.Periodic` runs it every N hours. The repository and token come from
-the environment (VQA_STUDIO_PUSH_REPO, HF_TOKEN); without them nothing is pushed. Exports only
-ever hold consented data: the export itself filters by consent.
+`push_exports(store, repo_id, token)` writes each requested export format (by default the TRL
+DPO, KTO and SFT ones) into a temporary folder and uploads it under `exports/<UTC timestamp>/`
+in the dataset repo, so earlier pushes stay as they were; `hub_upload` creates the repo,
+private, if it does not exist. The repository and the token are arguments: deciding when to
+push is the caller's (the app pushes every --push-every-hours with `storage.periodic.Periodic`
+when --push-repo and HF_TOKEN are both set). Exports only ever hold consented data: the export
+itself keeps only conversations with a recorded consent.
 """
 
 from __future__ import annotations

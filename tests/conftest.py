@@ -42,7 +42,8 @@ def tiny_engine():
 
     engine = LocalEngine("tiny-random", quantize="none", device="cpu")
     engine.load()
-    return engine
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +52,8 @@ def llava_engine():
 
     engine = LocalEngine("tiny-random:llava", quantize="none", device="cpu")
     engine.load()
-    return engine
+    yield engine
+    engine.close()
 
 
 CHROMIUM = "/usr/bin/chromium"

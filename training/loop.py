@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             base_model=args.model, eval_fraction=0.0, epochs=args.epochs,
             learning_rate=args.learning_rate, targets=args.lora_targets, min_examples=2),
             progress=lambda m: print(m, file=sys.stderr, flush=True))
+    # Two models in memory at once would double the footprint: the base one goes first.
+    engine.close()
     tuned = LocalEngine(args.model, quantize="none", device="cpu",
                         adapters={"blind-spot": str(result.out_dir)})
     tuned.load()
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = evaluate_vqa(tuned, items, ("blind-spot",))
         print(f"| {name} | {len(items)} | {100 * scores['base model']:.1f}% "
               f"| {100 * scores['blind-spot']:.1f}% |")
+    tuned.close()
     print(f"\nwhole loop: {time.perf_counter() - started:.0f} s; files in {workdir}")
     return 0
 

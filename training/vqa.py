@@ -19,6 +19,7 @@ from itertools import combinations
 from pathlib import Path
 
 from engine.errors import StudioError
+from engine.protocol import Engine
 from engine.types import GenerationRequest, Message, Sampling
 from evaluation.metrics import normalize_answer
 
@@ -62,7 +63,7 @@ def vqa_score(prediction: str, answers: Sequence[str]) -> float:
     return sum(min(1.0, sum(matches[i] for i in subset) / 3) for subset in subsets) / len(subsets)
 
 
-def evaluate_vqa(engine, items: Sequence[VqaItem], adapters: Sequence[str] = (), *,
+def evaluate_vqa(engine: Engine, items: Sequence[VqaItem], adapters: Sequence[str] = (), *,
                  max_new_tokens: int = 16,
                  progress: Callable[[str], None] | None = None) -> dict[str, float]:
     """Mean VQA accuracy of the base model and each adapter over `items`."""
@@ -121,9 +122,12 @@ def main(argv: list[str]) -> None:
             raise StudioError(f"No questions in {args.vqa} match.")
         model = default_model_id() if args.model == "auto" else args.model
         engine = LocalEngine(model, quantize=args.quantize, adapters=adapters)
-        engine.load()
-        scores = evaluate_vqa(engine, items, tuple(adapters),
-                              progress=lambda m: print(m, file=sys.stderr, flush=True))
+        try:
+            engine.load()
+            scores = evaluate_vqa(engine, items, tuple(adapters),
+                                  progress=lambda m: print(m, file=sys.stderr, flush=True))
+        finally:
+            engine.close()
     except StudioError as error:
         parser.exit(1, f"app.py evaluate: {error}\n")
     print(f"VQA accuracy on {len(items)} questions of {args.vqa}"

@@ -18,6 +18,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine.errors import RequestError, StudioError
+from engine.protocol import Engine
 from engine.types import Sampling
 from storage import StorageError
 from ui.data_tab import build_data_tab
@@ -114,7 +115,7 @@ _THINKING_TEXT = {
 }
 
 
-def _status_text(engine) -> str:
+def _status_text(engine: Engine) -> str:
     # Names come from checkpoints and model servers: untrusted, so shown inert.
     if engine.ready:
         caps = engine.capabilities()
@@ -258,7 +259,8 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         # With ZeroGPU's `spaces` package the page never answered while a state had a delete
         # callback (the app stopped with "localhost is not accessible"): there a tab's images
         # go when it closes (`unload`) or after six idle hours.
-        lent_per_answer = callable(getattr(engine, "quota_note", None))
+        quota_note = engine.quota_note()
+        lent_per_answer = quota_note is not None
         state = gr.State(ChatState(),
                          delete_callback=None if lent_per_answer else studio.drop_state)
         slots = gr.State([])
@@ -295,8 +297,8 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         if getattr(settings, "on_space", False) and not getattr(settings, "persistent", True):
             gr.Markdown("⚠️ This Space has no persistent storage: saved conversations and "
                         "feedback are lost when it restarts.", elem_id="storage-warning")
-        if callable(getattr(engine, "quota_note", None)):  # a GPU lent per answer (ZeroGPU)
-            gr.Markdown(engine.quota_note(), elem_id="gpu-quota-note")
+        if quota_note is not None:  # a GPU lent per answer (ZeroGPU)
+            gr.Markdown(quota_note, elem_id="gpu-quota-note")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 # Where a first-time visitor sees it, not in the closed sidebar.
@@ -393,9 +395,9 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         api_chat = gr.Button(visible=False)
         view_outputs = [chatbot, slots, answer_tools, version_note, prev_answer, next_answer]
         settings_inputs = [thinking, budget, max_new, temperature, top_p, top_k, seed, adapter]
-        # As many answers at once as the engine decodes together (1 when it does one at a
-        # time); more would only wait inside the engine instead of in Gradio's queue.
-        model_limit = max(1, int(getattr(engine, "concurrency", 1)))
+        # As many answers at once as the engine asks for (see `Engine.concurrency`); more
+        # would only wait inside the engine instead of in Gradio's queue.
+        model_limit = max(1, engine.concurrency)
 
         def redraw_interval() -> float:
             return min(MAX_REDRAW_INTERVAL_S, REDRAW_INTERVAL_S * max(1, studio.streaming))

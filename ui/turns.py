@@ -51,6 +51,8 @@ from PIL import Image
 
 from engine.errors import RequestError, StudioError
 from engine.images import ImagePolicy, encode_png, load_image
+from engine.protocol import Engine
+from engine.sampling import pick_seed
 from engine.types import Event, GenerationRequest, Message, Sampling, Stats
 from storage import AnswerMeta, AnswerStats, ErasureCounts, ImageBlob, Store
 
@@ -231,8 +233,8 @@ class ChatState:
 class Studio:
     """The app's service layer: one engine, one store (or None), shared by every session."""
 
-    def __init__(self, engine, store: Store | None, *, image_policy: ImagePolicy | None = None,
-                 save_interval_s: float = 1.0) -> None:
+    def __init__(self, engine: Engine, store: Store | None, *,
+                 image_policy: ImagePolicy | None = None, save_interval_s: float = 1.0) -> None:
         self.engine = engine
         self.store = store
         self.image_policy = image_policy or ImagePolicy()
@@ -499,7 +501,7 @@ class Studio:
         # Two samples: the same settings with different seeds, sampled even if greedy was set.
         sampling = options.sampling
         temperature = sampling.temperature if sampling.temperature > 0 else 0.7
-        seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
+        seed = pick_seed(sampling.seed)
         return (("Sample 1", replace(options, sampling=replace(
                     sampling, temperature=temperature, seed=seed))),
                 ("Sample 2", replace(options, sampling=replace(
@@ -733,10 +735,9 @@ class Studio:
     @staticmethod
     def _request(history: list[Message], options: TurnOptions) -> GenerationRequest:
         sampling = options.sampling
-        if sampling.seed is None:
-            # Picked here rather than in the engine, so the seed stored with the answer is the
-            # one used even when the answer never finishes.
-            sampling = replace(sampling, seed=random.randrange(2**31))
+        # Picked here rather than in the engine, so the seed stored with the answer is the
+        # one used even when the answer never finishes.
+        sampling = replace(sampling, seed=pick_seed(sampling.seed))
         return GenerationRequest(
             messages=tuple(history),
             thinking=options.thinking,

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from engine.prompt_inputs import is_per_token
+
 
 def _conversation(question: str, image: Image.Image | None) -> list[dict]:
     content: list[dict] = [{"type": "image", "image": image}] if image is not None else []
@@ -47,11 +49,9 @@ def _with_answer(inputs: dict, answer_ids: list[int]) -> tuple[dict, torch.Tenso
     answer = torch.tensor([answer_ids], dtype=inputs["input_ids"].dtype)
     full = {}
     for key, value in inputs.items():
-        per_token = (isinstance(value, torch.Tensor) and value.dim() == 2
-                     and value.shape[1] == prompt_length and not key.startswith("pixel"))
         if key == "input_ids":
             full[key] = torch.cat([value, answer], dim=1)
-        elif per_token:
+        elif is_per_token(key, value, prompt_length):
             fill = 1 if key == "attention_mask" else 0
             full[key] = torch.cat([value, torch.full_like(answer, fill, dtype=value.dtype)], dim=1)
         else:

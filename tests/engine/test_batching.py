@@ -108,10 +108,10 @@ def test_batched_greedy_answers_equal_answers_alone(engines, family):
     alone = [_answer(_collect(serial.stream(r))) for r in requests]
     # (A checkpoint that always thinks may use every token reasoning.)
     assert all(a[3] is None and (a[0] + a[1]) for a in alone)
-    peak_before = batched._scheduler.peak_batch_size
+    peak_before = batched.peak_batch_size
     together = [_answer(r) for r in _together(batched, requests)]
     assert together == alone
-    assert batched._scheduler.peak_batch_size > 1 or peak_before > 1
+    assert batched.peak_batch_size > 1 or peak_before > 1
 
 
 def test_requests_joining_a_running_batch_answer_as_alone(engines):
@@ -129,7 +129,7 @@ def test_requests_joining_a_running_batch_answer_as_alone(engines):
     rest[first.kind] = first.text + rest[first.kind]
     assert [_answer(rest), *map(_answer, joined)] == alone
     assert rest["done"].stats.total_tokens == 120
-    assert batched._scheduler.peak_batch_size >= 2
+    assert batched.peak_batch_size >= 2
     # The joiners did not wait for the long answer: they were done while it was still being
     # generated (its events waited, unread, until now).
     long_generated_by = long_started + rest["done"].stats.duration_s
@@ -253,7 +253,7 @@ def test_batch_size_cap_holds_and_everyone_is_served_in_order():
     watching.set()
     watcher.join(timeout=10)
     assert all(r["done"].error is None for r in results)
-    assert engine._scheduler.peak_batch_size == 2
+    assert engine.peak_batch_size == 2
     assert highest_place >= 1  # some waited in line, and were told their place
     # First come, first served: the first two finish before the last one.
     assert max(results[0]["finished_at"], results[1]["finished_at"]) < results[4]["finished_at"]
@@ -265,7 +265,7 @@ def test_token_cap_runs_an_oversized_request_alone_instead_of_starving_it():
     requests = [_request(max_new=40, seed=s) for s in range(3)]
     results = _together(engine, requests, stagger_s=0.02)
     assert all(r["done"].error is None and r["answer"] for r in results)
-    assert engine._scheduler.peak_batch_size == 1
+    assert engine.peak_batch_size == 1
 
 
 def test_out_of_memory_in_a_batch_fails_only_the_newest_request(engines):

@@ -232,6 +232,4 @@ def test_blip2_answer_text_does_not_carry_its_end_of_answer_newline(engine_for):
     assert done.stats.finish_reason == "stop" and done.stats.answer_tokens == 3
     assert texts["answer"].strip() and not texts["answer"].endswith("\n")
     # Scoring ends an answer the way the model does.
-    from engine.scoring import _answer_ids
-
-    assert _answer_ids(engine, "a cat")[-1] == newline
+    assert engine.answer_ids("a cat")[-1] == newline

@@ -330,7 +330,7 @@ def test_batched_answers_equal_answers_alone_with_several_images_and_none(publis
     assert all(result is not None for result in together)
     assert [r["answer"] for r in together] == [r["answer"] for r in alone]
     assert all(r["done"].error is None and r["answer"] for r in together)
-    assert published_engine._scheduler.peak_batch_size > 1
+    assert published_engine.peak_batch_size > 1
 
 
 def test_visual_head_runs_in_chunks_with_the_same_result(published, monkeypatch):

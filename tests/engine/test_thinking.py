@@ -201,3 +201,34 @@ def test_closing_tag_that_repeats_its_own_beginning():
     # "<" and "<<" both begin "<<end>>": the longer ending must be held back.
     deltas = ["<<start>>idea <", "<", "end>>ok"]
     assert joined(stream(deltas, open_tag="<<start>>", close_tag="<<end>>")) == ("idea", "ok")
+
+
+def test_whether_a_request_thinks_follows_the_template():
+    from engine.thinking import thinking_on
+
+    assert thinking_on("always", False) and thinking_on("always", True)
+    assert thinking_on("switchable", True) and not thinking_on("switchable", False)
+    assert not thinking_on("never", True) and not thinking_on("never", False)
+
+
+def test_a_spent_budget_cues_an_answer_only_while_tokens_are_left(tiny_engine):
+    import queue
+
+    from engine.decoding import AnswerTracker
+
+    def spent_tracker() -> AnswerTracker:
+        tracker = AnswerTracker(tiny_engine.processor.tokenizer, queue.Queue(), prefilled=True,
+                                budget=2, started=0.0, eos_ids=tiny_engine.eos_ids())
+        for token in tiny_engine.processor.tokenizer("a b", add_special_tokens=False)[
+                "input_ids"][:2]:
+            tracker.take(token)
+        assert tracker.budget_spent
+        return tracker
+
+    with_room = spent_tracker()
+    cue = with_room.budget_cue(max_new=10)
+    assert cue and with_room.budget_exhausted and not with_room.budget_spent
+    assert "Time is up" in tiny_engine.processor.tokenizer.decode(cue)
+    no_room = spent_tracker()
+    assert no_room.budget_cue(max_new=2) == []
+    assert no_room.budget_exhausted and not no_room.budget_spent

