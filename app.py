@@ -463,10 +463,13 @@ def evaluate(argv: list[str]) -> None:
     options = options_from(args, parser)
     if not settings.db_path.exists():
         parser.error(f"no database at {settings.db_path}")
+    engine = build_engine(settings)
     try:
-        run(build_engine(settings), settings.db_path, options, settings.adapters)
+        run(engine, settings.db_path, options, settings.adapters)
     except StudioError as error:
         parser.exit(1, f"{parser.prog}: {error}\n")
+    finally:
+        engine.close()
 
 
 def train(argv: list[str]) -> None:

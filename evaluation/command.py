@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from evaluation.preference import DEFAULT_BETA
 from evaluation.prompts import DEFAULT_EVAL_FRACTION
@@ -26,6 +26,9 @@ from evaluation.results import SPLITS, Split
 from evaluation.runs import evaluate, store_report
 from storage.records import EvaluationRun
 from storage.store import Store
+
+if TYPE_CHECKING:
+    from engine.protocol import Engine
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def options_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> O
                    generate=not args.no_generate, save=not args.no_save)
 
 
-def run(engine, db_path: str | Path, options: Options, adapter_paths: Mapping[str, str], *,
+def run(engine: Engine, db_path: str | Path, options: Options, adapter_paths: Mapping[str, str], *,
         out: TextIO | None = None) -> EvaluationRun | None:
     """Load `engine`, evaluate it on the database at `db_path`, print the report to `out`
     (progress to stderr) and store the run unless told not to; returns the stored run."""
