@@ -54,12 +54,24 @@ def test_bad_settings_are_refused_with_a_message(argv, capsys):
 
 
 def test_persistent_storage_holds_snapshots_while_the_live_database_stays_local(tmp_path):
+    from storage import Store
+    from storage.snapshots import take_snapshot
+
     mounted = tmp_path / "data"
     mounted.mkdir()
     settings = studio_app.settings_from(["--persistent-root", str(mounted)], {})
     assert settings.persistent
     assert settings.snapshot_dir == mounted / "vqa-studio"
-    assert settings.db_path == studio_app.APP_DIR / "data" / "studio.db"
+    # The mount moves nothing: the live database is where it would be without one.
+    assert settings.db_path == studio_app.settings_from([], {}).db_path
+    assert not settings.db_path.is_relative_to(mounted)
+    # What the app snapshots for these settings lands on the mount, beside no live database.
+    live = studio_app.settings_from(
+        ["--persistent-root", str(mounted), "--db", str(tmp_path / "local" / "studio.db")], {})
+    with Store(live.db_path) as store:
+        copy = take_snapshot(store, live.snapshot_dir)
+    assert copy.is_relative_to(mounted) and copy.exists()
+    assert live.db_path.exists() and not live.db_path.is_relative_to(mounted)
     missing = studio_app.settings_from(["--persistent-root", str(tmp_path / "nope")], {})
     assert not missing.persistent and missing.snapshot_dir is None
 
