@@ -77,8 +77,9 @@ def test_persistent_storage_holds_snapshots_while_the_live_database_stays_local(
 
 
 def test_push_exports_uploads_each_format_of_consented_data(tmp_path):
-    from storage import AnswerMeta, AnswerStats, Store
+    from storage import Store
     from storage.push import push_exports
+    from testing.data import KEY, answer, ask
 
     uploads = []
 
@@ -87,15 +88,10 @@ def test_push_exports_uploads_each_format_of_consented_data(tmp_path):
         uploads.append((repo_id, path_in_repo, token, files))
 
     with Store(tmp_path / "studio.db") as store:
-        conversation = store.create_conversation("key", "c", consent_version="v1")
-        question = store.add_user_message("key", conversation, text="q?")
-        answers = []
-        for text in ("good", "bad"):
-            answer = store.start_answer("key", conversation, parent_id=question,
-                                        meta=AnswerMeta(model_id="m"))
-            store.finish_answer(answer, text=text, stats=AnswerStats(answer_tokens=1))
-            answers.append(answer)
-        store.add_pick("key", answers[0], answers[1], answers[0])
+        conversation, question = ask(store, KEY, "q?")
+        good = answer(store, KEY, conversation, question, "good")
+        bad = answer(store, KEY, conversation, question, "bad")
+        store.add_pick(KEY, good, bad, good)
         path = push_exports(store, "team/data", "hf_token", ["swift-dpo", "trl-dpo"],
                             upload=upload)
     (repo, in_repo, token, files) = uploads[0]
