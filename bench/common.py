@@ -3,8 +3,8 @@
 - `pin_threads()` keeps torch on one thread in this process and in every child started with
   `THREAD_ENV`; on two shared cores more threads make decode speed erratic, not faster.
 - `running_app(model, workdir)` starts the real `python app.py` on a free loopback port with a
-  database in `workdir`, waits until the page answers and the model is loaded (the app's own
-  /poll endpoint says so), and stops the process on exit.
+  database in `workdir`, waits until the page answers and the model is loaded, and stops the
+  process on exit (`testing.app`, with the benchmarks' settings).
 - `tighten_client_polling(ms)`: gradio_client's reader thread looks for new server messages
   every 50 ms, so every time it reports lags the server by up to 50 ms. Streaming latency is
   what the overhead and concurrency benchmarks measure, so they shorten that wait.
@@ -17,21 +17,19 @@ import importlib.metadata
 import math
 import os
 import platform
-import socket
 import sqlite3
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from testing import app as testing_app
+from testing.app import RunningApp
+from testing.processes import THREAD_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
-# Children (the app, transformers serve) get one math thread each, like this process.
-THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 PACKAGES = ("torch", "transformers", "gradio", "gradio_client", "sqlite-utils", "pillow",
             "datasets")
 APP_START_TIMEOUT_S = 300.0
@@ -166,88 +164,16 @@ def scene_image(path: Path, size: tuple[int, int] = (640, 480)) -> Path:
 # -- the app as a subprocess ---------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class RunningApp:
-    url: str
-    db_path: Path
-    log_path: Path
-    process: subprocess.Popen
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-
-def _wait_for_page(app: RunningApp, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if app.process.poll() is not None:
-            raise RuntimeError(f"the app exited early:\n{app.log_tail()}")
-        try:
-            with urllib.request.urlopen(app.url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"the app did not come up:\n{app.log_tail()}")
-
-
-def _wait_for_model(app: RunningApp, deadline: float) -> None:
-    from gradio_client import Client
-
-    client = Client(app.url, verbose=False)
-    try:
-        while time.monotonic() < deadline:
-            status = str(client.predict(api_name="/poll")[0])
-            if status.startswith("**"):  # the status line names the loaded model
-                return
-            if "could not be loaded" in status:
-                raise RuntimeError(f"the app could not load its model: {status}")
-            time.sleep(0.5)
-    finally:
-        client.close()
-    raise TimeoutError(f"the model did not load:\n{app.log_tail()}")
-
-
 @contextmanager
 def running_app(model: str, workdir: Path, *flags: str, threads: int = 1,
                 root: Path = ROOT) -> Iterator[RunningApp]:
-    """`python app.py --model MODEL` of the checkout at `root` on a free port, with its
-    database under `workdir`."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    db_path = workdir / "data" / "studio.db"
-    log_path = workdir / f"app-{port}.log"
-    env = {**os.environ, **THREAD_ENV, "OMP_NUM_THREADS": str(threads),
-           "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False"}
-    command = [sys.executable, str(root / "app.py"), "--model", model, "--quantize", "none",
-               "--db", str(db_path), "--port", str(port), *flags]
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, cwd=root, env=env, stdout=log_file,
-                                   stderr=subprocess.STDOUT)
-    app = RunningApp(f"http://127.0.0.1:{port}/", db_path, log_path, process)
-    try:
-        deadline = time.monotonic() + APP_START_TIMEOUT_S
-        _wait_for_page(app, deadline)
-        _wait_for_model(app, deadline)
+    """`python app.py --model MODEL --quantize none` of the checkout at `root` on a free port,
+    with its database under `workdir`, once its model is loaded; stopped on exit."""
+    threads_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with testing_app.running_app(workdir, "--quantize", "none", *flags, model=model,
+                                 env=threads_env, program=[sys.executable, str(root / "app.py")],
+                                 cwd=root, timeout=APP_START_TIMEOUT_S) as app:
         yield app
-    finally:
-        stop_process(process)
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def tighten_client_polling(interval_ms: float) -> None:

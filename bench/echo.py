@@ -34,11 +34,7 @@ from bench.common import (
     running_app,
 )
 from bench.workload import MODELS, model_path
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+from testing.browser import launch_chromium
 
 # Installed before each question: times are kept on `window.__echo` by a MutationObserver.
 WATCH = """
@@ -80,7 +76,7 @@ def measure(url: str, reps: int, warmup: int) -> list[tuple[float, float, float]
 
     results = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(url)
         page.wait_for_selector("#model-status:has-text('·')", timeout=120_000)

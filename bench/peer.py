@@ -25,20 +25,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
-    THREAD_ENV,
     fixed,
-    free_port,
     load_average,
     ms,
     percentile,
@@ -47,9 +41,9 @@ from bench.common import (
     print_table,
     quiet_transformers,
     scene_image,
-    stop_process,
 )
 from bench.workload import MODELS, engine_request, model_path
+from testing.serve import transformers_serve
 
 SERVER_START_TIMEOUT_S = 300.0
 
@@ -118,46 +112,6 @@ def summarize(backend: str, users: int, answers: list[Answer], wall: float,
             f"{same}/{len(answers)}"]
 
 
-@contextmanager
-def transformers_serve(path: str, workdir: Path, batching: bool) -> Iterator[tuple[str, Path]]:
-    """`transformers serve PATH` on a free port; yields its /v1 URL, once it is healthy, and
-    the path of its log."""
-    import sys
-
-    import httpx
-
-    cli = Path(sys.executable).with_name("transformers")
-    # An empty hub cache of its own, offline: GET /v1/models scans it, nothing is downloaded.
-    (workdir / "hf" / "hub").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **THREAD_ENV, "HF_HOME": str(workdir / "hf"), "HF_HUB_OFFLINE": "1"}
-    port = free_port()
-    command = [str(cli), "serve", path, "--device", "cpu", "--host", "127.0.0.1",
-               "--port", str(port)]
-    if batching:
-        command.append("--continuous-batching")
-    log_path = workdir / f"serve-{port}.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"transformers serve exited ({process.returncode}):\n"
-                                   + log_path.read_text(errors="replace")[-3000:])
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("transformers serve did not come up:\n"
-                                   + log_path.read_text(errors="replace")[-3000:])
-            time.sleep(0.25)
-        yield f"http://127.0.0.1:{port}/v1", log_path
-    finally:
-        stop_process(process, timeout=20)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.peer",
                                      description=__doc__.split("\n\n")[0])
@@ -205,12 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             backend = "serve --continuous-batching" if batching else "serve"
             try:
                 with transformers_serve(path, work / backend.replace(" ", ""),
-                                        batching) as (url, log_path):
-                    remote = RemoteEngine(url, path, timeout_s=120)
+                                        batching=batching,
+                                        timeout=SERVER_START_TIMEOUT_S) as served:
+                    remote = RemoteEngine(served.url, path, timeout_s=120)
                     remote.load()
                     measure(backend, remote)
                     remote.close()
-                    for line in log_path.read_text(errors="replace").splitlines():
+                    for line in served.log_path.read_text(errors="replace").splitlines():
                         if "continuous batching" in line:
                             print(f"- {backend} said: {line.strip()}", flush=True)
             except (RuntimeError, TimeoutError) as exc:

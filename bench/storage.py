@@ -3,14 +3,17 @@
 Everything goes through the real `storage.Store` on a real SQLite file (WAL, synchronous=FULL,
 one IMMEDIATE transaction per logical write), as the app uses it:
 
-1. One turn, logged the way `ui.turns.Studio` logs it: the image cleaned and PNG-encoded
-   (`engine.images.encode_png`), `put_image`, `create_conversation`, `add_user_message`,
-   `start_answer`, `--partials` x `save_partial` (the app saves about once a second while an
-   answer streams) and `finish_answer`; each step timed, `--turns` turns, each with a different
-   640x480 image.
-2. The same turns from 1 and from `--writers` threads at once on one `Store` (each thread has
-   its own connection, as in the app): turns/s, turn latency, and the latency of
-   `save_partial`, which runs inside the streaming loop and so delays the answer on screen.
+1. One turn, logged by the app's own `ui.turns.Studio` (a consented question about a photo,
+   asked with `Studio.ask`) from an engine that answers at once, so that what the turn costs is
+   the Studio's work and the storage's: the image cleaned and PNG-encoded, `put_image`,
+   `create_conversation`, `add_user_message`, `start_answer`, `--partials` x `save_partial`
+   (the app saves about once a second while an answer streams; here at every one of the
+   `--partials` answer events) and `finish_answer`; each Store call timed, `--turns` turns,
+   each with a different 640x480 image.
+2. The same turns from 1 and from `--writers` threads at once on one Studio and `Store` (each
+   thread has its own connection and its own session, as in the app): turns/s, turn latency,
+   and the latency of `save_partial`, which runs inside the streaming loop and so delays the
+   answer on screen.
 3. `--pairs` preference pairs (a question with its own small image, two answers, a like and a
    dislike: one DPO pair, two KTO examples, one SFT example each), built through the Store API
    into a cached database under <cache>/bench/, then exported to every format of
@@ -29,6 +32,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 from bench.common import (
@@ -42,7 +46,8 @@ from bench.common import (
 )
 
 CONSENT = "bench"
-FIXTURE_VERSION = 1
+# Bumped whenever what build_pairs writes changes, so a cached database is rebuilt.
+FIXTURE_VERSION = 2
 
 
 def _text(rng: random.Random, lines: list[str], sentences: int) -> str:
@@ -66,76 +71,138 @@ def _photo(index: int, size: tuple[int, int] = (640, 480)):
 
 # -- 1 and 2: logging turns ------------------------------------------------------------------
 
+# The Store calls one turn makes, in the order the Studio makes them.
+STEPS = ("put_image", "create_conversation", "add_user_message", "start_answer",
+         "save_partial", "finish_answer")
 
-def log_turn(store, client_key: str, index: int, partials: int, lines: list[str],
-             timings: dict[str, list[float]]) -> float:
-    """Log one turn as the Studio does; returns its total seconds, adds per-step seconds."""
-    from engine.images import encode_png
-    from storage import AnswerMeta, AnswerStats, ImageBlob
 
-    rng = random.Random(index)
+def timed_store(path: Path):
+    """A real Store on `path` that also times every call of a turn's steps, from any thread."""
+    from storage import Store
+
+    class TimedStore(Store):
+        def __init__(self, path: Path) -> None:
+            super().__init__(path)
+            self.timings: dict[str, list[float]] = defaultdict(list)
+            self._timings_lock = threading.Lock()
+
+        def _timed(self, name: str, call, *args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                with self._timings_lock:
+                    self.timings[name].append(time.perf_counter() - begin)
+
+        def put_image(self, *args, **kwargs):
+            return self._timed("put_image", super().put_image, *args, **kwargs)
+
+        def create_conversation(self, *args, **kwargs):
+            return self._timed("create_conversation", super().create_conversation, *args,
+                               **kwargs)
+
+        def add_user_message(self, *args, **kwargs):
+            return self._timed("add_user_message", super().add_user_message, *args, **kwargs)
+
+        def start_answer(self, *args, **kwargs):
+            return self._timed("start_answer", super().start_answer, *args, **kwargs)
+
+        def save_partial(self, *args, **kwargs):
+            return self._timed("save_partial", super().save_partial, *args, **kwargs)
+
+        def finish_answer(self, *args, **kwargs):
+            return self._timed("finish_answer", super().finish_answer, *args, **kwargs)
+
+    return TimedStore(path)
+
+
+class InstantEngine:
+    """Answers at once, in `pieces` answer events and a done event: what a turn then costs is
+    the Studio's own work (cleaning and encoding the image) and the storage's."""
+
+    def __init__(self, lines: list[str], pieces: int) -> None:
+        self.lines = lines
+        self.pieces = max(1, pieces)
+
+    def stream(self, request):
+        from engine.types import Event, Stats
+
+        question = request.messages[-1].text
+        answer = _text(random.Random(question), self.lines, 12)
+        cuts = [len(answer) * n // self.pieces for n in range(self.pieces + 1)]
+        events = [Event("answer", text=answer[a:b]) for a, b in pairwise(cuts)]
+        events.append(Event("done", stats=Stats(
+            answer_tokens=len(answer.split()), time_to_first_token_s=0.1, duration_s=2.0,
+            seed=request.sampling.seed)))
+        return iter(events)
+
+    def capabilities(self):
+        from engine.types import Capabilities
+
+        return Capabilities(model_id="bench/model", family="bench", thinking=False,
+                            multi_image=False, max_images=1, context_length=4096)
+
+    def queue_position(self, request_id: str) -> int | None:
+        return None
+
+    def cancel(self, request_id: str) -> None:
+        pass
+
+
+def studio_for(store, lines: list[str], partials: int):
+    """The app's own turn logic on `store`, saving the partial answer at every event (the app
+    saves about once a second while an answer streams), so `partials` events give `partials`
+    saves."""
+    from ui.turns import Studio
+
+    return Studio(InstantEngine(lines, partials), store, save_interval_s=0.0)
+
+
+def log_turn(studio, client_key: str, index: int, lines: list[str]) -> float:
+    """One consented turn about a new photo, asked through the Studio; returns its seconds."""
+    from engine.types import Sampling
+    from ui.turns import ChatState, TurnOptions
+
+    question = _text(random.Random(index), lines, 1)
     image = _photo(index)
-    answer = _text(rng, lines, 12)
+    state = ChatState(client_key=client_key, consented=True)
+    options = TurnOptions(sampling=Sampling(temperature=0.0, max_new_tokens=64, seed=7))
     started = time.perf_counter()
-
-    def step(name: str, call, *args, **kwargs):
-        begin = time.perf_counter()
-        result = call(*args, **kwargs)
-        timings[name].append(time.perf_counter() - begin)
-        return result
-
-    data = step("encode_png", encode_png, image)
-    sha = step("put_image", store.put_image,
-               ImageBlob(data=data, format="PNG", width=image.width, height=image.height))
-    conversation = step("create_conversation", store.create_conversation, client_key,
-                        f"turn {index}", consent_version=CONSENT)
-    question = step("add_user_message", store.add_user_message, client_key, conversation,
-                    text=_text(rng, lines, 1), image_shas=[sha])
-    meta = AnswerMeta(model_id="bench/model", sampling={"temperature": 0.0, "max_new_tokens": 64},
-                      seed=7)
-    answer_id = step("start_answer", store.start_answer, client_key, conversation,
-                     parent_id=question, meta=meta)
-    for part in range(1, partials + 1):
-        step("save_partial", store.save_partial, answer_id,
-             text=answer[: len(answer) * part // (partials + 1)])
-    step("finish_answer", store.finish_answer, answer_id, text=answer,
-         stats=AnswerStats(answer_tokens=len(answer.split()), time_to_first_token_s=0.1,
-                           duration_s=2.0, finish_reason="stop", seed=7))
-    total = time.perf_counter() - started
-    timings["turn"].append(total)
-    return total
+    for _ in studio.ask(state, question, [image], options):
+        pass
+    return time.perf_counter() - started
 
 
 def turn_costs(store, turns: int, partials: int, lines: list[str]) -> list[list]:
-    timings: dict[str, list[float]] = defaultdict(list)
-    for index in range(turns):
-        log_turn(store, "solo-writer", index, partials, lines, timings)
-    order = ["encode_png", "put_image", "create_conversation", "add_user_message",
-             "start_answer", "save_partial", "finish_answer", "turn"]
+    studio = studio_for(store, lines, partials)
+    store.timings.clear()
+    totals = [log_turn(studio, "solo-writer", index, lines) for index in range(turns)]
+    timings = {**store.timings, "turn": totals}
     return [[name, len(timings[name]), fixed(percentile(timings[name], 50) * 1000, 2),
-             fixed(percentile(timings[name], 95) * 1000, 2)] for name in order]
+             fixed(percentile(timings[name], 95) * 1000, 2)] for name in (*STEPS, "turn")]
 
 
 def concurrent_writers(store, writers: int, turns_each: int, partials: int,
                        lines: list[str], first_index: int) -> list:
-    timings: dict[str, list[float]] = defaultdict(list)
+    studio = studio_for(store, lines, partials)
+    store.timings.clear()
+    totals: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
     gate = threading.Barrier(writers + 1)
 
     def writer(number: int) -> None:
-        mine: dict[str, list[float]] = defaultdict(list)
+        mine: list[float] = []
         gate.wait()
         for turn in range(turns_each):
             index = first_index + number * turns_each + turn
             try:
-                log_turn(store, f"writer-{number}", index, partials, lines, mine)
+                mine.append(log_turn(studio, f"writer-{number}", index, lines))
             except Exception as exc:  # counted: "database is locked" would show up here
                 with lock:
                     errors.append(f"{type(exc).__name__}: {exc}")
         with lock:
-            for name, values in mine.items():
-                timings[name] += values
+            totals.extend(mine)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
     for thread in threads:
@@ -145,12 +212,12 @@ def concurrent_writers(store, writers: int, turns_each: int, partials: int,
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    turns = len(timings["turn"])
-    return [writers, turns, len(errors), fixed(turns / wall), ms(percentile(timings["turn"], 50)),
-            ms(percentile(timings["turn"], 95)),
-            fixed(percentile(timings["save_partial"], 50) * 1000, 1),
-            fixed(percentile(timings["save_partial"], 95) * 1000, 1),
-            fixed(max(timings["save_partial"], default=float("nan")) * 1000, 1)]
+    partial_saves = store.timings["save_partial"]
+    return [writers, len(totals), len(errors), fixed(len(totals) / wall),
+            ms(percentile(totals, 50)), ms(percentile(totals, 95)),
+            fixed(percentile(partial_saves, 50) * 1000, 1),
+            fixed(percentile(partial_saves, 95) * 1000, 1),
+            fixed(max(partial_saves, default=float("nan")) * 1000, 1)]
 
 
 # -- 3: exporting many pairs -----------------------------------------------------------------
@@ -168,30 +235,21 @@ def _small_png(index: int) -> bytes:
 
 def build_pairs(path: Path, pairs: int, lines: list[str]) -> float:
     """A database of `pairs` liked/disliked answer pairs, each about its own image."""
-    from storage import AnswerMeta, AnswerStats, ImageBlob, Store
+    from storage import ImageBlob, Store
+    from testing.data import ask, rate_pair
 
     rng = random.Random(pairs)
     started = time.perf_counter()
     with Store(path) as store:
         for index in range(pairs):
             key = f"user-{index % 200}"
-            sha = store.put_image(ImageBlob(_small_png(index), "PNG", 96, 72))
-            conversation = store.create_conversation(key, f"pair {index}",
-                                                     consent_version=CONSENT)
-            question = store.add_user_message(key, conversation, text=_text(rng, lines, 1),
-                                              image_shas=[sha])
-            answers = []
-            for side in range(2):
-                answer_id = store.start_answer(
-                    key, conversation, parent_id=question,
-                    meta=AnswerMeta(model_id="bench/model", sampling={"temperature": 0.7},
-                                    seed=side))
-                text = _text(rng, lines, 8)
-                store.finish_answer(answer_id, text=text, stats=AnswerStats(
-                    answer_tokens=len(text.split()), duration_s=1.0, seed=side))
-                answers.append(answer_id)
-            store.add_feedback(key, answers[0], "like")
-            store.add_feedback(key, answers[1], "dislike", reasons=["Incomplete"])
+            conversation, question = ask(
+                store, key, _text(rng, lines, 1), image=ImageBlob(_small_png(index), "PNG", 96, 72),
+                title=f"pair {index}", consent=CONSENT)
+            liked, disliked = _text(rng, lines, 8), _text(rng, lines, 8)
+            rate_pair(store, key, conversation, question, liked, disliked,
+                      reasons=["Incomplete"], model_id="bench/model",
+                      sampling={"temperature": 0.7})
     return time.perf_counter() - started
 
 
@@ -232,7 +290,6 @@ def export_all(db_path: Path, formats: list[str], workdir: Path) -> list[list]:
 
 def main(argv: list[str] | None = None) -> int:
     from engine.tiny_common import corpus
-    from storage import Store
     from storage.export import FORMATS
 
     parser = argparse.ArgumentParser(prog="python -m bench.storage",
@@ -248,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     print_machine("Storage: logging turns, concurrent writers, export")
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
         work = Path(tmp)
-        with Store(work / "turns" / "studio.db") as store:
+        with timed_store(work / "turns" / "studio.db") as store:
             rows = turn_costs(store, args.turns, args.partials, lines)
             print_table(f"One turn, {args.turns} turns, {args.partials} partial saves each "
                         "(ms)", ["step", "calls", "p50 ms", "p95 ms"], rows)

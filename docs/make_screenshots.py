@@ -8,70 +8,46 @@ The tiny model's answers are random text; the page around them is the real one.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+if str(ROOT) not in sys.path:  # run as a script: the checkout's `testing` helpers
+    sys.path.insert(0, str(ROOT))
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from testing.app import running_app  # noqa: E402
+from testing.browser import launch_chromium  # noqa: E402
 
 
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py"), "--model", "tiny-random", "--port", str(port),
-             "--db", f"{tmp}/studio.db", "--max-new-tokens-limit", "160"],
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(240):
-                try:
-                    urllib.request.urlopen(url, timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.5)
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
-                                                     args=ARGS)
-                page = browser.new_page(viewport={"width": 1280, "height": 980})
-                page.goto(url)
-                page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
-                page.get_by_text("How many shapes are there").first.click()
-                page.locator("#question textarea").press("Enter")
-                page.wait_for_selector("#chatbot .bot-row:has-text(' tokens · ')",
-                                       timeout=120_000)
-                page.evaluate("window.scrollTo(0, 0)")
-                page.screenshot(path=str(ROOT / "docs" / "screenshot-main.png"))
-                page.get_by_label("Think before answering").uncheck()
-                page.locator("#question textarea").fill("Which shape is the largest?")
-                page.locator("#compare").click()
-                page.wait_for_function(
-                    "() => { const b = document.querySelector('#pick-a');"
-                    " return b && !b.disabled; }",
-                    timeout=120_000)
-                page.locator("#compare-a").scroll_into_view_if_needed()
-                page.screenshot(path=str(ROOT / "docs" / "screenshot-compare.png"),
-                                full_page=True)
-                browser.close()
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+    # Waits until the model is loaded: on a cold cache the status line first names the
+    # family while the checkpoint is still being built, and a question then is refused.
+    with tempfile.TemporaryDirectory() as tmp, running_app(
+            Path(tmp), "--max-new-tokens-limit", "160") as server, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1280, "height": 980})
+        page.goto(server.url)
+        page.wait_for_selector("#model-status:has-text('qwen3_5')", timeout=120_000)
+        page.get_by_text("How many shapes are there").first.click()
+        page.locator("#question textarea").press("Enter")
+        page.wait_for_selector("#chatbot .bot-row:has-text(' tokens · ')",
+                               timeout=120_000)
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(ROOT / "docs" / "screenshot-main.png"))
+        page.get_by_label("Think before answering").uncheck()
+        page.locator("#question textarea").fill("Which shape is the largest?")
+        page.locator("#compare").click()
+        page.wait_for_function(
+            "() => { const b = document.querySelector('#pick-a');"
+            " return b && !b.disabled; }",
+            timeout=120_000)
+        page.locator("#compare-a").scroll_into_view_if_needed()
+        page.screenshot(path=str(ROOT / "docs" / "screenshot-compare.png"),
+                        full_page=True)
+        browser.close()
 
 
 if __name__ == "__main__":

@@ -4,20 +4,17 @@
   ~/.cache/vqa-studio) and reused; engines are loaded once per test session. Torch runs on one
   thread so that two cores give steady results.
 - `launch_app(*flags)` starts the real `python app.py --model tiny-random` on a free loopback
-  port with a temporary database and waits until the page answers; the process is killed at
-  teardown. `browser` is Playwright driving Debian's Chromium (never a downloaded browser).
+  port with a temporary database and waits until the page answers (`testing.app`); the
+  process is stopped at teardown. `browser` is Playwright driving Debian's Chromium (never a
+  downloaded browser).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from testing.app import RunningApp, start_app  # noqa: E402  (needs ROOT on sys.path)
+from testing.browser import CHROMIUM, launch_chromium  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -56,75 +56,20 @@ def llava_engine():
     engine.close()
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class RunningApp:
-    url: str
-    db_path: Path
-    process: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
-def _wait_for_page(app: RunningApp, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if app.process.poll() is not None:
-            raise RuntimeError(f"the app exited early:\n{app.log()}")
-        try:
-            with urllib.request.urlopen(app.url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"the app did not come up:\n{app.log()}")
-
-
 @pytest.fixture(scope="session")
 def app_launcher():
-    """start(directory, *flags) -> RunningApp; every app started is stopped at session end."""
+    """start(directory, *flags) -> RunningApp; every app started is stopped at session end.
+
+    `testing.app.start_app` with `--model tiny-random`: `db_path` None puts a database in
+    `directory`, otherwise it is where the app should put one by itself (no --db flag);
+    `port` listens there (a restarted app on the same origin keeps its browsers' stored keys),
+    by default on a free one."""
     started: list[RunningApp] = []
 
     def start(directory: Path, *flags: str, env: dict | None = None,
               db_path: Path | None = None, port: int | None = None) -> RunningApp:
-        """db_path None: a database in `directory`; otherwise where the app should put it by
-        itself (no --db flag is passed). `port`: listen there (a restarted app on the same
-        origin keeps its browsers' stored keys); default a free one."""
-        port = port or free_port()
-        db_flag = [] if db_path else ["--db", str(directory / "data" / "studio.db")]
-        db_path = db_path or directory / "data" / "studio.db"
-        log_path = directory / f"app-{port}.log"
-        environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-                       **(env or {})}
-        command = [sys.executable, str(ROOT / "app.py"), "--model", "tiny-random",
-                   *db_flag, "--port", str(port), *flags]
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log_file,
-                                       stderr=subprocess.STDOUT)
-        app = RunningApp(f"http://127.0.0.1:{port}/", db_path, process, log_path)
+        app = start_app(directory, *flags, env=env, db_path=db_path, port=port)
         started.append(app)
-        _wait_for_page(app)
         return app
 
     yield start
@@ -155,7 +100,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = launch_chromium(playwright)
         yield chromium
         chromium.close()
 

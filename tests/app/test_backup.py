@@ -10,13 +10,13 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from storage import Store
 from storage.images import image_file
+from testing.data import CONSENT, KEY, png_blob
+from testing.waiting import wait_until
 from tests.conftest import ROOT
-from tests.storage.storage_helpers import CONSENT, KEY, png_blob
 
 
 def _store_with_images(path: Path, count: int) -> list[str]:
@@ -38,15 +38,6 @@ def _leftovers(folder: Path) -> list[Path]:
     return [p for p in folder.rglob(".*") if p.is_file()]
 
 
-def _wait_until(condition, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_a_backup_killed_mid_copy_is_completed_and_verified_by_the_next_run(tmp_path):
     source = tmp_path / "live" / "studio.db"
     shas = _store_with_images(source, 6)
@@ -62,7 +53,7 @@ def test_a_backup_killed_mid_copy_is_completed_and_verified_by_the_next_run(tmp_
     with open(blocked, "wb") as pipe:
         pipe.write(data[: len(data) // 2])
         pipe.flush()
-        assert _wait_until(lambda: _leftovers(dest.parent / "images")), run.communicate()
+        assert wait_until(lambda: _leftovers(dest.parent / "images")), run.communicate()
         run.send_signal(signal.SIGKILL)
         run.wait()
     blocked.unlink()

@@ -54,19 +54,32 @@ def test_bad_settings_are_refused_with_a_message(argv, capsys):
 
 
 def test_persistent_storage_holds_snapshots_while_the_live_database_stays_local(tmp_path):
+    from storage import Store
+    from storage.snapshots import take_snapshot
+
     mounted = tmp_path / "data"
     mounted.mkdir()
     settings = studio_app.settings_from(["--persistent-root", str(mounted)], {})
     assert settings.persistent
     assert settings.snapshot_dir == mounted / "vqa-studio"
-    assert settings.db_path == studio_app.APP_DIR / "data" / "studio.db"
+    # The mount moves nothing: the live database is where it would be without one.
+    assert settings.db_path == studio_app.settings_from([], {}).db_path
+    assert not settings.db_path.is_relative_to(mounted)
+    # What the app snapshots for these settings lands on the mount, beside no live database.
+    live = studio_app.settings_from(
+        ["--persistent-root", str(mounted), "--db", str(tmp_path / "local" / "studio.db")], {})
+    with Store(live.db_path) as store:
+        copy = take_snapshot(store, live.snapshot_dir)
+    assert copy.is_relative_to(mounted) and copy.exists()
+    assert live.db_path.exists() and not live.db_path.is_relative_to(mounted)
     missing = studio_app.settings_from(["--persistent-root", str(tmp_path / "nope")], {})
     assert not missing.persistent and missing.snapshot_dir is None
 
 
 def test_push_exports_uploads_each_format_of_consented_data(tmp_path):
-    from storage import AnswerMeta, AnswerStats, Store
+    from storage import Store
     from storage.push import push_exports
+    from testing.data import KEY, answer, ask
 
     uploads = []
 
@@ -75,15 +88,10 @@ def test_push_exports_uploads_each_format_of_consented_data(tmp_path):
         uploads.append((repo_id, path_in_repo, token, files))
 
     with Store(tmp_path / "studio.db") as store:
-        conversation = store.create_conversation("key", "c", consent_version="v1")
-        question = store.add_user_message("key", conversation, text="q?")
-        answers = []
-        for text in ("good", "bad"):
-            answer = store.start_answer("key", conversation, parent_id=question,
-                                        meta=AnswerMeta(model_id="m"))
-            store.finish_answer(answer, text=text, stats=AnswerStats(answer_tokens=1))
-            answers.append(answer)
-        store.add_pick("key", answers[0], answers[1], answers[0])
+        conversation, question = ask(store, KEY, "q?")
+        good = answer(store, KEY, conversation, question, "good")
+        bad = answer(store, KEY, conversation, question, "bad")
+        store.add_pick(KEY, good, bad, good)
         path = push_exports(store, "team/data", "hf_token", ["swift-dpo", "trl-dpo"],
                             upload=upload)
     (repo, in_repo, token, files) = uploads[0]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, RunningApp, _wait_for_page, free_port
+from testing.app import ROOT, start_app
 
 
 def sources() -> list[str]:
@@ -64,17 +64,8 @@ def test_pip_install_gives_a_vqa_studio_command_that_serves_the_page(installed, 
                            cwd=tmp_path, capture_output=True, text=True, check=True)
     assert Path(where.stdout.strip()).is_relative_to(installed.parent)
 
-    port = free_port()
-    log_path = tmp_path / "app.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [installed / "vqa-studio", "--model", "tiny-random", "--port", str(port),
-             "--db", str(tmp_path / "data" / "studio.db")],
-            cwd=tmp_path, stdout=log_file, stderr=subprocess.STDOUT)
-    app = RunningApp(f"http://127.0.0.1:{port}/", tmp_path / "data" / "studio.db", process,
-                     log_path)
+    app = start_app(tmp_path, program=[installed / "vqa-studio"], cwd=tmp_path)
     try:
-        _wait_for_page(app)
         with urllib.request.urlopen(app.url + "config", timeout=10) as response:
             assert json.load(response)["title"] == "VQA Studio"
     finally:

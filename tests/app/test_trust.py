@@ -14,7 +14,8 @@ from functools import partial
 import pytest
 from PIL import Image
 
-from tests.conftest import free_port, rows, wait_rows
+from testing.processes import free_port
+from tests.conftest import rows, wait_rows
 from tests.page_actions import SIDEBAR, delete_all_data, give_consent, open_page, submit_question
 
 pytestmark = pytest.mark.browser

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from lora_helpers import train_lora
 from PIL import Image
 
 from engine.errors import ModelLoadError, RequestError
 from engine.local import LocalEngine
 from engine.tiny import ensure_tiny
 from engine.types import GenerationRequest, Message, Sampling
+from testing.lora import train_lora
 
 QUESTION = "What is in the picture?"
 TARGET = "a white horse is next to the river"

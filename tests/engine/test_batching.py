@@ -5,6 +5,7 @@ memory fails only the request that must fail."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -17,6 +18,7 @@ from engine.families import FAMILIES
 from engine.local import OUT_OF_MEMORY_MESSAGE, LocalEngine
 from engine.tiny import TINY_FAMILIES, TINY_NOTES
 from engine.types import GenerationRequest, Message, Sampling
+from testing.waiting import wait_until
 
 BATCHED = {family.name for family in FAMILIES if family.batch_positions}
 BATCHED_FAMILIES = [family for family in TINY_FAMILIES if TINY_NOTES[family].family in BATCHED]
@@ -71,8 +73,11 @@ def _answer(result: dict) -> tuple[str, str, str, str | None]:
 
 
 def _together(engine: LocalEngine, requests: list[GenerationRequest],
-              stagger_s: float = 0.0) -> list[dict]:
-    """Run `requests` from one thread each, started `stagger_s` apart; results in order."""
+              queued_first: bool = False) -> list[dict]:
+    """Run `requests` from one thread each, all started at once; results in order.
+
+    `queued_first`: hold the model (as scoring does) until every request waits in line, in
+    the order of `requests`, so that the scheduler takes them from one known line at once."""
     results: list = [None] * len(requests)
 
     def run(index: int) -> None:
@@ -80,9 +85,15 @@ def _together(engine: LocalEngine, requests: list[GenerationRequest],
         results[index]["finished_at"] = time.perf_counter()
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(requests))]
-    for thread in threads:
-        thread.start()
-        time.sleep(stagger_s)
+    with contextlib.ExitStack() as holding:
+        if queued_first:
+            holding.enter_context(engine.holding_model(requests[0].messages))
+        for index, thread in enumerate(threads):
+            thread.start()
+            if queued_first:
+                # Each in line before the next starts: the line is in the order of `requests`.
+                assert wait_until(
+                    lambda i=index: engine.queue_position(requests[i].request_id) == i + 1)
     for thread in threads:
         thread.join(timeout=300)
     assert all(r is not None for r in results), "a request never finished"
@@ -214,7 +225,8 @@ def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(engines):
     thread = threading.Thread(target=lambda: results.extend(_together(batched, others)),
                               daemon=True)
     thread.start()
-    time.sleep(0.2)
+    # Cancelled once the others decode beside it, so that it leaves a batch of three.
+    assert wait_until(lambda: all(batched.queue_position(r.request_id) == 0 for r in others))
     batched.cancel(stopper.request_id)
     stopped = _collect(events)
     thread.join(timeout=120)
@@ -243,18 +255,19 @@ def test_batch_size_cap_holds_and_everyone_is_served_in_order():
     def watch():
         nonlocal highest_place
         while not watching.is_set():
-            places = [engine.queue_position(r.request_id) or 0 for r in requests]
-            highest_place = max(highest_place, *places)
+            places = [engine.queue_position(r.request_id) for r in requests]
+            if 0 in places:  # places told while a batch decodes, not while all were held
+                highest_place = max(highest_place, *(place or 0 for place in places))
             time.sleep(0.002)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    results = _together(engine, requests, stagger_s=0.02)
+    results = _together(engine, requests, queued_first=True)
     watching.set()
     watcher.join(timeout=10)
     assert all(r["done"].error is None for r in results)
     assert engine.peak_batch_size == 2
-    assert highest_place >= 1  # some waited in line, and were told their place
+    assert highest_place >= 1  # some waited in line beside the batch, and knew their place
     # First come, first served: the first two finish before the last one.
     assert max(results[0]["finished_at"], results[1]["finished_at"]) < results[4]["finished_at"]
 
@@ -263,7 +276,7 @@ def test_token_cap_runs_an_oversized_request_alone_instead_of_starving_it():
     # Each request reserves its prompt plus 40 new tokens: more than the cap, so one at a time.
     engine = _engine("tiny-random", max_batch_tokens=16)
     requests = [_request(max_new=40, seed=s) for s in range(3)]
-    results = _together(engine, requests, stagger_s=0.02)
+    results = _together(engine, requests, queued_first=True)
     assert all(r["done"].error is None and r["answer"] for r in results)
     assert engine.peak_batch_size == 1
 
@@ -283,16 +296,14 @@ def test_out_of_memory_in_a_batch_fails_only_the_newest_request(engines):
 
     hook = batched.model.register_forward_pre_hook(three_is_too_many, with_kwargs=True)
     try:
-        results = _together(batched, requests, stagger_s=0.01)
+        results = _together(batched, requests, queued_first=True)
     finally:
         hook.remove()
     assert failures
     errors = [r["done"].error for r in results]
-    assert errors.count(OUT_OF_MEMORY_MESSAGE) == 1
-    survivors = [(a, _answer(r)) for a, r in zip(alone, results, strict=True)
-                 if r["done"].error is None]
-    assert len(survivors) == 2
-    assert all(mine == theirs for mine, theirs in survivors)
+    # The last to arrive is the one that fails; the others answer as they would alone.
+    assert errors == [None, None, OUT_OF_MEMORY_MESSAGE]
+    assert [_answer(r) for r in results[:2]] == alone[:2]
     after = _collect(batched.stream(_request(max_new=5)))
     assert after["done"].error is None
 

@@ -13,13 +13,13 @@ import shutil
 
 import pytest
 import torch
-from lora_helpers import prompt_inputs, train_lora
 from PIL import Image
 
 from engine.errors import ModelLoadError
 from engine.local import LocalEngine
 from engine.scoring import score_answers
 from engine.types import Message
+from testing.lora import prompt_inputs, train_lora
 
 QUESTION = "What is in the picture?"
 TARGET = "a white horse is next to the river"

@@ -14,6 +14,7 @@ from engine.errors import ModelNotReady, RequestError
 from engine.images import ImagePolicy, load_image
 from engine.local import OUT_OF_MEMORY_MESSAGE, LocalEngine
 from engine.types import GenerationRequest, Message, Sampling
+from testing.waiting import wait_until
 
 
 def _image(color=(200, 30, 30)) -> Image.Image:
@@ -143,26 +144,33 @@ def serial_engine():
 
 
 def test_without_batching_requests_run_one_at_a_time_in_arrival_order(serial_engine):
-    tiny_engine = serial_engine
-    assert not tiny_engine.batching
-    order = []
-    first = _request(max_new=200)
-    events = tiny_engine.stream(first)
-    next(events)  # the first request now holds the model
+    assert not serial_engine.batching
+    first = _request(max_new=4000)
+    events = serial_engine.stream(first)
+    next(events)  # the first request now holds the model, and keeps it until it is stopped
     second = _request(max_new=5)
+    first_place_while_second_ran = []
 
     def run_second():
-        order.append(("second-start", tiny_engine.queue_position(second.request_id)))
-        _collect(tiny_engine.stream(second))
-        order.append(("second-done", None))
+        answer = serial_engine.stream(second)
+        next(answer)
+        first_place_while_second_ran.append(serial_engine.queue_position(first.request_id))
+        _collect(answer)
 
     thread = threading.Thread(target=run_second, daemon=True)
     thread.start()
-    _collect(events)
-    order.append(("first-done", None))
+    assert wait_until(lambda: serial_engine.queue_position(second.request_id) is not None)
+    # The second waits, first in line, while the first runs; it has not started.
+    assert serial_engine.queue_position(second.request_id) == 1
+    assert serial_engine.queue_position(first.request_id) == 0
+    assert first_place_while_second_ran == []
+    serial_engine.cancel(first.request_id)
+    _, _, done = _collect(events)
     thread.join(timeout=60)
-    assert [name for name, _ in order].index("first-done") < [
-        name for name, _ in order].index("second-done")
+    assert done.stats.finish_reason == "cancelled"
+    # The second ran once the first had let go of the model, not beside it.
+    assert first_place_while_second_ran == [None]
+    assert serial_engine.queue_position(second.request_id) is None
 
 
 def test_too_many_images_is_refused_with_a_message(tiny_engine):

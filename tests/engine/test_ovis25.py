@@ -405,31 +405,18 @@ def test_quantized_keeps_visual_head_embeddings_and_lm_head_in_full_precision(qu
 
 
 def _train_lora(out: Path) -> Path:
-    """A LoRA adapter on the language model's linears, fitted so QUESTION gets TARGET."""
-    from lora_helpers import _with_answer, prompt_inputs
-    from peft import LoraConfig, get_peft_model
-
+    """A LoRA adapter on the language model's decoder linears, fitted so QUESTION gets TARGET."""
     from engine.tiny import ensure_tiny
+    from testing.lora import train_lora
 
-    torch.manual_seed(0)
-    processor, model = load_ovis25(ensure_tiny("ovis2_5"), dtype=torch.float32)
-    tokenizer = processor.tokenizer
-    answer_ids = tokenizer(TARGET, add_special_tokens=False)["input_ids"]
-    inputs, labels = _with_answer(prompt_inputs(processor, QUESTION, _image()),
-                                  answer_ids + [tokenizer.eos_token_id])
-    targets = [name for name, module in model.named_modules()
-               if isinstance(module, torch.nn.Linear) and name.startswith("llm.model.layers.")]
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                                                  target_modules=targets))
-    peft_model.train()
-    optimizer = torch.optim.AdamW(
-        [p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(25):
-        optimizer.zero_grad()
-        peft_model(**inputs, labels=labels).loss.backward()
-        optimizer.step()
-    peft_model.save_pretrained(out)
-    return out
+    def decoder_linears(model) -> list[str]:
+        return [name for name, module in model.named_modules()
+                if isinstance(module, torch.nn.Linear) and name.startswith("llm.model.layers.")]
+
+    return train_lora(ensure_tiny("ovis2_5"), out, question=QUESTION, target=TARGET,
+                      image=_image(), steps=25,
+                      load=lambda folder: load_ovis25(folder, dtype=torch.float32),
+                      targets=decoder_linears)
 
 
 @pytest.fixture(scope="module")

@@ -12,35 +12,26 @@ import base64
 import contextlib
 import io
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
-import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 
 from engine.errors import ModelLoadError, ModelNotReady, RequestError
 from engine.remote import RemoteEngine
 from engine.types import GenerationRequest, Message, Sampling
+from testing.processes import free_port
+from testing.serve import transformers_serve
+from testing.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 SERVER_START_TIMEOUT_S = 180
 # Generous limits for things that happen in well under a second; no test asserts a timing.
 EVENT_TIMEOUT_S = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -54,47 +45,9 @@ class Served:
 def served(tiny_checkpoint, tmp_path_factory) -> Served:
     """`transformers serve` pinned to the tiny Qwen3.5 folder, on CPU, on a free port."""
     path = tiny_checkpoint("qwen3_5")
-    cli = Path(sys.executable).with_name("transformers")
-    assert cli.exists(), "the transformers CLI is missing: pip install 'transformers[serving]'"
-    work = tmp_path_factory.mktemp("serve")
-    # An empty cache of its own: GET /v1/models scans it, and nothing may be downloaded.
-    (work / "hf" / "hub").mkdir(parents=True)
-    env = {**os.environ, "HF_HOME": str(work / "hf"), "HF_HUB_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    port = _free_port()
-    log_path = work / "serve.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [str(cli), "serve", str(path), "--device", "cpu", "--host", "127.0.0.1",
-             "--port", str(port)],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    try:
-        _wait_until_healthy(process, port, log_path)
-        yield Served(f"http://127.0.0.1:{port}/v1", str(path), port)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_until_healthy(process: subprocess.Popen, port: int, log_path: Path) -> None:
-    # The pinned model is loaded before the server starts listening: healthy means ready.
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"transformers serve exited ({process.returncode}):\n"
-                        + log_path.read_text(errors="replace")[-3000:])
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    pytest.fail("transformers serve did not come up:\n"
-                + log_path.read_text(errors="replace")[-3000:])
+    with transformers_serve(path, tmp_path_factory.mktemp("serve"),
+                            timeout=SERVER_START_TIMEOUT_S) as server:
+        yield Served(server.url, str(path), server.port)
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +198,19 @@ def test_capabilities_describe_the_served_model(engine, served):
     assert caps.model_id == served.model
     assert caps.thinking and not caps.thinking_budget
     assert caps.max_images == 8 and caps.multi_image
-    assert engine.queue_position("anything") is None
+
+
+def test_the_server_keeps_its_own_queue_so_no_request_has_a_place_here(engine):
+    # Asked while the server is answering the request: a local engine would say 0 (running).
+    request = _request(max_new=24)
+    events = engine.stream(request)
+    try:
+        assert next(events).kind in ("reasoning", "answer")
+        assert engine.queue_position(request.request_id) is None
+    finally:
+        events.close()
+    _, _, after = _collect(engine.stream(_request(max_new=8)))
+    assert after.error is None
 
 
 # -- a server that goes away -----------------------------------------------------------------
@@ -259,7 +224,7 @@ class Relay:
 
     def __init__(self, target_port: int) -> None:
         self.target = ("127.0.0.1", target_port)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.client_hangups = 0
         self._listener: socket.socket | None = None
@@ -360,9 +325,7 @@ def test_closing_the_stream_closes_the_connection(served, relay):
         assert relay.client_hangups == 0
         events.close()
         # The engine hangs up; the server, left alone, would stream on for thousands of tokens.
-        deadline = time.monotonic() + EVENT_TIMEOUT_S
-        while relay.client_hangups == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: relay.client_hangups > 0, EVENT_TIMEOUT_S)
         assert relay.client_hangups == 1
         _, _, done = _collect(remote.stream(_request(max_new=8)))
         assert done.error is None

@@ -9,7 +9,6 @@ import threading
 
 import pytest
 import torch
-from lora_helpers import prompt_inputs, train_lora
 from PIL import Image
 
 from engine.errors import RequestError
@@ -18,6 +17,7 @@ from engine.remote import RemoteEngine
 from engine.scoring import Score, score_answer, score_answers
 from engine.tiny import ensure_tiny
 from engine.types import GenerationRequest, Message, Sampling
+from testing.lora import prompt_inputs, train_lora
 
 QUESTION = "What is in the picture?"
 TARGET = "a white horse is next to the river"

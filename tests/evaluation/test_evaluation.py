@@ -36,7 +36,7 @@ from evaluation.runs import evaluate, store_report
 from storage import AnswerMeta, AnswerStats, ImageBlob, Store
 from storage.evaluations import verdicts
 from storage.export import collect
-from tests.engine.lora_helpers import train_lora
+from testing.lora import train_lora
 
 KEY = "evaluation-client"
 MODEL = "tiny-random"

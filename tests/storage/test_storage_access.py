@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from storage_helpers import CONSENT, KEY, OTHER_KEY, answer
 
 from storage import AnswerMeta, NotFound
+from testing.data import CONSENT, KEY, OTHER_KEY, answer
 
 
 def test_another_key_cannot_read_change_or_vote_on_a_conversation(store):

@@ -6,9 +6,8 @@ import sqlite3
 import threading
 import time
 
-from storage_helpers import CONSENT, KEY, answer, png_blob
-
 from storage import Store
+from testing.data import CONSENT, KEY, answer, png_blob
 
 THREADS = 16
 WRITE_FOR_S = 2.0

@@ -7,9 +7,9 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from storage_helpers import CONSENT, KEY, OTHER_KEY, answer, png_blob
 
 from storage import AnswerMeta, ErasureCounts, NotFound, Store
+from testing.data import CONSENT, KEY, OTHER_KEY, answer, png_blob
 
 SECRET = "alice-private-words"
 

@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from storage_helpers import OTHER_KEY, png_blob
 
 from storage import AnswerMeta, AnswerStats, InvalidRequest, Store
 from storage.export import FORMATS, count_examples, export, preview_pairs
+from testing.data import OTHER_KEY, png_blob
 
 KEY = "owner-of-the-garden"
 THIRD_KEY = "consented-to-an-old-text"

@@ -17,11 +17,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from storage_helpers import png_blob
 
 from control_tokens import has_control_token, without_control_tokens
 from storage import AnswerMeta, AnswerStats, Store
 from storage.export import FORMATS, export, main
+from testing.data import png_blob
 
 KEY = "hostile-user"
 CONSENT = "2026-11"

@@ -13,7 +13,7 @@ import sqlite3
 import pytest
 
 from storage import OutOfSpace
-from tests.storage.storage_helpers import png_blob
+from testing.data import png_blob
 
 KEY = "full-disk-client-key-0123456789abcdef"
 

@@ -8,7 +8,7 @@ import sqlite3
 from storage import Store
 from storage.images import image_file
 from storage.snapshots import restore, take_snapshot
-from tests.storage.storage_helpers import CONSENT, KEY, answer, png_blob
+from testing.data import CONSENT, KEY, answer, png_blob
 
 
 def test_a_snapshot_is_one_consistent_file_and_written_once_images(store, tmp_path):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from storage_helpers import CONSENT, KEY, answer, png_blob
 
 from storage import AnswerMeta, AnswerStats, ImageBlob, InvalidRequest, NotFound, Store
+from testing.data import CONSENT, KEY, answer, png_blob
 
 
 def rows(store: Store, sql: str, params: tuple = ()) -> list[tuple]:

@@ -12,7 +12,6 @@ import json
 import pytest
 import torch
 from PIL import Image
-from training_helpers import COLORS, fill_store
 
 import app
 from engine.local import LocalEngine
@@ -20,6 +19,7 @@ from engine.scoring import score_answers
 from engine.types import Message
 from storage import Store
 from storage.export import export
+from testing.data import COLORS, fill_colors
 from training.train import TrainingError, TrainOptions, train
 
 QUESTION = "What color is the square?"
@@ -29,7 +29,7 @@ QUESTION = "What color is the square?"
 def filled_db(tmp_path_factory):
     path = tmp_path_factory.mktemp("train-store") / "studio.db"
     with Store(path) as store:
-        fill_store(store)
+        fill_colors(store)
     return path
 
 

@@ -2,49 +2,34 @@
 
 from __future__ import annotations
 
-import io
 import zipfile
 
 import pytest
-from PIL import Image
 
-from storage import AnswerMeta, AnswerStats, ImageBlob, Store
+from storage import Store
+from testing.data import answer, ask, png_blob, rate_pair
 from tests.page_actions import open_page
 
 pytestmark = pytest.mark.browser
 KEY = "data-tab-client"
 
 
-def _png(color) -> ImageBlob:
-    buffer = io.BytesIO()
-    Image.new("RGB", (12, 8), color).save(buffer, format="PNG")
-    return ImageBlob(buffer.getvalue(), "PNG", 12, 8)
-
-
-def _answer(store, conversation, question, text):
-    answer_id = store.start_answer(KEY, conversation, parent_id=question,
-                                   meta=AnswerMeta(model_id="tiny-random"))
-    store.finish_answer(answer_id, text=text, stats=AnswerStats(answer_tokens=3))
-    return answer_id
-
-
 def _fill(db_path):
     """One conversation per kind of feedback: an edit, a pick, a like + dislike pair."""
     with Store(db_path) as store:
         for n, color in enumerate(((250, 0, 0), (0, 250, 0), (0, 0, 250))):
-            sha = store.put_image(_png(color))
-            conversation = store.create_conversation(KEY, f"c{n}", consent_version="test")
-            question = store.add_user_message(KEY, conversation, text=f"question {n}?",
-                                              image_shas=[sha])
-            first = _answer(store, conversation, question, f"first answer {n}")
-            second = _answer(store, conversation, question, f"second answer {n}")
+            conversation, question = ask(store, KEY, f"question {n}?",
+                                         image=png_blob(color, (12, 8)), title=f"c{n}")
+            if n == 2:
+                rate_pair(store, KEY, conversation, question, f"first answer {n}",
+                          f"second answer {n}", reasons=["Incomplete"])
+                continue
+            first = answer(store, KEY, conversation, question, f"first answer {n}")
+            second = answer(store, KEY, conversation, question, f"second answer {n}")
             if n == 0:
                 store.add_edit(KEY, first, "the corrected answer")
-            elif n == 1:
-                store.add_pick(KEY, second, first, first)
             else:
-                store.add_feedback(KEY, first, "like")
-                store.add_feedback(KEY, second, "dislike", reasons=["Incomplete"])
+                store.add_pick(KEY, second, first, first)
 
 
 def _open_data_tab(page, app):

@@ -6,8 +6,6 @@ profile and so a new client key: tests see only their own conversations.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from PIL import Image
 
@@ -187,7 +185,8 @@ def test_a_refused_image_shows_a_message_and_stores_nothing(ready, app, tmp_path
     fake.write_text("this is not a picture")
     box = ready.locator("#question")
     box.locator("input[type=file]").set_input_files(str(fake))
-    time.sleep(1)
+    # The upload has finished when its thumbnail shows in the box (broken, for this file).
+    box.locator("img").first.wait_for(timeout=30_000)
     box.locator("textarea").fill("rf: what is this?")
     box.locator("textarea").press("Enter")
     ready.wait_for_selector(".toast-body:has-text('not an image'), "

@@ -239,7 +239,7 @@ def test_an_abandoned_stream_closes_its_answer_as_cancelled(studio, store, image
 def test_compare_base_against_an_adapter_records_which_is_which(store, tmp_path, image_path):
     from engine.local import LocalEngine
     from engine.tiny import ensure_tiny
-    from tests.engine.lora_helpers import train_lora
+    from testing.lora import train_lora
 
     adapter_dir = tmp_path / "tuned"
     train_lora(ensure_tiny("qwen3_5"), adapter_dir, question="What is it?", target="A cat.")

@@ -1,18 +1,19 @@
 """Train a real LoRA adapter on a tiny checkpoint, on CPU, in a few seconds.
 
 `train_lora(checkpoint, out_dir, question=..., target=..., image=...)` loads the checkpoint's
-processor and model, wraps the text model's linear layers with PEFT LoRA, and fits one
-example (the chat prompt the engine would build for `question` and `image`, followed by
-`target` and the end-of-turn token) with a plain causal-LM loss on the answer tokens only, at
-a high learning rate so the adapter clearly prefers `target`. The adapter is written with
-`save_pretrained` into `out_dir`, ready for `LocalEngine(..., adapters={"name": out_dir})`.
+processor and model, wraps linear layers with PEFT LoRA (by default the language model's),
+and fits one example (the chat prompt the engine would build for `question` and `image`,
+followed by `target` and the end-of-turn token) with a plain causal-LM loss on the answer
+tokens only, at a high learning rate so the adapter clearly prefers `target`. The adapter is
+written with `save_pretrained` into `out_dir`, ready for `LocalEngine(..., adapters=...)`.
 
-`prompt_inputs` builds the same prompt, for tests that score answers themselves.
-Test helper only; the app never trains.
+`prompt_inputs` builds the same prompt, for callers that score answers themselves. The app
+never trains this way; `training/` is the trainer users run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -61,22 +62,33 @@ def _with_answer(inputs: dict, answer_ids: list[int]) -> tuple[dict, torch.Tenso
     return full, labels
 
 
-def train_lora(checkpoint: Path, out_dir: Path, *, question: str, target: str,
-               image: Image.Image | None = None, steps: int = 30, learning_rate: float = 1e-2,
-               rank: int = 8, seed: int = 0) -> Path:
-    """Fit a LoRA adapter so that `question` (with `image`) is answered with `target`."""
-    from peft import LoraConfig, get_peft_model
+def _load_auto(checkpoint: Path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    torch.manual_seed(seed)
     processor = AutoProcessor.from_pretrained(checkpoint)
-    model = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32)
+    return processor, AutoModelForImageTextToText.from_pretrained(checkpoint,
+                                                                  dtype=torch.float32)
+
+
+def train_lora(checkpoint: Path, out_dir: Path, *, question: str, target: str,
+               image: Image.Image | None = None, steps: int = 30, learning_rate: float = 1e-2,
+               rank: int = 8, seed: int = 0,
+               load: Callable[[Path], tuple] = _load_auto,
+               targets: Callable[[torch.nn.Module], list[str]] = text_model_linears) -> Path:
+    """Fit a LoRA adapter so that `question` (with `image`) is answered with `target`.
+
+    `load(checkpoint)` gives (processor, float32 model) for families transformers' auto
+    classes do not know; `targets(model)` names the linear layers to adapt."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    processor, model = load(checkpoint)
     tokenizer = processor.tokenizer
     answer_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     inputs, labels = _with_answer(prompt_inputs(processor, question, image), answer_ids)
 
     config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
-                        target_modules=text_model_linears(model))
+                        target_modules=targets(model))
     peft_model = get_peft_model(model, config)
     peft_model.train()
     optimizer = torch.optim.AdamW(
