@@ -72,11 +72,20 @@ ECHO_JS = r"""
                                  metadata: null, options: null}]];
 }
 """
-# The closed sidebar stays in the page; made inert, its controls leave the keyboard order, so
-# Tab reaches the question box first. On a wide screen the box also takes the focus at once
-# (not on a phone, where that would open the keyboard over the page).
+# Tab from the top of the page reaches the question box first: a positive tabindex puts it
+# ahead of every other control, which then follow in page order (the sidebar toggle, the
+# tabs, the consent box, upload, send...). Gradio may draw the box anew, so the tabindex is
+# set again whenever it does. The closed sidebar stays in the page; made inert, its controls
+# leave the keyboard order. On a wide screen the box also takes the focus at once (not on a
+# phone, where that would open the keyboard over the page).
 KEYBOARD_JS = """
 () => {
+  const question = document.querySelector('#question');
+  if (question) {
+    const first = () => question.querySelector('textarea')?.setAttribute('tabindex', '1');
+    new MutationObserver(first).observe(question, {childList: true, subtree: true});
+    first();
+  }
   const sidebar = document.querySelector('#sidebar');
   if (sidebar) {
     const panel = sidebar.closest('.sidebar') || sidebar;

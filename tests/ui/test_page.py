@@ -218,6 +218,44 @@ def test_stop_cancels_the_answer(page, app_launcher, tmp_path):
     assert rows and rows[0]["answer_tokens"] < 4000
 
 
+# Where the keyboard focus is, named for the tests below.
+FOCUSED = """() => {
+  const e = document.activeElement;
+  if (e.closest('#sidebar .sidebar-content')) return 'sidebar';
+  if (e.matches('#question textarea')) return 'question';
+  if (e.matches('#question button[aria-label=Submit]')) return 'send';
+  if (e.matches('#question button[aria-label="Upload a file"]')) return 'upload';
+  if (e.closest('#consent')) return 'consent';
+  if (e.closest('#thinking')) return 'thinking';
+  if (e.closest('#compare')) return 'compare';
+  return e.tagName.toLowerCase();
+}"""
+
+
+def test_tab_on_a_fresh_page_reaches_the_question_box_first_then_every_control(browser, app):
+    # Under 721 px the page leaves the focus where it is: nothing has it on a fresh load.
+    context = browser.new_context(viewport={"width": 720, "height": 900})
+    page = context.new_page()
+    open_page(page, app)
+    # The page's load script has run once the box carries its place in the keyboard order.
+    page.wait_for_function("() => document.querySelector('#question textarea').tabIndex > 0")
+    assert page.evaluate("() => document.activeElement === document.body")
+    page.keyboard.press("Tab")
+    assert page.evaluate(FOCUSED) == "question"
+    visited = []
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        visited.append(page.evaluate(FOCUSED))
+        if visited[-1] == "compare":
+            break
+    # The other controls follow in page order; the closed sidebar's stay out of the way.
+    for control in ("consent", "upload", "send", "thinking", "compare"):
+        assert control in visited, visited
+    assert visited.index("consent") < visited.index("send") < visited.index("compare")
+    assert "sidebar" not in visited and "question" not in visited
+    context.close()
+
+
 def test_phone_sized_screen(browser, app):
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = context.new_page()
