@@ -107,11 +107,20 @@ CSS = """
 #answer-tools { align-items: center; gap: 8px; }
 #answer-tools button { min-width: 44px; min-height: 40px; flex-grow: 0; }
 #answer-version { flex: 0 0 auto; min-width: 7em; }
+#answer-tools #correct { flex: 0 0 auto; }
 @media (max-width: 720px) {
   #settings-column { min-width: 100% !important; }
   #compare-row { flex-direction: column; }
+  /* A finger needs about 40 px each way: every button, the icons in the chat and the
+     question box, and the whole line of a checkbox or radio choice, not just its box. */
   button { min-height: 40px; }
+  button.icon-button, .toggle-button, #question button, .reset-button { min-width: 40px; }
+  label:has(> input[type=checkbox]), label:has(> input[type=radio]) {
+    min-height: 40px; align-items: center;
+  }
 }
+/* Gradio's footer lies outside the part of the page its media queries reach. */
+footer a, footer button { min-height: 40px; display: inline-flex; align-items: center; }
 """
 
 
