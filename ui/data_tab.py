@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 PREVIEW_PAIRS = 5
 EXCERPT = 160
 EXPORT_LIFETIME_S = 600.0
+# Count plots are drawn this tall. Vega-Lite puts about one y tick per 40 px (at most 7 here),
+# stepping by 1, 2 or 5 times a power of ten: a count axis reaching at least that many ticks
+# therefore steps by whole numbers, and no count comes out as 0.5.
+COUNT_PLOT_HEIGHT = 280
+COUNT_AXIS_TICKS = 7
 
 
 class ExportShelf:
@@ -98,6 +103,14 @@ def feedback_frames(stats) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_day, by_kind
 
 
+def count_plot(frame: pd.DataFrame, column: str) -> gr.BarPlot:
+    """A bar plot update for counts: its axis starts at 0, so a count of 1 is a visible bar
+    (Gradio's plots otherwise fit the axis to the values, and equal values draw nothing),
+    and it reaches at least `COUNT_AXIS_TICKS`, so its ticks are whole numbers."""
+    top = int(frame[column].max()) if len(frame) else 0
+    return gr.BarPlot(value=frame, y_lim=[0, max(top, COUNT_AXIS_TICKS)])
+
+
 def yield_frame(counts: dict[str, int]) -> pd.DataFrame:
     return pd.DataFrame({"format": list(counts), "examples": list(counts.values())})
 
@@ -137,9 +150,9 @@ def build_data_tab(studio, settings, tab: gr.Tab) -> None:
         summary = gr.Markdown(elem_id="data-summary")
         with gr.Row():
             per_day_plot = gr.BarPlot(x="day", y="events", title="Feedback per day",
-                                      elem_id="data-per-day")
+                                      height=COUNT_PLOT_HEIGHT, elem_id="data-per-day")
             by_kind_plot = gr.BarPlot(x="kind", y="events", title="Feedback by kind",
-                                      elem_id="data-by-kind")
+                                      height=COUNT_PLOT_HEIGHT, elem_id="data-by-kind")
         yields = gr.Dataframe(label="Examples each export format would yield",
                               elem_id="data-yields", interactive=False)
         gr.Markdown("#### Recent preference pairs")
@@ -185,7 +198,8 @@ def build_data_tab(studio, settings, tab: gr.Tab) -> None:
                 f"❌ {safe_markdown(_excerpt(pair.rejected))}")
             images += [(str(store.image_path(sha)), f"pair {number}") for sha in pair.image_shas]
         text = "\n\n".join(blocks) or "No preference pairs yet: like, dislike, edit or compare."
-        return summary_markdown(stats), per_day, by_kind, yield_frame(counts), text, images
+        return (summary_markdown(stats), count_plot(per_day, "events"),
+                count_plot(by_kind, "events"), yield_frame(counts), text, images)
 
     def make_export(is_unlocked: bool, fmt: str, keep: bool):
         if not is_unlocked or store is None:

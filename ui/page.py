@@ -73,11 +73,20 @@ ECHO_JS = r"""
                                  metadata: null, options: null}]];
 }
 """
-# The closed sidebar stays in the page; made inert, its controls leave the keyboard order, so
-# Tab reaches the question box first. On a wide screen the box also takes the focus at once
-# (not on a phone, where that would open the keyboard over the page).
+# Tab from the top of the page reaches the question box first: a positive tabindex puts it
+# ahead of every other control, which then follow in page order (the sidebar toggle, the
+# tabs, the consent box, upload, send...). Gradio may draw the box anew, so the tabindex is
+# set again whenever it does. The closed sidebar stays in the page; made inert, its controls
+# leave the keyboard order. On a wide screen the box also takes the focus at once (not on a
+# phone, where that would open the keyboard over the page).
 KEYBOARD_JS = """
 () => {
+  const question = document.querySelector('#question');
+  if (question) {
+    const first = () => question.querySelector('textarea')?.setAttribute('tabindex', '1');
+    new MutationObserver(first).observe(question, {childList: true, subtree: true});
+    first();
+  }
   const sidebar = document.querySelector('#sidebar');
   if (sidebar) {
     const panel = sidebar.closest('.sidebar') || sidebar;
@@ -99,11 +108,20 @@ CSS = """
 #answer-tools { align-items: center; gap: 8px; }
 #answer-tools button { min-width: 44px; min-height: 40px; flex-grow: 0; }
 #answer-version { flex: 0 0 auto; min-width: 7em; }
+#answer-tools #correct { flex: 0 0 auto; }
 @media (max-width: 720px) {
   #settings-column { min-width: 100% !important; }
   #compare-row { flex-direction: column; }
+  /* A finger needs about 40 px each way: every button, the icons in the chat and the
+     question box, and the whole line of a checkbox or radio choice, not just its box. */
   button { min-height: 40px; }
+  button.icon-button, .toggle-button, #question button, .reset-button { min-width: 40px; }
+  label:has(> input[type=checkbox]), label:has(> input[type=radio]) {
+    min-height: 40px; align-items: center;
+  }
 }
+/* Gradio's footer lies outside the part of the page its media queries reach. */
+footer a, footer button { min-height: 40px; display: inline-flex; align-items: center; }
 """
 
 

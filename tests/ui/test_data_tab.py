@@ -95,3 +95,26 @@ def test_data_endpoints_are_not_open_to_api_callers(app_launcher, tmp_path):
                      + [str(k) for k in endpoints.get("unnamed_endpoints", {})])
     assert "refresh_data" not in names and "make_export" not in names
     assert "try_unlock" not in names
+
+
+def _bars_and_ticks(page, plot):
+    """The heights of a plot's bars and its y-axis tick labels, once it has drawn its bars."""
+    bars = page.locator(f"{plot} .mark-rect path")
+    bars.first.wait_for(state="attached", timeout=30_000)
+    heights = [bar.bounding_box()["height"] for bar in bars.all()]
+    ticks = page.locator(f"{plot} g[aria-label^='Y-axis'] .role-axis-label text").evaluate_all(
+        "texts => texts.map(text => text.textContent)")
+    return heights, ticks
+
+
+def test_count_plots_draw_single_events_on_whole_number_axes(app_launcher, tmp_path, page):
+    _fill(tmp_path / "data" / "studio.db")  # one event of each kind, four on the day
+    app = app_launcher(tmp_path)
+    _open_data_tab(page, app)
+    page.locator("#data-summary").get_by_text("3 conversations").wait_for(timeout=30_000)
+    heights, ticks = _bars_and_ticks(page, "#data-by-kind")
+    assert len(heights) == 4 and min(heights) >= 10
+    assert ticks and all(tick.isdigit() for tick in ticks), ticks
+    heights, ticks = _bars_and_ticks(page, "#data-per-day")
+    assert len(heights) == 1 and heights[0] >= 10
+    assert ticks and all(tick.isdigit() for tick in ticks), ticks

@@ -217,12 +217,85 @@ def test_stop_cancels_the_answer(page, app_launcher, tmp_path):
     assert rows and rows[0]["answer_tokens"] < 4000
 
 
-def test_phone_sized_screen(browser, app):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+# Where the keyboard focus is, named for the tests below.
+FOCUSED = """() => {
+  const e = document.activeElement;
+  if (e.closest('#sidebar .sidebar-content')) return 'sidebar';
+  if (e.matches('#question textarea')) return 'question';
+  if (e.matches('#question button[aria-label=Submit]')) return 'send';
+  if (e.matches('#question button[aria-label="Upload a file"]')) return 'upload';
+  if (e.closest('#consent')) return 'consent';
+  if (e.closest('#thinking')) return 'thinking';
+  if (e.closest('#compare')) return 'compare';
+  return e.tagName.toLowerCase();
+}"""
+
+
+def test_tab_on_a_fresh_page_reaches_the_question_box_first_then_every_control(browser, app):
+    # Under 721 px the page leaves the focus where it is: nothing has it on a fresh load.
+    context = browser.new_context(viewport={"width": 720, "height": 900})
     page = context.new_page()
     open_page(page, app)
-    box = page.locator("#question").bounding_box()
-    chat = page.locator("#chatbot").bounding_box()
-    # Nothing wider than the screen: the chat and the question box fit.
-    assert box["width"] <= 390 and chat["width"] <= 390
+    # The page's load script has run once the box carries its place in the keyboard order.
+    page.wait_for_function("() => document.querySelector('#question textarea').tabIndex > 0")
+    assert page.evaluate("() => document.activeElement === document.body")
+    page.keyboard.press("Tab")
+    assert page.evaluate(FOCUSED) == "question"
+    visited = []
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        visited.append(page.evaluate(FOCUSED))
+        if visited[-1] == "compare":
+            break
+    # The other controls follow in page order; the closed sidebar's stay out of the way.
+    for control in ("consent", "upload", "send", "thinking", "compare"):
+        assert control in visited, visited
+    assert visited.index("consent") < visited.index("send") < visited.index("compare")
+    assert "sidebar" not in visited and "question" not in visited
+    context.close()
+
+
+# Every control a finger may aim at, with its size; the closed sidebar (off screen, inert)
+# and hidden controls are left out.
+CONTROLS = """() => {
+  const selector = 'button, [role=tab], label:has(> input[type=checkbox]), ' +
+                   'label:has(> input[type=radio]), footer a';
+  return [...document.querySelectorAll(selector)].flatMap(element => {
+    const box = element.getBoundingClientRect();
+    if (!box.width || !box.height || box.right <= 0 || element.closest('[inert]')) return [];
+    const text = element.innerText.trim();
+    return [{name: element.getAttribute('aria-label') || text.slice(0, 30),
+             icon: !text || element.classList.contains('icon-button'),
+             width: box.width, height: box.height, left: box.left, right: box.right}];
+  });
+}"""
+
+
+def test_on_a_phone_every_control_is_finger_sized_and_nothing_overflows(browser, app):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    open_page(page, app)
+    page.get_by_label("Think before answering").uncheck()
+    _ask(page, "ph: what is this?")
+    page.locator(BOT).last.tap()  # a phone has no hover: a tap shows the message's buttons
+    controls = page.evaluate(CONTROLS)
+    names = {control["name"] for control in controls}
+    # The controls that matter most are there to be measured.
+    for name in ("Toggle Sidebar", "Chat", "Data", "Save my data", "Upload a file", "Submit",
+                 "Stop", "Like", "Dislike", "Retry", "Copy message", "✎ Correct this answer",
+                 "Sampling", "Compare two answers", "Ask and compare", "Two samples"):
+        assert any(n.startswith(name) for n in names), (name, sorted(names))
+    too_small = [c for c in controls
+                 if c["height"] < 40 or (c["icon"] and c["width"] < 40)]
+    assert not too_small, too_small
+    # Nothing reaches past the screen's edge, and the page does not scroll sideways.
+    assert all(c["left"] >= 0 and c["right"] <= 390 for c in controls), controls
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    for element in ("#question", "#chatbot"):
+        assert page.locator(element).bounding_box()["width"] <= 390
+    # The settings come before the examples.
+    settings = page.locator("#settings-column").bounding_box()
+    example = page.get_by_text("How many shapes are there").first.bounding_box()
+    assert settings["y"] + settings["height"] <= example["y"]
     context.close()
