@@ -415,8 +415,8 @@ def start_push(settings: Settings, store) -> None:
     if not token:
         log.warning("--push-repo is set but HF_TOKEN is not: exports will not be pushed")
         return
+    from exports.push import push_exports
     from storage.periodic import Periodic
-    from storage.push import push_exports
 
     Periodic(lambda: push_exports(store, settings.push_repo, token),
              settings.push_every_hours, "push-exports").start()
@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "backup":
         return backup(argv[1:])
     if argv and argv[0] == "export":
-        from storage.export import main as export_main
+        from exports.formats import main as export_main
 
         return export_main(argv[1:], default_db=settings_from([]).db_path)
     if argv and argv[0] == "evaluate":

@@ -17,7 +17,7 @@ one IMMEDIATE transaction per logical write), as the app uses it:
 3. `--pairs` preference pairs (a question with its own small image, two answers, a like and a
    dislike: one DPO pair, two KTO examples, one SFT example each), built through the Store API
    into a cached database under <cache>/bench/, then exported to every format of
-   `storage.export`, each into an empty folder: seconds, examples and bytes written.
+   `exports.formats`, each into an empty folder: seconds, examples and bytes written.
 
     python -m bench.storage [--turns 200] [--writers 16] [--pairs 10000] [--formats ...]
 """
@@ -271,8 +271,8 @@ def _folder_bytes(path: Path) -> int:
 
 
 def export_all(db_path: Path, formats: list[str], workdir: Path) -> list[list]:
+    from exports.formats import export
     from storage import Store
-    from storage.export import export
 
     rows = []
     # recover=False: opened as a second process would open the app's live database.
@@ -290,7 +290,7 @@ def export_all(db_path: Path, formats: list[str], workdir: Path) -> list[list]:
 
 def main(argv: list[str] | None = None) -> int:
     from engine.tiny_common import corpus
-    from storage.export import FORMATS
+    from exports.formats import FORMATS
 
     parser = argparse.ArgumentParser(prog="python -m bench.storage",
                                      description=__doc__.split("\n\n")[0])

@@ -15,7 +15,7 @@ from engine.types import GenerationRequest, Message, Sampling
 from evaluation.metrics import exact_match, mean_or_none, vqa_match
 from evaluation.prompts import PromptImages
 from evaluation.results import BASE, AgreementResult, Progress
-from storage.examples import Example
+from exports.examples import Example
 
 # A greedy answer needs a few more tokens than the longest accepted answer to show that it
 # differs; generating further cannot turn a mismatch into a match.

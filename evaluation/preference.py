@@ -19,7 +19,7 @@ from engine.scoring import Score, score_answers
 from evaluation.metrics import mean_or_none
 from evaluation.prompts import PromptImages
 from evaluation.results import BASE, PreferenceResult, Progress
-from storage.examples import Example
+from exports.examples import Example
 
 DEFAULT_BETA = 0.1
 

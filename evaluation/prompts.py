@@ -14,8 +14,8 @@ from typing import Any
 from engine.errors import ImageError
 from engine.types import Message
 from evaluation.results import Split
+from exports.examples import Example, in_eval_split
 from storage.errors import NotFound
-from storage.examples import Example, in_eval_split
 from storage.store import Store
 
 DEFAULT_EVAL_FRACTION = 0.1

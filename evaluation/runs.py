@@ -27,7 +27,7 @@ def evaluate(engine, store: Store, *, split: Split = "eval",
              max_new_tokens: int = 128, limit: int | None = None, generate: bool = True,
              progress: Progress | None = None) -> Report:
     """Evaluate the loaded model and each of its adapters on the stored feedback."""
-    from storage.export import collect
+    from exports.formats import collect
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}")

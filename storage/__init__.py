@@ -1,9 +1,9 @@
 """Keeps what happened: conversations, answers, images and feedback, in SQLite.
 
 `Store` is the one way in; the values it takes and returns are in `storage.records`, the errors
-it raises on purpose in `storage.errors`. `storage.export` turns the stored feedback into
-training data (import it on its own; its TRL formats need `datasets`). Nothing in this
-package knows about models, Gradio or the engine.
+it raises on purpose in `storage.errors`; `storage.judgements` is the one reading of which
+judgement is current. Turning the stored feedback into training data is the exports' work
+(`exports/`). Nothing in this package knows about models, Gradio or the engine.
 """
 
 from storage.errors import InvalidRequest, NotFound, OutOfSpace, StorageError

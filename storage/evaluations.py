@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from storage.examples import latest_pair_verdicts
+from storage.judgements import latest_pair_verdicts
 from storage.records import AnswerMeta
 from storage.store import Store
 

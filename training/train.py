@@ -1,6 +1,6 @@
 """From the store to a LoRA adapter: `train(store, options)`, which is `python app.py train`.
 
-The training set is what `storage.export` writes for TRL (`trl-sft`, `trl-dpo`, `trl-kto`):
+The training set is what `exports.formats` writes for TRL (`trl-sft`, `trl-dpo`, `trl-kto`):
 the same consented examples, the same filters, the same split by image. Only the train split
 is trained on; the eval split stays held out for `python app.py evaluate`. The base model is
 loaded by `engine.loading.load_model`, exactly as the app loads it (a 4-bit base on a GPU is
@@ -184,7 +184,7 @@ def _training_data(store: Store, kind: str, options: TrainOptions, scratch: Path
         enable_progress_bars,
     )
 
-    from storage.export import export
+    from exports.formats import export
 
     folder = scratch / f"export-{kind}"
     try:

@@ -25,7 +25,7 @@ import gradio as gr
 import pandas as pd
 
 from evaluation.history import run_points, run_rows
-from storage.export import FORMATS, count_examples, export, preview_pairs
+from exports.formats import FORMATS, count_examples, export, preview_pairs
 from ui.limits import PasswordGate, client_address
 from ui.render import inert_html, safe_markdown
 

@@ -77,8 +77,8 @@ def test_persistent_storage_holds_snapshots_while_the_live_database_stays_local(
 
 
 def test_push_exports_uploads_each_format_of_consented_data(tmp_path):
+    from exports.push import push_exports
     from storage import Store
-    from storage.push import push_exports
     from testing.data import KEY, answer, ask
 
     uploads = []

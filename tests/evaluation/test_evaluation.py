@@ -33,9 +33,9 @@ from evaluation.prompts import PromptImages, held_out
 from evaluation.report import format_report
 from evaluation.results import BASE, Report
 from evaluation.runs import evaluate, store_report
+from exports.formats import collect
 from storage import AnswerMeta, AnswerStats, ImageBlob, Store
 from storage.evaluations import verdicts
-from storage.export import collect
 from testing.lora import train_lora
 
 KEY = "evaluation-client"

@@ -17,8 +17,8 @@ import app
 from engine.local import LocalEngine
 from engine.scoring import score_answers
 from engine.types import Message
+from exports.formats import export
 from storage import Store
-from storage.export import export
 from testing.data import COLORS, fill_colors
 from training.train import TrainingError, TrainOptions, train
 

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from control_tokens import without_control_tokens
-from storage.records import PAIR_KINDS, VOTE_KINDS, Conversation, Feedback, StoredMessage
+from storage.judgements import CurrentFeedback
+from storage.records import Conversation, StoredMessage
 
 Kind = Literal["dpo", "kto", "sft"]
 KINDS: tuple[Kind, ...] = ("dpo", "kto", "sft")
@@ -130,44 +131,12 @@ class _LabelDecision(_Decision):
     desirable: bool = True
 
 
-class _Feedback:
-    """The current state of a conversation's feedback: latest vote per answer, latest
-    verdict per pair of answers, latest edit per corrected answer."""
-
-    def __init__(self, events: tuple[Feedback, ...]) -> None:
-        self.votes: dict[str, Feedback] = {}
-        self.pairs: dict[frozenset[str], Feedback] = {}
-        self.edits: dict[str, Feedback] = {}
-        for event in events:  # oldest first, so later events overwrite
-            if event.kind in VOTE_KINDS:
-                if event.kind == "clear":
-                    self.votes.pop(event.message_id, None)
-                else:
-                    self.votes[event.message_id] = event
-            elif event.kind in PAIR_KINDS and event.other_message_id is not None:
-                self.pairs[frozenset((event.message_id, event.other_message_id))] = event
-            elif event.kind == "edit" and event.edit_message_id is not None:
-                self.edits[event.message_id] = event
-
-    def vote(self, message_id: str) -> str | None:
-        event = self.votes.get(message_id)
-        return event.kind if event else None
-
-
-def latest_pair_verdicts(conversation: Conversation) -> list[Feedback]:
-    """The current pick, tie or "both bad" of every pair of the conversation's answers that
-    was judged, oldest first: a later verdict on the same two answers replaces an earlier one,
-    as it does for the examples."""
-    pairs = _Feedback(conversation.feedback).pairs.values()
-    return sorted(pairs, key=lambda event: (event.created_at, event.id))
-
-
 def conversation_examples(
     conversation: Conversation, *, keep_reasoning: bool = False
 ) -> tuple[list[Example], Counter[str]]:
     """Every example the conversation yields, and how many candidates were dropped why."""
     by_id = {message.id: message for message in conversation.messages}
-    state = _Feedback(conversation.feedback)
+    state = CurrentFeedback(conversation.feedback)
     examples: list[Example] = []
     dropped: Counter[str] = Counter()
     for question in conversation.messages:
@@ -249,7 +218,7 @@ def generated_origin(
 
 
 def _pairs(
-    context: _Context, answers: list[StoredMessage], state: _Feedback, dropped: Counter[str]
+    context: _Context, answers: list[StoredMessage], state: CurrentFeedback, dropped: Counter[str]
 ) -> list[Example]:
     usable = {m.id for m in answers}
     decisions: dict[frozenset[str], _PairDecision] = {}
@@ -314,7 +283,7 @@ def _pairs(
 
 
 def _labels(
-    context: _Context, answers: list[StoredMessage], state: _Feedback, dropped: Counter[str]
+    context: _Context, answers: list[StoredMessage], state: CurrentFeedback, dropped: Counter[str]
 ) -> list[Example]:
     usable = {m.id for m in answers}
     decisions: dict[str, _LabelDecision] = {}
@@ -363,7 +332,7 @@ def _labels(
 
 
 def _demonstrations(
-    context: _Context, answers: list[StoredMessage], state: _Feedback, dropped: Counter[str]
+    context: _Context, answers: list[StoredMessage], state: CurrentFeedback, dropped: Counter[str]
 ) -> list[Example]:
     usable = {m.id for m in answers}
     chosen: dict[str, _Decision] = {}

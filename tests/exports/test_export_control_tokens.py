@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from control_tokens import has_control_token, without_control_tokens
+from exports.formats import FORMATS, export, main
 from storage import AnswerMeta, AnswerStats, Store
-from storage.export import FORMATS, export, main
 from testing.data import png_blob
 
 KEY = "hostile-user"

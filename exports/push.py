@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from storage.export import export
+from exports.formats import export
 from storage.store import Store
 
 log = logging.getLogger(__name__)

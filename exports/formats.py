@@ -1,6 +1,6 @@
 """Write stored feedback as training data for ms-swift, TRL or LLaMA-Factory.
 
-`export(store, format, out_dir)` gathers the examples of one kind (see storage.examples for
+`export(store, format, out_dir)` gathers the examples of one kind (see exports.examples for
 which feedback makes which example), keeps only conversations with a recorded consent (and,
 if asked, only some consent versions), applies the filters, removes duplicates (same images,
 prompt and answers), splits train/eval by image so that every example about one image lands
@@ -29,7 +29,7 @@ extra key, which all three trainers drop. Images the JSON formats use are copied
 out_dir/images/; the manifest's `image_paths` says how the files name them.
 
 No text a user typed or a model wrote can act as a control token in any format: examples come
-with control tokens removed (storage.examples), so the only `<image>` tags are the ones
+with control tokens removed (exports.examples), so the only `<image>` tags are the ones
 written here, one per image, and the only "<think>" tags the ones `keep_reasoning` writes.
 """
 
@@ -44,9 +44,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from exports.examples import KINDS, Example, Kind, Turn, conversation_examples, in_eval_split
 from storage import images
 from storage.errors import InvalidRequest
-from storage.examples import KINDS, Example, Kind, Turn, conversation_examples, in_eval_split
 from storage.store import Store
 
 SCHEMA_VERSION = 1

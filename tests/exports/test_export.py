@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from exports.formats import FORMATS, count_examples, export, preview_pairs
 from storage import AnswerMeta, AnswerStats, InvalidRequest, Store
-from storage.export import FORMATS, count_examples, export, preview_pairs
 from testing.data import OTHER_KEY, png_blob
 
 KEY = "owner-of-the-garden"
@@ -474,7 +474,7 @@ def test_export_refuses_unknown_formats_and_used_folders(built, tmp_path):
 
 
 def test_the_command_line_counts_and_exports_without_recovering(built, tmp_path, capsys):
-    from storage.export import main
+    from exports.formats import main
 
     store, _ = built
     main(["--counts", "--consent-version", CONSENT], default_db=store.path)
