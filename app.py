@@ -309,8 +309,8 @@ def serve(settings: Settings) -> None:
     from engine.errors import StudioError
     from engine.images import ImagePolicy
     from storage import Store
+    from studio.turns import Studio
     from ui.page import CSS, build_page
-    from ui.turns import Studio
 
     snapshots = settings.snapshot_dir
     if snapshots is not None:

@@ -3,7 +3,7 @@
 Everything goes through the real `storage.Store` on a real SQLite file (WAL, synchronous=FULL,
 one IMMEDIATE transaction per logical write), as the app uses it:
 
-1. One turn, logged by the app's own `ui.turns.Studio` (a consented question about a photo,
+1. One turn, logged by the app's own `studio.turns.Studio` (a consented question about a photo,
    asked with `Studio.ask`) from an engine that answers at once, so that what the turn costs is
    the Studio's work and the storage's: the image cleaned and PNG-encoded, `put_image`,
    `create_conversation`, `add_user_message`, `start_answer`, `--partials` x `save_partial`
@@ -153,7 +153,7 @@ def studio_for(store, lines: list[str], partials: int):
     """The app's own turn logic on `store`, saving the partial answer at every event (the app
     saves about once a second while an answer streams), so `partials` events give `partials`
     saves."""
-    from ui.turns import Studio
+    from studio.turns import Studio
 
     return Studio(InstantEngine(lines, partials), store, save_interval_s=0.0)
 
@@ -161,7 +161,7 @@ def studio_for(store, lines: list[str], partials: int):
 def log_turn(studio, client_key: str, index: int, lines: list[str]) -> float:
     """One consented turn about a new photo, asked through the Studio; returns its seconds."""
     from engine.types import Sampling
-    from ui.turns import ChatState, TurnOptions
+    from studio.turns import ChatState, TurnOptions
 
     question = _text(random.Random(index), lines, 1)
     image = _photo(index)

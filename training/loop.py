@@ -2,7 +2,7 @@
 
     python -m training.loop --model tiny-vqa --answers circle,rectangle,triangle --users 480
 
-1. Scripted users go through the studio's own flows (`ui.turns.Studio`, a real store): each
+1. Scripted users go through the studio's own flows (`studio.turns.Studio`, a real store): each
    asks one easy-vqa *train* question whose answer is in `--answers` about its image, likes a
    right answer, and dislikes a wrong one and corrects it by editing to the right answer.
 2. `training.train` trains an adapter on that store (SFT then DPO by default), as
@@ -22,10 +22,10 @@ from pathlib import Path
 
 from engine.types import Sampling
 from storage import Store
+from studio.turns import ChatState, Studio, TurnOptions
 from training.tiny_vqa import easy_vqa_split
 from training.train import TrainOptions, train
 from training.vqa import VqaItem, evaluate_vqa, vqa_score
-from ui.turns import ChatState, Studio, TurnOptions
 
 
 def play_users(studio: Studio, rows, log=print) -> dict[str, int]:

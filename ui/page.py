@@ -1,4 +1,4 @@
-"""The studio page: Gradio components and thin handlers around `ui.turns.Studio`.
+"""The studio page: Gradio components and thin handlers around `studio.turns.Studio`.
 
 Handlers translate between Gradio values and the studio's flows and turn the errors a user can
 act on into short warnings; anything else is logged with its traceback and shown as a one-line
@@ -21,6 +21,16 @@ from engine.errors import RequestError, StudioError
 from engine.protocol import Engine
 from engine.types import Sampling
 from storage import StorageError
+from studio.turns import (
+    CONSENT_TEXT,
+    CONSENT_VERSION,
+    DISLIKE_REASONS,
+    ChatState,
+    Studio,
+    TurnOptions,
+    TurnUpdate,
+    usable_client_key,
+)
 from ui.data_tab import build_data_tab
 from ui.examples import example_inputs
 from ui.render import (
@@ -30,16 +40,6 @@ from ui.render import (
     render_chat,
     safe_markdown,
     version_label,
-)
-from ui.turns import (
-    CONSENT_TEXT,
-    CONSENT_VERSION,
-    DISLIKE_REASONS,
-    ChatState,
-    Studio,
-    TurnOptions,
-    TurnUpdate,
-    usable_client_key,
 )
 
 log = logging.getLogger(__name__)

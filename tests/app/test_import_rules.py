@@ -4,8 +4,9 @@ engine/ and storage/ import neither each other, nor exports/, evaluation/, train
 app.py or Gradio; exports/ (training examples and files, from the store) imports storage but
 never the engine, evaluation/, training/, the UI, app.py or Gradio; evaluation/ imports the
 engine, storage and exports but never the UI, training/, app.py or Gradio (app.py builds its
-engine and hands it in), and importing it loads neither Gradio nor torch. Imports inside
-functions count too: a lazy import is still an arrow.
+engine and hands it in); studio/ (the flows) joins the engine and storage but never the UI,
+training/, app.py or Gradio. Importing evaluation/ or studio/ loads neither Gradio nor torch.
+Imports inside functions count too: a lazy import is still an arrow.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import pytest
 from tests.conftest import ROOT
 
 ROOMS = ("app", "control_tokens", "engine", "evaluation", "exports", "gradio", "storage",
-         "training", "ui")
+         "studio", "training", "ui")
 FORBIDDEN = {
-    "engine": {"storage", "exports", "evaluation", "training", "ui", "app", "gradio"},
-    "storage": {"engine", "exports", "evaluation", "training", "ui", "app", "gradio"},
-    "exports": {"engine", "evaluation", "training", "ui", "app", "gradio"},
-    "evaluation": {"training", "ui", "app", "gradio"},
+    "engine": {"storage", "exports", "evaluation", "studio", "training", "ui", "app", "gradio"},
+    "storage": {"engine", "exports", "evaluation", "studio", "training", "ui", "app", "gradio"},
+    "exports": {"engine", "evaluation", "studio", "training", "ui", "app", "gradio"},
+    "evaluation": {"studio", "training", "ui", "app", "gradio"},
+    "studio": {"evaluation", "training", "ui", "app", "gradio"},
 }
 
 
@@ -58,10 +60,11 @@ def test_a_room_imports_only_what_it_may(package):
     assert crossing == {}
 
 
-def test_importing_evaluation_loads_neither_gradio_nor_torch():
-    script = ("import importlib, pkgutil, sys, evaluation\n"
-              "for module in pkgutil.iter_modules(evaluation.__path__):\n"
-              "    importlib.import_module('evaluation.' + module.name)\n"
+@pytest.mark.parametrize("package", ["evaluation", "studio"])
+def test_importing_the_room_loads_neither_gradio_nor_torch(package):
+    script = (f"import importlib, pkgutil, sys, {package}\n"
+              f"for module in pkgutil.iter_modules({package}.__path__):\n"
+              f"    importlib.import_module('{package}.' + module.name)\n"
               "print(sorted({'gradio', 'torch', 'ui', 'app'} & set(sys.modules)))\n")
     loaded = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)

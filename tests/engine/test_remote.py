@@ -536,7 +536,7 @@ def test_load_says_what_is_wrong_with_the_address(scripted):
 def test_the_studio_stores_a_remote_answer_like_a_local_one(served, tmp_path):
     # The same turn flow as the page, with the remote engine and a real SQLite file.
     from storage import Store
-    from ui.turns import ChatState, Studio, TurnOptions
+    from studio.turns import ChatState, Studio, TurnOptions
 
     remote = RemoteEngine(served.url, served.model, timeout_s=60)
     remote.load()

@@ -1,7 +1,7 @@
 """The loop in small: scripted users correct tiny-vqa through the studio's flows, `train`
 learns from the store they filled, and the adapter prefers the users' answers.
 
-Everything is real: easy-vqa questions and images, the committed tiny-vqa, `ui.turns.Studio`
+Everything is real: easy-vqa questions and images, the committed tiny-vqa, `studio.turns.Studio`
 on a real SQLite store (every judgement is checked there), TRL and PEFT. The full figures
 (accuracy on held-out test questions) come from `python -m training.loop`, docs/evaluation.md.
 """
@@ -18,10 +18,10 @@ from engine.local import LocalEngine
 from engine.scoring import score_answers
 from engine.types import Message
 from storage import Store
+from studio.turns import Studio
 from training.loop import play_users
 from training.tiny_vqa import easy_vqa_split
 from training.train import TrainOptions, train
-from ui.turns import Studio
 
 SHAPES = ("circle", "rectangle", "triangle")
 

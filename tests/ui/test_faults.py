@@ -12,8 +12,8 @@ import pytest
 
 from engine.types import Sampling
 from storage import Store
+from studio.turns import ChatState, NotAnswered, Studio, TurnOptions
 from tests.scripted_server import ScriptedServer, model_listing, send_json, send_stream
-from ui.turns import ChatState, NotAnswered, Studio, TurnOptions
 
 LONG = TurnOptions(sampling=Sampling(max_new_tokens=3000, temperature=0.0))
 

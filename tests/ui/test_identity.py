@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from ui.turns import ChatState, new_client_key, usable_client_key
+from studio.turns import ChatState, new_client_key, usable_client_key
 
 
 def test_sessions_copied_from_the_default_state_are_different_people():

@@ -12,7 +12,7 @@ from PIL import Image
 
 from engine.types import Sampling
 from storage import Store
-from ui.turns import SCRATCH_MAX_AGE_S, ChatState, Studio, TurnOptions
+from studio.turns import SCRATCH_MAX_AGE_S, ChatState, Studio, TurnOptions
 
 FAST = TurnOptions(sampling=Sampling(max_new_tokens=4, temperature=0.0, seed=1))
 

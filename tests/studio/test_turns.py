@@ -12,7 +12,7 @@ from PIL import Image
 from engine.errors import ImageError, RequestError
 from engine.types import Sampling
 from storage import NotFound, Store
-from ui.turns import ChatState, Studio, TurnOptions
+from studio.turns import ChatState, Studio, TurnOptions
 
 FAST = TurnOptions(thinking=False, sampling=Sampling(max_new_tokens=12, temperature=0.0, seed=3))
 
