@@ -53,6 +53,7 @@ from engine.errors import RequestError, StudioError
 from engine.images import ImagePolicy, encode_png, load_image
 from engine.protocol import Engine
 from engine.sampling import pick_seed
+from engine.thinking import thinking_on
 from engine.types import Event, GenerationRequest, Message, Sampling, Stats
 from storage import AnswerMeta, AnswerStats, ErasureCounts, ImageBlob, Store
 
@@ -741,7 +742,9 @@ class Studio:
         return GenerationRequest(
             messages=tuple(history),
             thinking=options.thinking,
-            thinking_budget=options.thinking_budget if options.thinking else None,
+            # Sent whether or not thinking is asked for: a template that always thinks
+            # does so anyway, and the engine applies the budget exactly when it thinks.
+            thinking_budget=options.thinking_budget,
             sampling=sampling,
             adapter=options.adapter,
         )
@@ -768,11 +771,13 @@ class Studio:
         if question_id is None or not self.storing(state):
             return None
         caps = self.engine.capabilities()
+        # What the model did, not what was asked: its template may think always, or never.
+        thinking = thinking_on(caps.thinking_mode, request.thinking) if caps.thinking else False
         meta = AnswerMeta(
             model_id=caps.model_id, revision=caps.revision, quantization=caps.quantization,
-            adapter=request.adapter, thinking=request.thinking,
+            adapter=request.adapter, thinking=thinking,
             # Stored only where the engine applies it: provenance says what happened.
-            thinking_budget=request.thinking_budget if caps.thinking_budget else None,
+            thinking_budget=request.thinking_budget if thinking and caps.thinking_budget else None,
             sampling=asdict(request.sampling),
             seed=request.sampling.seed, compare_group=group, side=side,
         )

@@ -351,3 +351,22 @@ def test_the_thinking_budget_is_stored_only_when_it_was_applied(studio, store):
     rows = _rows(store, "select thinking, thinking_budget from messages "
                         "where role = 'assistant' order by created_at")
     assert [(r["thinking"], r["thinking_budget"]) for r in rows] == [(1, 4), (0, None)]
+
+
+def test_a_template_that_always_thinks_is_stored_as_thinking_within_its_budget(store):
+    """Asked not to think, a model whose template always thinks still does: the answer says
+    so, and the budget sent with the request is the one that capped its reasoning."""
+    from engine.local import LocalEngine
+
+    engine = LocalEngine("tiny-random:qwen3_vl_thinking")
+    engine.load()
+    try:
+        options = TurnOptions(thinking=False, thinking_budget=4,
+                              sampling=Sampling(max_new_tokens=24, temperature=0.0, seed=3))
+        last = _run(Studio(engine, store).ask(_consented(), "Directly, please", [], options))
+        assert last.stats.budget_exhausted and last.stats.reasoning_tokens < 24
+        rows = _rows(store, "select thinking, thinking_budget, reasoning_tokens from messages "
+                            "where role = 'assistant'")
+        assert [(r["thinking"], r["thinking_budget"]) for r in rows] == [(1, 4)]
+    finally:
+        engine.close()
