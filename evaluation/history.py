@@ -19,8 +19,14 @@ def _by_contender(metrics: Mapping[str, Any], section: str, key: str) -> str:
                       if row.get(key) is not None)
 
 
+# The table's columns, named even when there is no run yet (an empty table still says what
+# it will hold).
+RUN_COLUMNS = ("date", "model", "adapters", "split", "pairs", "preference accuracy",
+               "reward margin > 0", "exact match", "vqa accuracy", "head-to-head (W-T-L)", "run")
+
+
 def run_rows(runs: Sequence[EvaluationRun]) -> list[dict[str, Any]]:
-    """One row per stored run, newest first, for a table."""
+    """One row per stored run, newest first, for a table; keys are RUN_COLUMNS."""
     rows = []
     for run in runs:
         m = run.metrics

@@ -24,7 +24,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from evaluation.history import run_points, run_rows
+from evaluation.history import RUN_COLUMNS, run_points, run_rows
 from exports.formats import FORMATS, count_examples, export, preview_pairs
 from ui.limits import PasswordGate, client_address
 from ui.render import inert_html, safe_markdown
@@ -118,7 +118,7 @@ def yield_frame(counts: dict[str, int]) -> pd.DataFrame:
 def evaluation_frames(store) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stored evaluation runs as a table (newest first) and as points for a plot."""
     runs = store.list_evaluation_runs()
-    table = pd.DataFrame(run_rows(runs))
+    table = pd.DataFrame(run_rows(runs), columns=list(RUN_COLUMNS))
     points = pd.DataFrame(run_points(runs),
                           columns=["run", "contender", "preference accuracy"])
     points["run"] = pd.to_datetime(points["run"], utc=True)

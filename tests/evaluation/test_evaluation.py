@@ -347,6 +347,15 @@ def test_a_run_is_stored_and_read_back(tmp_path, report):
     assert len(plotted) == 4 and str(plotted["run"].dtype).startswith("datetime64")
 
 
+def test_with_no_run_yet_the_runs_table_still_names_its_columns(tmp_path):
+    from evaluation.history import RUN_COLUMNS
+    from ui.data_tab import evaluation_frames
+
+    with Store(tmp_path / "studio.db") as store:
+        table, plotted = evaluation_frames(store)
+    assert list(table.columns) == list(RUN_COLUMNS) and len(table) == 0 and len(plotted) == 0
+
+
 def test_the_runs_table_comes_from_its_own_migration(tmp_path):
     Store(tmp_path / "studio.db").close()
     with sqlite3.connect(tmp_path / "studio.db") as conn:
