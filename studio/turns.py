@@ -72,6 +72,9 @@ TITLE_LENGTH = 60
 # client never says it has gone): it is removed, checked at most every SWEEP_EVERY_S.
 SCRATCH_MAX_AGE_S = 6 * 3600
 SWEEP_EVERY_S = 600
+# How long leaving a conversation waits for its answers to stop: the engine stops a request
+# at its next token, so this is only reached by an engine that does not answer at all.
+STOP_WAIT_S = 10.0
 NO_CONSENT_FEEDBACK = "Feedback is only kept when “Save my data” is ticked."
 
 # A browser's key is a random bearer credential: whoever holds it is that person, and the
@@ -243,6 +246,7 @@ class Studio:
         # Per session, the requests streaming for it (two while comparing).
         self._running: dict[str, list[str]] = {}
         self._running_lock = threading.Lock()
+        self._running_changed = threading.Condition(self._running_lock)
         self.scratch_dir: Path | None = None
         self._last_sweep = time.monotonic()
         # session key -> its scratch folder name, so a closed tab's images go at once.
@@ -327,6 +331,15 @@ class Studio:
         for request_id in request_ids:
             self.engine.cancel(request_id)
         return bool(request_ids)
+
+    def stop(self, session_key: str, timeout_s: float = STOP_WAIT_S) -> bool:
+        """Cancel this session's generation and wait until every answer it was streaming is
+        closed and stored (at most `timeout_s`): then the tab can ask again at once, instead
+        of being told it is still answering. True when nothing of it is left running."""
+        self.cancel(session_key)
+        with self._running_changed:
+            return self._running_changed.wait_for(
+                lambda: not self._running.get(session_key), timeout=timeout_s)
 
     def queue_position(self, session_key: str) -> int | None:
         with self._running_lock:
@@ -824,6 +837,7 @@ class Studio:
                 running.remove(request.request_id)
             if not running:
                 self._running.pop(session_key, None)
+            self._running_changed.notify_all()
 
     @property
     def streaming(self) -> int:
@@ -863,12 +877,15 @@ class Studio:
                     last_save = now
                 yield update
         finally:
-            self._forget_running(session_key, request)
-            if not closed:
-                # The consumer went away mid-answer (a closed tab): stop the engine as Stop
-                # does and keep what really happened, counts included.
-                self._drain_cancelled(events, update, request, started)
-                self._close_answer(answer_id, update)
+            try:
+                if not closed:
+                    # The consumer went away mid-answer (a closed tab): stop the engine as
+                    # Stop does and keep what really happened, counts included.
+                    self._drain_cancelled(events, update, request, started)
+                    self._close_answer(answer_id, update)
+            finally:
+                # Only now is the answer closed: `stop` waits for exactly this.
+                self._forget_running(session_key, request)
 
     def _drain_cancelled(self, events: Iterator[Event], update: TurnUpdate,
                          request: GenerationRequest, started: float) -> None:

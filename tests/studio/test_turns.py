@@ -370,3 +370,31 @@ def test_a_template_that_always_thinks_is_stored_as_thinking_within_its_budget(s
         assert [(r["thinking"], r["thinking_budget"]) for r in rows] == [(1, 4)]
     finally:
         engine.close()
+
+
+def test_stop_returns_once_the_sessions_answer_is_closed_and_stored(studio, store):
+    """Leaving a conversation mid-answer: when `stop` returns the answer row is already
+    closed as cancelled, so the tab can ask again at once."""
+    import threading
+
+    options = TurnOptions(thinking=False,
+                          sampling=Sampling(max_new_tokens=4000, temperature=0.0, seed=1))
+    started = threading.Event()
+    finished: list = []
+
+    def consume():
+        for update in studio.ask(_consented(), "A long one", [], options, session_key="tab"):
+            if update.answer:
+                started.set()
+            finished.append(update)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    assert started.wait(timeout=120)
+    assert studio.stop("tab")
+    rows = _rows(store, "select status, finish_reason, answer_tokens from messages "
+                        "where role = 'assistant'")
+    assert [(r["status"], r["finish_reason"]) for r in rows] == [("done", "cancelled")]
+    assert 0 < rows[0]["answer_tokens"] < 4000
+    consumer.join(timeout=60)
+    assert finished[-1].done and studio.stop("tab")  # nothing left: returns at once
