@@ -49,7 +49,7 @@ _TEXT = {
 
 def published_sizes(name: str) -> dict:
     """config.json of AIDC-AI/Ovis2.5-`name` (see the module docstring for the 2B)."""
-    from engine.tiny_ovis25 import published_config
+    from engine.tiny.ovis25 import published_config
 
     llm = {**_TEXT[name], "vocab_size": VOCAB, "head_dim": 128,
            "max_position_embeddings": 40960, "bos_token_id": 151643, "eos_token_id": 151645}
@@ -78,13 +78,13 @@ def write_random_checkpoint(config: dict | Path, folder: Path, *, device: str = 
     from engine.ovis25_config import Ovis25Config
     from engine.ovis25_model import Ovis25ForConditionalGeneration
     from engine.ovis25_processing import PLACEHOLDERS
-    from engine.tiny_common import (
+    from engine.tiny.common import (
         qwen_style_tokenizer,
         seed_everything,
         silence_tokens,
         unprintable_ids,
     )
-    from engine.tiny_ovis25 import EOS_TOKENS, PUBLISHED_TEMPLATE, VISION_TOKENS, save_published
+    from engine.tiny.ovis25 import EOS_TOKENS, PUBLISHED_TEMPLATE, VISION_TOKENS, save_published
 
     if isinstance(config, Path):
         config = json.loads(config.read_text())

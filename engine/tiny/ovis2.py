@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.tiny_common import (
+from engine.tiny.common import (
     decoder_config,
     qwen_style_tokenizer,
     save_checkpoint,
     seed_everything,
 )
-from engine.tiny_hub import OVIS2_TEMPLATE, reconstructed_template
+from engine.tiny.hub import OVIS2_TEMPLATE, reconstructed_template
 
 IMAGE_ATOM = "<IMG_ATOM>"
 # Order matters: the model fills these positions with indicator embeddings 0..4.

@@ -1,5 +1,5 @@
 """Tiny random SmolVLM (SmolVLM2-style `smolvlm`) checkpoint; SmolVLM-256M, an `idefics3`
-checkpoint, is built from its real files by `engine.tiny_hub`.
+checkpoint, is built from its real files by `engine.tiny.hub`.
 
 Each `build_*` function writes a complete checkpoint into an empty folder with
 `save_pretrained`; called only by `engine.tiny.ensure_tiny`, which owns caching.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.tiny_common import (
+from engine.tiny.common import (
     decoder_config,
     llama_style_tokenizer,
     save_checkpoint,

@@ -1,7 +1,7 @@
 """Hand-written Qwen-family checkpoints (small trained vocabulary, Qwen-style template).
 
 The tiny checkpoints the app and tests use are built from the real Hub files by
-`engine.tiny_hub`; the benchmarks (`bench/models.py`) still size their checkpoints from the
+`engine.tiny.hub`; the benchmarks (`bench/models.py`) still size their checkpoints from the
 vocabulary, template and token names here. Each `build_*` function writes a complete
 checkpoint into an empty folder with `save_pretrained`.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.tiny_common import qwen_style_tokenizer, save_checkpoint, seed_everything
+from engine.tiny.common import qwen_style_tokenizer, save_checkpoint, seed_everything
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 EOS_TOKENS = ("<|im_end|>", "<|endoftext|>")

@@ -13,7 +13,7 @@ their real ids), processor settings and `generation_config.json`.
 
 Two things differ from the real checkpoints, on purpose: input and output embeddings are kept
 apart (a random model with tied embeddings mostly repeats its last input token), and the output
-rows of control and unprintable tokens are zeroed (`tiny_common.silence_tokens`), so greedy
+rows of control and unprintable tokens are zeroed (`engine.tiny.common.silence_tokens`), so greedy
 answers are visible text. Called only by `engine.tiny.ensure_tiny`, which owns caching.
 """
 
@@ -23,9 +23,9 @@ import json
 import os
 from pathlib import Path
 
-from engine.tiny_common import seed_everything, silence_tokens, unprintable_ids
+from engine.tiny.common import seed_everything, silence_tokens, unprintable_ids
 
-HUB_FILES = Path(__file__).resolve().parent / "hub"
+HUB_FILES = Path(__file__).resolve().parent.parent / "hub"
 
 QWEN3_5 = "Qwen__Qwen3.5-0.8B"
 QWEN3_VL = "Qwen__Qwen3-VL-4B-Instruct"

@@ -18,7 +18,7 @@ import copy
 import json
 from pathlib import Path
 
-from engine.tiny_common import (
+from engine.tiny.common import (
     qwen_style_tokenizer,
     seed_everything,
     silence_tokens,

@@ -3,7 +3,7 @@
 `ensure_tiny(name)` returns a folder that loads exactly like a hub checkpoint:
 `AutoProcessor.from_pretrained(path)` and the family's model class (see `TINY_NOTES`), with
 random seeded weights. Where the real Hub files of a target checkpoint are at hand
-(`engine.tiny_hub`: the files in engine/hub), the tiny checkpoint is built from
+(`engine.tiny.hub`: the files in engine/hub), the tiny checkpoint is built from
 them: the real config with its sizes shrunk, the real chat template, tokenizer, special token
 ids, processor and generation configs. The other families (LLaVA-NeXT, SmolVLM2, and the
 language sides of LLaVA-OneVision and Ovis2) get a locally trained byte-level BPE tokenizer
@@ -94,12 +94,12 @@ def _qwen3_vl(version: int, builder: str, thinking: str) -> _Recipe:
 
 _RECIPES: dict[str, _Recipe] = {
     # Qwen3.5 0.8B / 2B (what --model auto picks on a CPU or a small GPU): thinks when asked.
-    "qwen3_5": _qwen3_5(3, "engine.tiny_hub:build_qwen3_5", default=False),
+    "qwen3_5": _qwen3_5(3, "engine.tiny.hub:build_qwen3_5", default=False),
     # Qwen3.5 4B / 9B: thinks unless told not to.
-    "qwen3_5_large": _qwen3_5(1, "engine.tiny_hub:build_qwen3_5_large", default=True),
+    "qwen3_5_large": _qwen3_5(1, "engine.tiny.hub:build_qwen3_5_large", default=True),
     "llava": _Recipe(
         3,
-        "engine.tiny_hub:build_llava",
+        "engine.tiny.hub:build_llava",
         TinyNote(
             family="llava",
             model_class="LlavaForConditionalGeneration",
@@ -110,11 +110,11 @@ _RECIPES: dict[str, _Recipe] = {
             real_source="llava-hf__llava-1.5-7b-hf",
         ),
     ),
-    "qwen3_vl": _qwen3_vl(2, "engine.tiny_hub:build_qwen3_vl", "never"),
-    "qwen3_vl_thinking": _qwen3_vl(1, "engine.tiny_hub:build_qwen3_vl_thinking", "always"),
+    "qwen3_vl": _qwen3_vl(2, "engine.tiny.hub:build_qwen3_vl", "never"),
+    "qwen3_vl_thinking": _qwen3_vl(1, "engine.tiny.hub:build_qwen3_vl_thinking", "always"),
     "qwen2_5_vl": _Recipe(
         2,
-        "engine.tiny_hub:build_qwen2_5_vl",
+        "engine.tiny.hub:build_qwen2_5_vl",
         TinyNote(
             family="qwen2_5_vl",
             model_class="Qwen2_5_VLForConditionalGeneration",
@@ -127,7 +127,7 @@ _RECIPES: dict[str, _Recipe] = {
     ),
     "llava_next": _Recipe(
         1,
-        "engine.tiny_llava:build_llava_next",
+        "engine.tiny.llava:build_llava_next",
         TinyNote(
             family="llava_next",
             model_class="LlavaNextForConditionalGeneration",
@@ -139,7 +139,7 @@ _RECIPES: dict[str, _Recipe] = {
     ),
     "llava_onevision": _Recipe(
         2,
-        "engine.tiny_llava:build_llava_onevision",
+        "engine.tiny.llava:build_llava_onevision",
         TinyNote(
             family="llava_onevision",
             model_class="LlavaOnevisionForConditionalGeneration",
@@ -152,7 +152,7 @@ _RECIPES: dict[str, _Recipe] = {
     # SmolVLM-256M-Instruct is an idefics3 checkpoint.
     "idefics3": _Recipe(
         2,
-        "engine.tiny_hub:build_idefics3",
+        "engine.tiny.hub:build_idefics3",
         TinyNote(
             family="idefics3",
             model_class="Idefics3ForConditionalGeneration",
@@ -165,7 +165,7 @@ _RECIPES: dict[str, _Recipe] = {
     ),
     "smolvlm": _Recipe(
         1,
-        "engine.tiny_idefics:build_smolvlm",
+        "engine.tiny.idefics:build_smolvlm",
         TinyNote(
             family="smolvlm",
             model_class="SmolVLMForConditionalGeneration",
@@ -177,7 +177,7 @@ _RECIPES: dict[str, _Recipe] = {
     ),
     "ovis2": _Recipe(
         2,
-        "engine.tiny_ovis2:build_ovis2",
+        "engine.tiny.ovis2:build_ovis2",
         TinyNote(
             family="ovis2",
             model_class="Ovis2ForConditionalGeneration",
@@ -189,7 +189,7 @@ _RECIPES: dict[str, _Recipe] = {
     ),
     "ovis2_5": _Recipe(
         1,
-        "engine.tiny_ovis25:build_ovis2_5",
+        "engine.tiny.ovis25:build_ovis2_5",
         TinyNote(
             model_class="Ovis25ForConditionalGeneration",
             processor_class="Ovis25Processor",
@@ -200,7 +200,7 @@ _RECIPES: dict[str, _Recipe] = {
     ),
     "blip2": _Recipe(
         2,
-        "engine.tiny_hub:build_blip2",
+        "engine.tiny.hub:build_blip2",
         TinyNote(
             family="blip2",
             model_class="Blip2ForConditionalGeneration",
@@ -289,6 +289,3 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

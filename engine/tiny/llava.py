@@ -1,5 +1,5 @@
 """Tiny random LLaVA-NeXT and LLaVA-OneVision checkpoints (LLaVA 1.5 is built from its real
-files by `engine.tiny_hub`).
+files by `engine.tiny.hub`).
 
 Each `build_*` function writes a complete checkpoint into an empty folder with
 `save_pretrained`; called only by `engine.tiny.ensure_tiny`, which owns caching.
@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.tiny_common import (
+from engine.tiny.common import (
     decoder_config,
     llama_style_tokenizer,
     qwen_style_tokenizer,
     save_checkpoint,
     seed_everything,
 )
-from engine.tiny_hub import LLAVA_ONEVISION_TEMPLATE, reconstructed_template
+from engine.tiny.hub import LLAVA_ONEVISION_TEMPLATE, reconstructed_template
 
 IMAGE_TOKEN = "<image>"
 VIDEO_TOKEN = "<video>"

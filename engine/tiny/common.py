@@ -1,6 +1,6 @@
 """Shared parts of the tiny random checkpoints: corpus, tokenizer training, weight touch-ups.
 
-`engine.tiny` builds the checkpoints; the per-family builders in `engine.tiny_*` use these
+`engine.tiny` builds the checkpoints; the per-family builders in `engine.tiny.*` use these
 helpers so that every family gets the same kind of byte-level BPE vocabulary, trained offline on
 a small generated English corpus, and the same seeded weights. Nothing here downloads anything.
 Heavy imports (torch, tokenizers, transformers) happen inside the functions.
