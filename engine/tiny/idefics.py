@@ -17,6 +17,7 @@ from engine.tiny.common import (
     save_checkpoint,
     seed_everything,
 )
+from engine.tiny.sizes import VISION_SIZES
 
 TILE, PATCH, SCALE = 64, 16, 2
 TOKENS_PER_TILE = (TILE // PATCH) ** 2 // SCALE**2
@@ -54,10 +55,7 @@ TEMPLATE = """\
 
 def _vision_config() -> dict:
     return {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
+        **VISION_SIZES,
         "image_size": TILE,
         "patch_size": PATCH,
     }

@@ -20,6 +20,7 @@ from engine.tiny.common import (
     seed_everything,
 )
 from engine.tiny.hub import LLAVA_ONEVISION_TEMPLATE, reconstructed_template
+from engine.tiny.sizes import VISION_SIZES
 
 IMAGE_TOKEN = "<image>"
 VIDEO_TOKEN = "<video>"
@@ -46,10 +47,7 @@ MISTRAL_TEMPLATE = """\
 def _clip_vision_config(image_size: int, patch_size: int) -> dict:
     return {
         "model_type": "clip_vision_model",
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
+        **VISION_SIZES,
         "image_size": image_size,
         "patch_size": patch_size,
         "projection_dim": 32,
@@ -129,10 +127,7 @@ def build_llava_onevision(folder: Path) -> None:
     )
     vision_config = {
         "model_type": "siglip_vision_model",
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
+        **VISION_SIZES,
         "image_size": image_size,
         "patch_size": patch_size,
         "vision_use_head": False,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.tiny.common import qwen_style_tokenizer, save_checkpoint, seed_everything
+from engine.tiny.sizes import LINEAR_ATTENTION_SIZES, QWEN_VISION_SIZES, TEXT_SIZES
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 EOS_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -129,22 +130,12 @@ def build_qwen3_5(folder: Path) -> None:
         Qwen3_5Tokenizer, PRETOKENIZE_REGEX, VISION_TOKENS, THINKING_TEMPLATE
     )
     processor = _processor(Qwen3VLProcessor, Qwen3VLVideoProcessor, tokenizer, patch_size=16)
-    hidden = 64
     text_config = {
         "vocab_size": len(tokenizer),
-        "hidden_size": hidden,
-        "intermediate_size": 128,
+        **TEXT_SIZES,
         "num_hidden_layers": 4,
         "layer_types": ["linear_attention"] * 3 + ["full_attention"],
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "head_dim": 32,
-        "linear_num_key_heads": 2,
-        # 32 narrow value heads: in_proj_a / in_proj_b have one output per value head, and
-        # 4-bit kernels on CPU need out_features % 32 == 0, as the real widths have.
-        "linear_num_value_heads": 32,
-        "linear_key_head_dim": 32,
-        "linear_value_head_dim": 4,
+        **LINEAR_ATTENTION_SIZES,
         "linear_conv_kernel_dim": 4,
         "max_position_embeddings": 4096,
         "rope_parameters": {
@@ -159,14 +150,11 @@ def build_qwen3_5(folder: Path) -> None:
         "eos_token_id": tokenizer.eos_token_id,
     }
     vision_config = {
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 2,
+        **QWEN_VISION_SIZES,
         "patch_size": 16,
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
-        "out_hidden_size": hidden,
+        "out_hidden_size": TEXT_SIZES["hidden_size"],
         "num_position_embeddings": 256,
     }
     config = Qwen3_5Config(
@@ -195,15 +183,9 @@ def build_qwen3_vl(folder: Path) -> None:
         Qwen2Tokenizer, PRETOKENIZE_REGEX, VISION_TOKENS, THINKING_TEMPLATE
     )
     processor = _processor(Qwen3VLProcessor, Qwen3VLVideoProcessor, tokenizer, patch_size=16)
-    hidden = 64
     text_config = {
         "vocab_size": len(tokenizer),
-        "hidden_size": hidden,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "head_dim": 32,
+        **TEXT_SIZES,
         "max_position_embeddings": 4096,
         "rope_parameters": {
             "rope_type": "default",
@@ -215,14 +197,11 @@ def build_qwen3_vl(folder: Path) -> None:
         "pad_token_id": tokenizer.pad_token_id,
     }
     vision_config = {
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 2,
+        **QWEN_VISION_SIZES,
         "patch_size": 16,
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
-        "out_hidden_size": hidden,
+        "out_hidden_size": TEXT_SIZES["hidden_size"],
         "num_position_embeddings": 256,
         "deepstack_visual_indexes": [0],
     }
@@ -252,14 +231,10 @@ def build_qwen2_5_vl(folder: Path) -> None:
         Qwen2Tokenizer, PRETOKENIZE_REGEX, VISION_TOKENS, PLAIN_TEMPLATE
     )
     processor = _processor(Qwen2_5_VLProcessor, Qwen2VLVideoProcessor, tokenizer, patch_size=14)
-    hidden = 64
     text_config = {
         "vocab_size": len(tokenizer),
-        "hidden_size": hidden,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
+        # No head_dim: Qwen2.5-VL derives it from the width and head count.
+        **{k: v for k, v in TEXT_SIZES.items() if k != "head_dim"},
         "max_position_embeddings": 4096,
         "rope_parameters": {
             "rope_type": "default",
@@ -272,16 +247,13 @@ def build_qwen2_5_vl(folder: Path) -> None:
         "pad_token_id": tokenizer.pad_token_id,
     }
     vision_config = {
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 2,
+        **QWEN_VISION_SIZES,
         "patch_size": 14,
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
         "window_size": 112,
         "fullatt_block_indexes": [1],
-        "out_hidden_size": hidden,
+        "out_hidden_size": TEXT_SIZES["hidden_size"],
     }
     config = Qwen2_5_VLConfig(
         text_config=text_config,
