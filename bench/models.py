@@ -6,12 +6,12 @@ per second on one thread of the benchmark machine when it is quiet, closer to wh
 a small real model sees, so the app's own costs can be judged against a realistic token rate.
 `bench.gpu` uses the same builder with the published sizes.
 
-Checkpoints are built like `engine.tiny.qwen` builds the tiny one (its byte-level tokenizer,
-chat template with thinking, vision token ids, seeded weights, silenced control tokens), only
-with the widths of `QwenSize`, and saved with `save_pretrained`, so the app loads them with
-`--model PATH` like any checkpoint. Named ones go to <cache>/bench/qwen3_5-<name>-v<N>
-(cache: $VQA_STUDIO_CACHE or ~/.cache/vqa-studio) and are rebuilt only when missing or
-incomplete.
+Checkpoints get a byte-level tokenizer trained offline (`engine.tiny.common`), the Qwen chat
+template with thinking and the vision token names of `engine.tiny.qwen`, seeded weights and
+silenced control tokens, with the widths of `QwenSize`, and are saved with `save_pretrained`,
+so the app loads them with `--model PATH` like any checkpoint. Named ones go to
+<cache>/bench/qwen3_5-<name>-v<N> (cache: $VQA_STUDIO_CACHE or ~/.cache/vqa-studio) and are
+rebuilt only when missing or incomplete.
 
 `python -m bench.models` builds the medium checkpoint and prints its size and decode speed.
 """
