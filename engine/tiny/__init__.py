@@ -16,6 +16,11 @@ The default cache is $VQA_STUDIO_CACHE or ~/.cache/vqa-studio, subfolder tiny/<f
 "tiny-random" is the app's alias for ensure_tiny("qwen3_5"); this module does not resolve it.
 
 `python -m engine.tiny [FAMILY ...]` builds the named families (all by default) and prints paths.
+
+The builders live in this package's submodules, which import torch and transformers only
+when a build runs: `hub` (from the real Hub files), `llava`, `idefics`, `ovis2` and `ovis25`
+(written by hand), on `common` (corpus, tokenizers, seeding, saving) and `sizes` (the one
+home of the tiny widths, depths and head counts); `qwen` holds the benchmarks' Qwen template.
 """
 
 from __future__ import annotations
