@@ -60,6 +60,7 @@ from bench.common import (
 )
 from bench.models import QwenSize, build_qwen3_5, qwen3_5_config, tokenizer_and_processor
 from bench.workload import QUESTION, ask_engine, crowd
+from engine.tiny.common import folder_size
 
 VOCAB = 248_320
 CONTEXT = 262_144
@@ -233,6 +234,41 @@ class Deadline:
         return self.end is None or time.monotonic() + seconds < self.end
 
 
+def report_build(label: str, seconds: float, folder: Path) -> None:
+    print(f"- {label}: random checkpoint built and saved in {seconds:.0f} s, "
+          f"{folder_size(folder) / GIB:.1f} GiB on disk", flush=True)
+
+
+def measure_quantizations(folder: Path, quantizations: list[str], device: str, image,
+                          reps: int, users: int, max_new_tokens: int, rounds: int = 2,
+                          deadline: Deadline | None = None, label: str = "") -> list[list]:
+    """One table row per quantization of the checkpoint in `folder` (see
+    `print_measurements`); a quantization that fails or would pass the deadline gets a row
+    saying so, so one failure does not hide the others."""
+    deadline = deadline or Deadline(None)
+    rows = []
+    for quantization in quantizations:
+        if not deadline.allows(30):
+            rows.append([quantization, "not run: the run's deadline came first"] + [""] * 9)
+            continue
+        try:
+            rows.append(measure_quantization(folder, quantization, device, image, reps,
+                                             users, max_new_tokens, rounds))
+        except Exception as exc:  # one failing quantization must not hide the others
+            rows.append([quantization, f"failed: {type(exc).__name__}: {exc}"[:200]]
+                        + [""] * 9)
+        print(f"  {label or folder.name} {quantization}: {rows[-1]}", flush=True)
+    return rows
+
+
+def print_measurements(title: str, users: int, rows: list[list]) -> None:
+    print_table(title,
+                ["quantization", "load s", "weights GiB", "peak GiB after load",
+                 "peak GiB answering", "TTFT p50 ms (1 user)", "tok/s (1 user)",
+                 f"aggregate tok/s ({users} users)", f"TTFT p50 ms ({users} users)",
+                 f"TTFT p95 ms ({users} users)", "errors"], rows)
+
+
 def measure_sizes(names: list[str], quantizations: list[str], device: str, workdir: Path,
                   reps: int, users: int, max_new_tokens: int, smoke: bool,
                   rounds: int = 2, app: tuple[str, str] | None = None,
@@ -254,26 +290,13 @@ def measure_sizes(names: list[str], quantizations: list[str], device: str, workd
         # Built in bf16 where it runs; the CPU smoke slice stays in float32.
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
         build_qwen3_5(folder, size, image_tokens=None, device=device, dtype=dtype)
-        built = time.perf_counter() - started
-        disk = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / GIB
         if device == "cuda":
             gc.collect()
             torch.cuda.empty_cache()
-        rows = []
         label = f"{name} slice on CPU (smoke)" if smoke else name
-        print(f"- {label}: random checkpoint built and saved in {built:.0f} s, {disk:.1f} GiB "
-              "on disk", flush=True)
-        for quantization in quantizations:
-            if not deadline.allows(30):
-                rows.append([quantization, "not run: the run's deadline came first"] + [""] * 9)
-                continue
-            try:
-                rows.append(measure_quantization(folder, quantization, device, image, reps,
-                                                 users, max_new_tokens, rounds))
-            except Exception as exc:  # one failing quantization must not hide the others
-                rows.append([quantization, f"failed: {type(exc).__name__}: {exc}"[:200]]
-                            + [""] * 9)
-            print(f"  {label} {quantization}: {rows[-1]}", flush=True)
+        report_build(label, time.perf_counter() - started, folder)
+        rows = measure_quantizations(folder, quantizations, device, image, reps, users,
+                                     max_new_tokens, rounds, deadline, label)
         if app is not None and app[0] == name:
             if deadline.allows(app_seconds + 60):
                 measure_app(folder, app[1], device, image, image_path, app_seconds,
@@ -281,11 +304,9 @@ def measure_sizes(names: list[str], quantizations: list[str], device: str, workd
             else:
                 print(f"- app with {name} {app[1]}: not run, the run's deadline came first")
         shutil.rmtree(folder, ignore_errors=True)
-        print_table(f"Qwen3.5-{label}: {reps} single questions, then {users} users x {rounds}",
-                    ["quantization", "load s", "weights GiB", "peak GiB after load",
-                     "peak GiB answering", "TTFT p50 ms (1 user)", "tok/s (1 user)",
-                     f"aggregate tok/s ({users} users)", f"TTFT p50 ms ({users} users)",
-                     f"TTFT p95 ms ({users} users)", "errors"], rows)
+        print_measurements(
+            f"Qwen3.5-{label}: {reps} single questions, then {users} users x {rounds}",
+            users, rows)
 
 
 def measure_app(folder: Path, quantization: str, device: str, image, image_path: Path,

@@ -6,12 +6,12 @@ per second on one thread of the benchmark machine when it is quiet, closer to wh
 a small real model sees, so the app's own costs can be judged against a realistic token rate.
 `bench.gpu` uses the same builder with the published sizes.
 
-Checkpoints are built like `engine.tiny_qwen` builds the tiny one (its byte-level tokenizer,
-chat template with thinking, vision token ids, seeded weights, silenced control tokens), only
-with the widths of `QwenSize`, and saved with `save_pretrained`, so the app loads them with
-`--model PATH` like any checkpoint. Named ones go to <cache>/bench/qwen3_5-<name>-v<N>
-(cache: $VQA_STUDIO_CACHE or ~/.cache/vqa-studio) and are rebuilt only when missing or
-incomplete.
+Checkpoints get a byte-level tokenizer trained offline (`engine.tiny.common`), the Qwen chat
+template with thinking and the vision token names of `engine.tiny.qwen`, seeded weights and
+silenced control tokens, with the widths of `QwenSize`, and are saved with `save_pretrained`,
+so the app loads them with `--model PATH` like any checkpoint. Named ones go to
+<cache>/bench/qwen3_5-<name>-v<N> (cache: $VQA_STUDIO_CACHE or ~/.cache/vqa-studio) and are
+rebuilt only when missing or incomplete.
 
 `python -m bench.models` builds the medium checkpoint and prints its size and decode speed.
 """
@@ -99,8 +99,8 @@ def tokenizer_and_processor(image_tokens: tuple[int, int] | None = SMALL_IMAGES)
         Qwen3_5Tokenizer,
     )
 
-    from engine.tiny_common import qwen_style_tokenizer
-    from engine.tiny_qwen import THINKING_TEMPLATE, VISION_TOKENS
+    from engine.tiny.common import qwen_style_tokenizer
+    from engine.tiny.qwen import THINKING_TEMPLATE, VISION_TOKENS
 
     tokenizer = qwen_style_tokenizer(
         Qwen3_5Tokenizer, PRETOKENIZE_REGEX, VISION_TOKENS, THINKING_TEMPLATE)
@@ -121,7 +121,7 @@ def tokenizer_and_processor(image_tokens: tuple[int, int] | None = SMALL_IMAGES)
 def qwen3_5_config(size: QwenSize, tokenizer):
     from transformers import Qwen3_5Config
 
-    from engine.tiny_qwen import VISION_TOKENS
+    from engine.tiny.qwen import VISION_TOKENS
 
     start, end, image, video = tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
     text_config = {
@@ -176,8 +176,8 @@ def build_qwen3_5(folder: Path, size: QwenSize, *, image_tokens=SMALL_IMAGES,
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from engine.tiny_common import save_checkpoint, seed_everything, silence_tokens
-    from engine.tiny_qwen import EOS_TOKENS
+    from engine.tiny.common import save_checkpoint, seed_everything, silence_tokens
+    from engine.tiny.qwen import EOS_TOKENS
 
     tokenizer, processor = tokenizer_and_processor(image_tokens)
     config = qwen3_5_config(size, tokenizer)

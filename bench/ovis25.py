@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from bench.common import fixed, print_machine, print_table, quiet_transformers, scene_image
+from engine.tiny.sizes import OVIS2_5_VISION_SIZES, TEXT_SIZES
 
 VOCAB = 151_936
 GIB = 1024**3
@@ -49,7 +50,7 @@ _TEXT = {
 
 def published_sizes(name: str) -> dict:
     """config.json of AIDC-AI/Ovis2.5-`name` (see the module docstring for the 2B)."""
-    from engine.tiny_ovis25 import published_config
+    from engine.tiny.ovis25 import published_config
 
     llm = {**_TEXT[name], "vocab_size": VOCAB, "head_dim": 128,
            "max_position_embeddings": 40960, "bos_token_id": 151643, "eos_token_id": 151645}
@@ -59,12 +60,11 @@ def published_sizes(name: str) -> dict:
 def shrunk(config: dict) -> dict:
     """The same config at tiny widths and depths (vocabulary included): for CPU checks."""
     small = copy.deepcopy(config)
-    small["llm_config"].update(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                               max_window_layers=2, num_attention_heads=2,
-                               num_key_value_heads=1, head_dim=32, vocab_size=1024)
-    small["vit_config"].update(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                               num_attention_heads=4, image_size=64)
-    small.update(hidden_size=64, vocab_size=1024, num_attention_heads=2, visual_vocab_size=68)
+    small["llm_config"].update(**TEXT_SIZES, max_window_layers=TEXT_SIZES["num_hidden_layers"],
+                               vocab_size=1024)
+    small["vit_config"].update(**OVIS2_5_VISION_SIZES, image_size=64)
+    small.update(hidden_size=TEXT_SIZES["hidden_size"], vocab_size=1024,
+                 num_attention_heads=TEXT_SIZES["num_attention_heads"], visual_vocab_size=68)
     return small
 
 
@@ -78,13 +78,13 @@ def write_random_checkpoint(config: dict | Path, folder: Path, *, device: str = 
     from engine.ovis25_config import Ovis25Config
     from engine.ovis25_model import Ovis25ForConditionalGeneration
     from engine.ovis25_processing import PLACEHOLDERS
-    from engine.tiny_common import (
+    from engine.tiny.common import (
         qwen_style_tokenizer,
         seed_everything,
         silence_tokens,
         unprintable_ids,
     )
-    from engine.tiny_ovis25 import EOS_TOKENS, PUBLISHED_TEMPLATE, VISION_TOKENS, save_published
+    from engine.tiny.ovis25 import EOS_TOKENS, PUBLISHED_TEMPLATE, VISION_TOKENS, save_published
 
     if isinstance(config, Path):
         config = json.loads(config.read_text())
@@ -154,7 +154,7 @@ def measure(configs: dict[str, dict], quantizations: list[str], device: str, wor
             reps: int, users: int, max_new_tokens: int) -> None:
     import torch
 
-    from bench.gpu import measure_quantization
+    from bench.gpu import measure_quantizations, print_measurements, report_build
     from engine.images import ImagePolicy, load_image
 
     image = load_image(str(scene_image(workdir / "scene.png")), ImagePolicy())
@@ -163,26 +163,14 @@ def measure(configs: dict[str, dict], quantizations: list[str], device: str, wor
         started = time.perf_counter()
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
         write_random_checkpoint(config, folder, device=device, dtype=dtype)
-        built = time.perf_counter() - started
-        disk = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / GIB
         if device == "cuda":
             torch.cuda.empty_cache()
-        rows = []
-        for quantization in quantizations:
-            try:
-                rows.append(measure_quantization(folder, quantization, device, image, reps,
-                                                 users, max_new_tokens))
-            except Exception as exc:  # one failing quantization must not hide the others
-                rows.append([quantization, f"failed: {type(exc).__name__}: {exc}"[:200]]
-                            + [""] * 9)
+        report_build(name, time.perf_counter() - started, folder)
+        rows = measure_quantizations(folder, quantizations, device, image, reps, users,
+                                     max_new_tokens, label=name)
         shutil.rmtree(folder, ignore_errors=True)
-        print(f"- {name}: random checkpoint built and saved in {built:.0f} s, {disk:.1f} GiB "
-              "on disk", flush=True)
-        print_table(f"Ovis2.5-{name}: {reps} single questions, then {users} users x 2",
-                    ["quantization", "load s", "weights GiB", "peak GiB after load",
-                     "peak GiB answering", "TTFT p50 ms (1 user)", "tok/s (1 user)",
-                     f"aggregate tok/s ({users} users)", f"TTFT p50 ms ({users} users)",
-                     f"TTFT p95 ms ({users} users)", "errors"], rows)
+        print_measurements(f"Ovis2.5-{name}: {reps} single questions, then {users} users x 2",
+                           users, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

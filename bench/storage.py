@@ -289,7 +289,7 @@ def export_all(db_path: Path, formats: list[str], workdir: Path) -> list[list]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.tiny_common import corpus
+    from engine.tiny.common import corpus
     from exports.formats import FORMATS
 
     parser = argparse.ArgumentParser(prog="python -m bench.storage",

@@ -3,7 +3,7 @@
 easy-vqa (the `easy-vqa` package: 4,000 train and 1,000 test 64x64 images of one coloured
 shape each, 38,575 / 9,673 questions, 13 one-word answers) is the whole world of this model.
 The checkpoint is a standard `LlavaForConditionalGeneration` with the tiny LLaVA 1.5 layout of
-`engine.tiny_llava` (CLIP ViT + Llama, the Vicuna "USER: ... ASSISTANT:" template), sized for
+`engine.tiny.llava` (CLIP ViT + Llama, the Vicuna "USER: ... ASSISTANT:" template), sized for
 64 px images with patch 16, trained from random weights with transformers' `Trainer` on the
 CPU: the prompt is exactly what the engine builds for one image and one question, the loss
 is on the answer and its end-of-turn token only. Seeded, so a rebuild gives the same weights
@@ -80,8 +80,8 @@ def build_untrained(folder: Path) -> None:
         LlavaProcessor,
     )
 
-    from engine.tiny_common import decoder_config, llama_style_tokenizer, seed_everything
-    from engine.tiny_llava import IMAGE_TOKEN
+    from engine.tiny.common import decoder_config, llama_style_tokenizer, seed_everything
+    from engine.tiny.llava import IMAGE_TOKEN
 
     tokenizer = llama_style_tokenizer([IMAGE_TOKEN], TEMPLATE)
     processor = LlavaProcessor(

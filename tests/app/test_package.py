@@ -28,7 +28,13 @@ def sources() -> list[str]:
     checkout, so a module it forgets to declare fails here rather than after install."""
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     return ["pyproject.toml", "README.md", "requirements.txt",
-            *(f"{module}.py" for module in setuptools["py-modules"]), *setuptools["packages"]]
+            *(f"{module}.py" for module in setuptools["py-modules"]),
+            *top_level(setuptools["packages"])]
+
+
+def top_level(packages: list[str]) -> list[str]:
+    """The folders that hold `packages`: a subpackage travels with its parent's folder."""
+    return list(dict.fromkeys(package.split(".")[0] for package in packages))
 
 
 @pytest.fixture(scope="module")

@@ -285,13 +285,13 @@ TEMPLATE_SOURCES = {
 def _real_json(family: str, name: str) -> dict:
     import json
 
-    from engine.tiny_hub import hub_files
+    from engine.tiny.hub import hub_files
 
     return json.loads((hub_files(TINY_NOTES[family].real_source) / name).read_text())
 
 
 def _template(family: str) -> str:
-    from engine.tiny_hub import real_template, reconstructed_template
+    from engine.tiny.hub import real_template, reconstructed_template
 
     real, rebuilt = TEMPLATE_SOURCES[family]
     return real_template(real) if real else reconstructed_template(rebuilt)
@@ -356,7 +356,7 @@ def test_special_tokens_and_generation_config_are_the_real_ones(tiny_checkpoint,
         assert tokenizer.convert_tokens_to_ids(entry["content"]) == int(token_id), entry
     generation = GenerationConfig.from_pretrained(folder)
     if family.startswith("qwen3_5"):
-        from engine.tiny_hub import QWEN3_5_GENERATION as real
+        from engine.tiny.hub import QWEN3_5_GENERATION as real
     else:
         real = _real_json(family, "generation_config.json")
     for key, value in real.items():

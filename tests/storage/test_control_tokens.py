@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from control_tokens import CONTROL_TOKENS, has_control_token, without_control_tokens
-from engine.tiny_hub import hub_dir
+from engine.tiny.hub import hub_dir
 
 HUB_FILES = hub_dir()
 

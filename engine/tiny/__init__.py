@@ -3,7 +3,7 @@
 `ensure_tiny(name)` returns a folder that loads exactly like a hub checkpoint:
 `AutoProcessor.from_pretrained(path)` and the family's model class (see `TINY_NOTES`), with
 random seeded weights. Where the real Hub files of a target checkpoint are at hand
-(`engine.tiny_hub`: the files in engine/hub), the tiny checkpoint is built from
+(`engine.tiny.hub`: the files in engine/hub), the tiny checkpoint is built from
 them: the real config with its sizes shrunk, the real chat template, tokenizer, special token
 ids, processor and generation configs. The other families (LLaVA-NeXT, SmolVLM2, and the
 language sides of LLaVA-OneVision and Ovis2) get a locally trained byte-level BPE tokenizer
@@ -16,6 +16,11 @@ The default cache is $VQA_STUDIO_CACHE or ~/.cache/vqa-studio, subfolder tiny/<f
 "tiny-random" is the app's alias for ensure_tiny("qwen3_5"); this module does not resolve it.
 
 `python -m engine.tiny [FAMILY ...]` builds the named families (all by default) and prints paths.
+
+The builders live in this package's submodules, which import torch and transformers only
+when a build runs: `hub` (from the real Hub files), `llava`, `idefics`, `ovis2` and `ovis25`
+(written by hand), on `common` (corpus, tokenizers, seeding, saving) and `sizes` (the one
+home of the tiny widths, depths and head counts); `qwen` holds the benchmarks' Qwen template.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from engine.tiny import hub
 
 MARKER = "tiny-complete.txt"
 
@@ -66,167 +73,77 @@ class _Recipe:
     note: TinyNote
 
 
-def _qwen3_5(version: int, builder: str, default: bool) -> _Recipe:
-    return _Recipe(version, builder, TinyNote(
-        family="qwen3_5",
-        model_class="Qwen3_5ForConditionalGeneration",
-        processor_class="Qwen3VLProcessor",
-        thinking="switchable",
-        thinking_default=default,
-        chat_template=True,
-        image_token="<|image_pad|>",
-        real_source="Qwen__Qwen3.5-0.8B",
-    ))
-
-
-def _qwen3_vl(version: int, builder: str, thinking: str) -> _Recipe:
-    return _Recipe(version, builder, TinyNote(
-        family="qwen3_vl",
-        model_class="Qwen3VLForConditionalGeneration",
-        processor_class="Qwen3VLProcessor",
+def _recipe(
+    version: int,
+    builder: str,
+    architecture: str,
+    processor_class: str,
+    image_token: str,
+    real_source: str | None = None,
+    *,
+    family: str = "",
+    thinking: str = "never",
+    thinking_default: bool = False,
+    chat_template: bool = True,
+) -> _Recipe:
+    """One row of the table below. `builder` is "module:function" within this package;
+    `architecture` names the model class, <architecture>ForConditionalGeneration."""
+    return _Recipe(version, f"{__name__}.{builder}", TinyNote(
+        model_class=f"{architecture}ForConditionalGeneration",
+        processor_class=processor_class,
         thinking=thinking,
-        thinking_default=thinking == "always",
-        chat_template=True,
-        image_token="<|image_pad|>",
-        real_source="Qwen__Qwen3-VL-4B-Instruct",
+        # A template that always thinks thinks when not told, too.
+        thinking_default=thinking_default or thinking == "always",
+        chat_template=chat_template,
+        image_token=image_token,
+        real_source=real_source,
+        family=family,
     ))
 
 
+# The image placeholders of the Qwen processors and of the LLaVA-like ones.
+_QWEN_IMAGE, _IMAGE = "<|image_pad|>", "<image>"
+
+# A recipe's version is part of its folder name: move it whenever what the builder writes
+# changes, so caches built by older code are not reused.
 _RECIPES: dict[str, _Recipe] = {
     # Qwen3.5 0.8B / 2B (what --model auto picks on a CPU or a small GPU): thinks when asked.
-    "qwen3_5": _qwen3_5(3, "engine.tiny_hub:build_qwen3_5", default=False),
+    "qwen3_5": _recipe(3, "hub:build_qwen3_5", "Qwen3_5", "Qwen3VLProcessor", _QWEN_IMAGE,
+                       hub.QWEN3_5, thinking="switchable"),
     # Qwen3.5 4B / 9B: thinks unless told not to.
-    "qwen3_5_large": _qwen3_5(1, "engine.tiny_hub:build_qwen3_5_large", default=True),
-    "llava": _Recipe(
-        3,
-        "engine.tiny_hub:build_llava",
-        TinyNote(
-            family="llava",
-            model_class="LlavaForConditionalGeneration",
-            processor_class="LlavaProcessor",
-            thinking="never",
-            chat_template=True,
-            image_token="<image>",
-            real_source="llava-hf__llava-1.5-7b-hf",
-        ),
-    ),
-    "qwen3_vl": _qwen3_vl(2, "engine.tiny_hub:build_qwen3_vl", "never"),
-    "qwen3_vl_thinking": _qwen3_vl(1, "engine.tiny_hub:build_qwen3_vl_thinking", "always"),
-    "qwen2_5_vl": _Recipe(
-        2,
-        "engine.tiny_hub:build_qwen2_5_vl",
-        TinyNote(
-            family="qwen2_5_vl",
-            model_class="Qwen2_5_VLForConditionalGeneration",
-            processor_class="Qwen2_5_VLProcessor",
-            thinking="never",
-            chat_template=True,
-            image_token="<|image_pad|>",
-            real_source="Qwen__Qwen2.5-VL-3B-Instruct",
-        ),
-    ),
-    "llava_next": _Recipe(
-        1,
-        "engine.tiny_llava:build_llava_next",
-        TinyNote(
-            family="llava_next",
-            model_class="LlavaNextForConditionalGeneration",
-            processor_class="LlavaNextProcessor",
-            thinking="never",
-            chat_template=True,
-            image_token="<image>",
-        ),
-    ),
-    "llava_onevision": _Recipe(
-        2,
-        "engine.tiny_llava:build_llava_onevision",
-        TinyNote(
-            family="llava_onevision",
-            model_class="LlavaOnevisionForConditionalGeneration",
-            processor_class="LlavaOnevisionProcessor",
-            thinking="never",
-            chat_template=True,
-            image_token="<image>",
-        ),
-    ),
+    "qwen3_5_large": _recipe(1, "hub:build_qwen3_5_large", "Qwen3_5", "Qwen3VLProcessor",
+                             _QWEN_IMAGE, hub.QWEN3_5, family="qwen3_5", thinking="switchable",
+                             thinking_default=True),
+    "llava": _recipe(3, "hub:build_llava", "Llava", "LlavaProcessor", _IMAGE, hub.LLAVA),
+    "qwen3_vl": _recipe(2, "hub:build_qwen3_vl", "Qwen3VL", "Qwen3VLProcessor", _QWEN_IMAGE,
+                        hub.QWEN3_VL),
+    "qwen3_vl_thinking": _recipe(1, "hub:build_qwen3_vl_thinking", "Qwen3VL",
+                                 "Qwen3VLProcessor", _QWEN_IMAGE, hub.QWEN3_VL,
+                                 family="qwen3_vl", thinking="always"),
+    "qwen2_5_vl": _recipe(2, "hub:build_qwen2_5_vl", "Qwen2_5_VL", "Qwen2_5_VLProcessor",
+                          _QWEN_IMAGE, hub.QWEN2_5_VL),
+    "llava_next": _recipe(1, "llava:build_llava_next", "LlavaNext", "LlavaNextProcessor",
+                          _IMAGE),
+    "llava_onevision": _recipe(2, "llava:build_llava_onevision", "LlavaOnevision",
+                               "LlavaOnevisionProcessor", _IMAGE),
     # SmolVLM-256M-Instruct is an idefics3 checkpoint.
-    "idefics3": _Recipe(
-        2,
-        "engine.tiny_hub:build_idefics3",
-        TinyNote(
-            family="idefics3",
-            model_class="Idefics3ForConditionalGeneration",
-            processor_class="Idefics3Processor",
-            thinking="never",
-            chat_template=True,
-            image_token="<image>",
-            real_source="HuggingFaceTB__SmolVLM-256M-Instruct",
-        ),
-    ),
-    "smolvlm": _Recipe(
-        1,
-        "engine.tiny_idefics:build_smolvlm",
-        TinyNote(
-            family="smolvlm",
-            model_class="SmolVLMForConditionalGeneration",
-            processor_class="SmolVLMProcessor",
-            thinking="never",
-            chat_template=True,
-            image_token="<image>",
-        ),
-    ),
-    "ovis2": _Recipe(
-        2,
-        "engine.tiny_ovis2:build_ovis2",
-        TinyNote(
-            family="ovis2",
-            model_class="Ovis2ForConditionalGeneration",
-            processor_class="Ovis2Processor",
-            thinking="never",
-            chat_template=True,
-            image_token="<IMG_ATOM>",
-        ),
-    ),
-    "ovis2_5": _Recipe(
-        1,
-        "engine.tiny_ovis25:build_ovis2_5",
-        TinyNote(
-            model_class="Ovis25ForConditionalGeneration",
-            processor_class="Ovis25Processor",
-            thinking=True,
-            chat_template=True,
-            image_token="<|image_pad|>",
-        ),
-    ),
-    "blip2": _Recipe(
-        2,
-        "engine.tiny_hub:build_blip2",
-        TinyNote(
-            family="blip2",
-            model_class="Blip2ForConditionalGeneration",
-            processor_class="Blip2Processor",
-            thinking="never",
-            chat_template=False,
-            image_token="<image>",
-            real_source="Salesforce__blip2-opt-2.7b",
-        ),
-    ),
+    "idefics3": _recipe(2, "hub:build_idefics3", "Idefics3", "Idefics3Processor", _IMAGE,
+                        hub.SMOLVLM_256M),
+    "smolvlm": _recipe(1, "idefics:build_smolvlm", "SmolVLM", "SmolVLMProcessor", _IMAGE),
+    "ovis2": _recipe(2, "ovis2:build_ovis2", "Ovis2", "Ovis2Processor", "<IMG_ATOM>"),
+    "ovis2_5": _recipe(1, "ovis25:build_ovis2_5", "Ovis25", "Ovis25Processor", _QWEN_IMAGE,
+                       thinking="switchable", thinking_default=True),
+    "blip2": _recipe(2, "hub:build_blip2", "Blip2", "Blip2Processor", _IMAGE, hub.BLIP2,
+                     chat_template=False),
 }
 
 TINY_FAMILIES: tuple[str, ...] = tuple(_RECIPES)
 
 
-def _settled(name: str, note: TinyNote) -> TinyNote:
-    """The note with its family named and its thinking spelled as a mode."""
-    thinking, default = note.thinking, note.thinking_default
-    if isinstance(thinking, bool):  # True: honours enable_thinking, thinking by default
-        thinking, default = ("switchable", True) if thinking else ("never", False)
-    return replace(note, family=note.family or name, thinking=thinking,
-                   thinking_default=default)
-
-
+# A note without a family belongs to the engine family of its own name.
 TINY_NOTES: dict[str, TinyNote] = {
-    name: _settled(name, recipe.note) for name, recipe in _RECIPES.items()}
+    name: replace(recipe.note, family=recipe.note.family or name)
+    for name, recipe in _RECIPES.items()}
 
 
 def default_cache_dir() -> Path:
@@ -289,6 +206,3 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

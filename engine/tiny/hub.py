@@ -13,7 +13,7 @@ their real ids), processor settings and `generation_config.json`.
 
 Two things differ from the real checkpoints, on purpose: input and output embeddings are kept
 apart (a random model with tied embeddings mostly repeats its last input token), and the output
-rows of control and unprintable tokens are zeroed (`tiny_common.silence_tokens`), so greedy
+rows of control and unprintable tokens are zeroed (`engine.tiny.common.silence_tokens`), so greedy
 answers are visible text. Called only by `engine.tiny.ensure_tiny`, which owns caching.
 """
 
@@ -23,9 +23,15 @@ import json
 import os
 from pathlib import Path
 
-from engine.tiny_common import seed_everything, silence_tokens, unprintable_ids
+from engine.tiny.common import seed_everything, silence_tokens, unprintable_ids
+from engine.tiny.sizes import (
+    LINEAR_ATTENTION_SIZES,
+    QWEN_VISION_SIZES,
+    TEXT_SIZES,
+    VISION_SIZES,
+)
 
-HUB_FILES = Path(__file__).resolve().parent / "hub"
+HUB_FILES = Path(__file__).resolve().parent.parent / "hub"
 
 QWEN3_5 = "Qwen__Qwen3.5-0.8B"
 QWEN3_VL = "Qwen__Qwen3-VL-4B-Instruct"
@@ -52,20 +58,6 @@ QWEN3_5_GENERATION = {
     "eos_token_id": [248046, 248044],
     "pad_token_id": 248044,
 }
-
-# Text decoder sizes shared by every tiny model: linears whose widths suit bitsandbytes 4-bit
-# on CPU (in_features % 64 == 0, out_features % 32 == 0).
-TEXT_SIZES = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "head_dim": 32,
-}
-VISION_SIZES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                "num_attention_heads": 2}
-
 
 def hub_dir() -> Path:
     """The folder of real Hub files; a clear error when it is not there."""
@@ -152,14 +144,7 @@ def _model(config_class, model_class, config: dict):
 
 
 def _qwen_vision(vision: dict) -> dict:
-    return {
-        **vision,
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 2,
-        "out_hidden_size": TEXT_SIZES["hidden_size"],
-    }
+    return {**vision, **QWEN_VISION_SIZES, "out_hidden_size": TEXT_SIZES["hidden_size"]}
 
 
 def _qwen3_vl_config() -> dict:
@@ -300,12 +285,7 @@ def _build_qwen3_5(folder: Path, template: str) -> None:
         **TEXT_SIZES,
         "num_hidden_layers": 4,
         "layer_types": config["text_config"]["layer_types"][:4],
-        "linear_num_key_heads": 2,
-        # 32 narrow value heads: in_proj_a / in_proj_b have one output per value head, and
-        # 4-bit kernels on CPU need out_features % 32 == 0, as the real widths have.
-        "linear_num_value_heads": 32,
-        "linear_key_head_dim": 32,
-        "linear_value_head_dim": 4,
+        **LINEAR_ATTENTION_SIZES,
     })
     rope = dict(text["rope_parameters"])
     rotary = int(TEXT_SIZES["head_dim"] * rope.get("partial_rotary_factor", 1.0))
@@ -370,8 +350,12 @@ def build_blip2(folder: Path) -> None:
         "vocab_size": 64,  # token embeddings unused: no Q-Former text input
     })
     text = config["text_config"]
-    config["text_config"] = {**text, "hidden_size": 64, "word_embed_proj_dim": 64,
-                             "ffn_dim": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+    # OPT names the decoder sizes its own way.
+    config["text_config"] = {**text, "hidden_size": TEXT_SIZES["hidden_size"],
+                             "word_embed_proj_dim": TEXT_SIZES["hidden_size"],
+                             "ffn_dim": TEXT_SIZES["intermediate_size"],
+                             "num_hidden_layers": TEXT_SIZES["num_hidden_layers"],
+                             "num_attention_heads": TEXT_SIZES["num_attention_heads"]}
     processor = AutoProcessor.from_pretrained(hub_files(BLIP2))
     model = _model(Blip2Config, Blip2ForConditionalGeneration, config)
     _save(folder, model, processor, None, BLIP2)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.tiny_common import (
+from engine.tiny.common import (
     decoder_config,
     qwen_style_tokenizer,
     save_checkpoint,
     seed_everything,
 )
-from engine.tiny_hub import OVIS2_TEMPLATE, reconstructed_template
+from engine.tiny.hub import OVIS2_TEMPLATE, reconstructed_template
+from engine.tiny.sizes import VISION_SIZES
 
 IMAGE_ATOM = "<IMG_ATOM>"
 # Order matters: the model fills these positions with indicator embeddings 0..4.
@@ -51,10 +52,7 @@ def build_ovis2(folder: Path) -> None:
     )
     text_config = decoder_config("qwen2", tokenizer)
     vision_config = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
+        **VISION_SIZES,
         "image_size": TILE,
         "patch_size": PATCH,
         "hidden_stride": STRIDE,

@@ -1,6 +1,6 @@
 """Shared parts of the tiny random checkpoints: corpus, tokenizer training, weight touch-ups.
 
-`engine.tiny` builds the checkpoints; the per-family builders in `engine.tiny_*` use these
+`engine.tiny` builds the checkpoints; the per-family builders in `engine.tiny.*` use these
 helpers so that every family gets the same kind of byte-level BPE vocabulary, trained offline on
 a small generated English corpus, and the same seeded weights. Nothing here downloads anything.
 Heavy imports (torch, tokenizers, transformers) happen inside the functions.
@@ -13,6 +13,8 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from engine.tiny.sizes import TEXT_SIZES
 
 if TYPE_CHECKING:
     import torch
@@ -184,16 +186,11 @@ def add_think_tokens(tokenizer) -> None:
 
 
 def decoder_config(model_type: str, tokenizer) -> dict:
-    """A 2-layer text decoder whose linears suit bitsandbytes 4-bit on CPU."""
+    """A text decoder of the tiny sizes (`engine.tiny.sizes.TEXT_SIZES`)."""
     return {
         "model_type": model_type,
         "vocab_size": len(tokenizer),
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "head_dim": 32,
+        **TEXT_SIZES,
         "max_position_embeddings": 4096,
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,

@@ -18,12 +18,13 @@ import copy
 import json
 from pathlib import Path
 
-from engine.tiny_common import (
+from engine.tiny.common import (
     qwen_style_tokenizer,
     seed_everything,
     silence_tokens,
     unprintable_ids,
 )
+from engine.tiny.sizes import OVIS2_5_VISION_SIZES, TEXT_SIZES
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
                  "<|video_pad|>")
@@ -161,20 +162,14 @@ def build_ovis2_5(folder: Path) -> None:
     vocab_size = len(tokenizer) + len(PLACEHOLDERS)
     llm = {
         "vocab_size": vocab_size,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "head_dim": 32,
+        **TEXT_SIZES,
         "max_position_embeddings": 40960,
         "bos_token_id": tokenizer.pad_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         # The real 2B ties, but a random tied model mostly repeats its last input token.
         "tie_word_embeddings": False,
     }
-    vit = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-           "num_attention_heads": 4, "image_size": 64}
+    vit = {**OVIS2_5_VISION_SIZES, "image_size": 64}
     config = published_config(llm, vit, visual_vocab_size=68, dtype="float32")
     seed_everything()
     model = Ovis25ForConditionalGeneration(Ovis25Config(**copy.deepcopy(config))).eval()

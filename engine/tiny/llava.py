@@ -1,5 +1,5 @@
 """Tiny random LLaVA-NeXT and LLaVA-OneVision checkpoints (LLaVA 1.5 is built from its real
-files by `engine.tiny_hub`).
+files by `engine.tiny.hub`).
 
 Each `build_*` function writes a complete checkpoint into an empty folder with
 `save_pretrained`; called only by `engine.tiny.ensure_tiny`, which owns caching.
@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.tiny_common import (
+from engine.tiny.common import (
     decoder_config,
     llama_style_tokenizer,
     qwen_style_tokenizer,
     save_checkpoint,
     seed_everything,
 )
-from engine.tiny_hub import LLAVA_ONEVISION_TEMPLATE, reconstructed_template
+from engine.tiny.hub import LLAVA_ONEVISION_TEMPLATE, reconstructed_template
+from engine.tiny.sizes import VISION_SIZES
 
 IMAGE_TOKEN = "<image>"
 VIDEO_TOKEN = "<video>"
@@ -46,10 +47,7 @@ MISTRAL_TEMPLATE = """\
 def _clip_vision_config(image_size: int, patch_size: int) -> dict:
     return {
         "model_type": "clip_vision_model",
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
+        **VISION_SIZES,
         "image_size": image_size,
         "patch_size": patch_size,
         "projection_dim": 32,
@@ -129,10 +127,7 @@ def build_llava_onevision(folder: Path) -> None:
     )
     vision_config = {
         "model_type": "siglip_vision_model",
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
+        **VISION_SIZES,
         "image_size": image_size,
         "patch_size": patch_size,
         "vision_use_head": False,

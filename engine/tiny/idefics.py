@@ -1,5 +1,5 @@
 """Tiny random SmolVLM (SmolVLM2-style `smolvlm`) checkpoint; SmolVLM-256M, an `idefics3`
-checkpoint, is built from its real files by `engine.tiny_hub`.
+checkpoint, is built from its real files by `engine.tiny.hub`.
 
 Each `build_*` function writes a complete checkpoint into an empty folder with
 `save_pretrained`; called only by `engine.tiny.ensure_tiny`, which owns caching.
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.tiny_common import (
+from engine.tiny.common import (
     decoder_config,
     llama_style_tokenizer,
     save_checkpoint,
     seed_everything,
 )
+from engine.tiny.sizes import VISION_SIZES
 
 TILE, PATCH, SCALE = 64, 16, 2
 TOKENS_PER_TILE = (TILE // PATCH) ** 2 // SCALE**2
@@ -54,10 +55,7 @@ TEMPLATE = """\
 
 def _vision_config() -> dict:
     return {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
+        **VISION_SIZES,
         "image_size": TILE,
         "patch_size": PATCH,
     }
