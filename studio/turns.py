@@ -2,7 +2,7 @@
 
 `Studio` holds the one engine and the one store (None: store nothing) shared by every
 session; `ChatState` is what one browser tab carries. Every flow can be called without a
-browser, and the Gradio handlers in `ui/page.py` are thin adapters around them.
+browser, and the Gradio handlers in `ui/` are thin adapters around them.
 
 One turn (`ask`):
 1. every image goes through the engine's safe loader (a refused image stops the turn before

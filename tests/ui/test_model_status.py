@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine.local import LocalEngine
-from ui.page import _status_text
+from ui.model_status import status_text as _status_text
 
 
 @pytest.mark.parametrize(("name", "thinking"), [

@@ -1,0 +1,96 @@
+"""What every panel's handlers share: errors to warnings, Gradio values to studio values, and
+the chat view as Gradio updates.
+
+`warn` shows an error a user can act on as a short warning and logs anything else with its
+traceback behind a one-line apology. `options` turns the settings column's values into
+`TurnOptions`; `view` gives the updates for the chat and the controls under it, in the order
+of `ChatView.outputs`. Nothing here touches the engine or the store.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+from engine.errors import RequestError, StudioError
+from engine.types import Sampling
+from storage import StorageError
+from studio.turns import ChatState, Studio, TurnOptions
+from ui.render import feedback_values, inert_html, render_chat, version_label
+
+# Named as before the page was split, so log filters that pick out its failures still do.
+log = logging.getLogger("ui.page")
+
+# Redrawing the chat per token costs the browser and the server more than the model does;
+# a dozen frames a second read as smooth streaming. With several answers streaming at once
+# (a batching engine) each redraws less often, so that rendering, which holds the
+# interpreter, keeps to about the same total and does not slow the decoding of them all.
+REDRAW_INTERVAL_S = 0.08
+MAX_REDRAW_INTERVAL_S = 0.4
+FAILED = "Something went wrong on the server; it was logged. Please try again."
+BUSY = ("An answer is still coming: send this when it has finished, or press Stop. "
+        "Your question is still in the box.")
+# How many updates `view` gives: handlers that leave the chat alone skip this many.
+VIEW_SIZE = 6
+
+
+def redraw_interval(studio: Studio) -> float:
+    return min(MAX_REDRAW_INTERVAL_S, REDRAW_INTERVAL_S * max(1, studio.streaming))
+
+
+def warn(exc: Exception) -> None:
+    if isinstance(exc, StudioError | StorageError):
+        gr.Warning(inert_html(str(exc)))  # may quote a model server
+    else:
+        log.error("handler failed", exc_info=exc)
+        gr.Warning(FAILED)
+
+
+def session_key(request: gr.Request | None, state: ChatState) -> str:
+    return getattr(request, "session_hash", None) or state.owner()
+
+
+def message_files(message: dict | None) -> list[str]:
+    files = (message or {}).get("files") or []
+    return [f if isinstance(f, str) else f.get("path") for f in files]
+
+
+def _seed(value) -> int | None:
+    """The seed box: empty means a new sample each time; anything else must be a number."""
+    text = str(value if value is not None else "").strip()
+    if not text:
+        return None
+    try:
+        return int(float(text))
+    except ValueError:
+        raise RequestError("The seed must be a whole number, or empty for a new sample "
+                           "each time.") from None
+
+
+def options(think, budget, max_tokens, temperature, top_p, top_k, seed, adapter) -> TurnOptions:
+    """The settings column's values (`SettingsColumn.inputs` order) as the studio's options."""
+    return TurnOptions(
+        thinking=bool(think), thinking_budget=int(budget),
+        sampling=Sampling(max_new_tokens=int(max_tokens), temperature=float(temperature),
+                          top_p=float(top_p), top_k=int(top_k or 0), seed=_seed(seed)),
+        adapter=None if adapter in (None, "", "Base model") else adapter)
+
+
+def view(chat_state: ChatState, streaming: bool = False, plain: bool = False) -> tuple:
+    """Updates for the chat and the controls under it (`ChatView.outputs` order). `plain`: the
+    chat as its list of messages (what API clients read), without the thumbs' states."""
+    messages, message_slots = render_chat(chat_state)
+    last = chat_state.turns[-1] if chat_state.turns else None
+    tools = (not streaming and chat_state.comparison is None and last is not None
+             and last.answer is not None)
+    label = version_label(chat_state) if tools else ""
+    chat = messages if plain else gr.Chatbot(value=messages,
+                                             feedback_value=feedback_values(chat_state))
+    return (chat, message_slots, gr.Row(visible=tools), label,
+            gr.Button(visible=bool(label)), gr.Button(visible=bool(label)))
+
+
+def keep_view() -> list:
+    """`view`'s place in a handler's outputs, left as it is."""
+    return [gr.skip()] * VIEW_SIZE
