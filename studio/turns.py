@@ -200,6 +200,9 @@ class ChatState:
     busy: bool = False
     # Names this tab's folder of images in the studio's scratch folder; made on first use.
     scratch_name: str = ""
+    # How many times the tab left the conversation on screen (`Studio.leave`): a stream begun
+    # before compares it to tell that what it would draw is no longer shown.
+    left: int = 0
 
     def owner(self) -> str:
         """This tab's client key, made on first use."""
@@ -340,6 +343,17 @@ class Studio:
         with self._running_changed:
             return self._running_changed.wait_for(
                 lambda: not self._running.get(session_key), timeout=timeout_s)
+
+    def leave(self, state: ChatState, session_key: str) -> None:
+        """The tab goes elsewhere (a new or another conversation): what it was generating
+        stops and is stored as far as it got, a pending verdict or dislike is dropped, and
+        once its answers are closed the tab may ask again at once."""
+        stopped = self.stop(session_key)
+        state.comparison = None
+        state.pending_dislike = None
+        state.left += 1
+        if stopped:
+            state.busy = False
 
     def queue_position(self, session_key: str) -> int | None:
         with self._running_lock:

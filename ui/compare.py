@@ -128,7 +128,10 @@ class Compare:
             return
         shown = view(chat_state, streaming=True)
         last_yield = 0.0
+        left = chat_state.left
         while True:
+            if chat_state.left != left:
+                break  # the tab went elsewhere: its page no longer shows this comparison
             if time.monotonic() - last_yield >= redraw_interval(self.studio):
                 yield (*shown, None, chat_state, gr.Group(visible=True), "",
                        _side(pair[0]), _side(pair[1]), *verdicts_off)
@@ -140,6 +143,9 @@ class Compare:
             except Exception as exc:
                 warn(exc)
                 break
+        if chat_state.left != left:
+            yield (*keep_view(), None, chat_state, *[gr.skip()] * 4, *verdicts_off)
+            return
         ready = chat_state.comparison is not None
         yield (*view(chat_state), None, chat_state, gr.Group(visible=True),
                "Which answer is better? Your pick continues the conversation."

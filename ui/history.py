@@ -153,9 +153,7 @@ class History:
     def _leave(self, chat_state: ChatState, request: gr.Request | None) -> None:
         """Going elsewhere stops what this tab was generating; its answer keeps what it
         said so far."""
-        self.studio.cancel(session_key(request, chat_state))
-        chat_state.comparison = None
-        chat_state.pending_dislike = None
+        self.studio.leave(chat_state, session_key(request, chat_state))
 
     def start_new(self, chat_state: ChatState, request: gr.Request):
         self._leave(chat_state, request)
