@@ -321,7 +321,7 @@ def serve(settings: Settings) -> None:
     snapshotting = start_snapshots(settings, store)
     if settings.retention_days:
         # Purged at start and then every few hours, so a long-running app keeps to the limit.
-        from storage.periodic import Periodic
+        from studio.periodic import Periodic
 
         store.purge_older_than(settings.retention_days)
         Periodic(lambda: store.purge_older_than(settings.retention_days), RETENTION_CHECK_HOURS,
@@ -385,8 +385,8 @@ def start_snapshots(settings: Settings, store):
     """Snapshot the database into persistent storage every few minutes, when it is mounted."""
     if settings.snapshot_dir is None:
         return None
-    from storage.periodic import Periodic
     from storage.snapshots import take_snapshot
+    from studio.periodic import Periodic
 
     log.info("snapshots of %s go to %s every %d min", settings.db_path, settings.snapshot_dir,
              settings.snapshot_minutes)
@@ -416,7 +416,7 @@ def start_push(settings: Settings, store) -> None:
         log.warning("--push-repo is set but HF_TOKEN is not: exports will not be pushed")
         return
     from exports.push import push_exports
-    from storage.periodic import Periodic
+    from studio.periodic import Periodic
 
     Periodic(lambda: push_exports(store, settings.push_repo, token),
              settings.push_every_hours, "push-exports").start()

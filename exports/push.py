@@ -4,7 +4,7 @@
 DPO, KTO and SFT ones) into a temporary folder and uploads it under `exports/<UTC timestamp>/`
 in the dataset repo, so earlier pushes stay as they were; `hub_upload` creates the repo,
 private, if it does not exist. The repository and the token are arguments: deciding when to
-push is the caller's (the app pushes every --push-every-hours with `storage.periodic.Periodic`
+push is the caller's (the app pushes every --push-every-hours with `studio.periodic.Periodic`
 when --push-repo and HF_TOKEN are both set). Exports only ever hold consented data: the export
 itself keeps only conversations with a recorded consent.
 """

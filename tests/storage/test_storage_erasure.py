@@ -155,25 +155,3 @@ def test_purge_removes_conversations_and_images_idle_longer_than_the_retention(t
     assert store.stats().conversations == 0
     assert not any(p.is_file() for p in store.images_dir.rglob("*"))
     store.close()
-
-
-def test_a_periodic_task_keeps_running_after_a_failure():
-    import threading
-
-    from storage.periodic import Periodic
-
-    runs = []
-    done = threading.Event()
-
-    def task():
-        runs.append(len(runs))
-        if len(runs) == 1:
-            raise RuntimeError("first run fails")
-        done.set()
-
-    periodic = Periodic(task, hours=0.01 / 3600, name="test-task").start()
-    try:
-        assert done.wait(timeout=30), "the task stopped after its first failure"
-    finally:
-        periodic.stop()
-    assert len(runs) >= 2

@@ -1,4 +1,5 @@
-"""Run a maintenance task every N hours in a daemon thread (exports pushes, retention purges).
+"""Run one of the app's chores every N hours in a daemon thread (snapshots, retention purges,
+export pushes).
 
 `Periodic(task, hours, name).start()` calls `task()` after each interval until `stop()`;
 a failing run is logged with its traceback and the next one still happens.
