@@ -11,9 +11,9 @@ The three placeholder token ids (image atom, image start, image end) are not in 
 file: the loader reads them from the tokenizer (`<|image_pad|>`, `<|vision_start|>`,
 `<|vision_end|>`) and sets them here before the model runs.
 
-`register()` makes `AutoConfig` and `AutoModelForImageTextToText` know the model type, so
-transformers' own loading paths (PEFT adapters among them) resolve it to the project classes.
-Importing this module is cheap; it loads no model.
+`engine.ovis25_model.register()` makes `AutoConfig` and `AutoModelForImageTextToText` know
+the model type, so transformers' own loading paths (PEFT adapters among them) resolve it to the
+project classes. Importing this module is cheap; it loads no model.
 """
 
 from __future__ import annotations
@@ -97,14 +97,3 @@ class Ovis25Config(PreTrainedConfig):
         kwargs.pop("llm_config", None)
         kwargs.pop("vit_config", None)
         super().__post_init__(**kwargs)
-
-
-def register() -> None:
-    """Make transformers' Auto classes resolve `ovis2_5` to the project classes (idempotent)."""
-    from transformers import AutoModelForImageTextToText
-
-    from engine.ovis25_model import Ovis25ForConditionalGeneration
-
-    AutoConfig.register(MODEL_TYPE, Ovis25Config, exist_ok=True)
-    AutoModelForImageTextToText.register(Ovis25Config, Ovis25ForConditionalGeneration,
-                                         exist_ok=True)

@@ -40,7 +40,7 @@ from transformers.vision_utils import (
     get_vision_window_index,
 )
 
-from engine.ovis25_config import INDICATOR_ROWS, Ovis25Config, Ovis25VisionConfig
+from engine.ovis25_config import INDICATOR_ROWS, MODEL_TYPE, Ovis25Config, Ovis25VisionConfig
 
 # Visual tokens whose head output and softmax are computed together: 1024 x 65,532 float32
 # probabilities are 0.27 GB, where a whole 1-megapixel image at once would be about as much
@@ -284,3 +284,12 @@ class Ovis25ForConditionalGeneration(Ovis25PreTrainedModel, GenerationMixin):
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+
+
+def register() -> None:
+    """Make transformers' Auto classes resolve `ovis2_5` to the project classes (idempotent)."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    AutoConfig.register(MODEL_TYPE, Ovis25Config, exist_ok=True)
+    AutoModelForImageTextToText.register(Ovis25Config, Ovis25ForConditionalGeneration,
+                                         exist_ok=True)

@@ -225,8 +225,7 @@ def load_processor(path: str | Path, config: Ovis25Config | None = None) -> Ovis
 def load_ovis25(path: str | Path, **from_pretrained_kwargs):
     """(processor, model) of a folder in the published layout; the keyword arguments go to the
     model's `from_pretrained` (dtype, quantization_config, device_map, ...)."""
-    from engine.ovis25_config import register
-    from engine.ovis25_model import Ovis25ForConditionalGeneration
+    from engine.ovis25_model import Ovis25ForConditionalGeneration, register
 
     register()
     config = Ovis25Config.from_pretrained(path)
