@@ -1,8 +1,9 @@
 """From generated token ids to stream events, for one request, however it is being decoded.
 
 `AnswerTracker` takes the request's new token ids one at a time (`take`), decodes them
-incrementally, splits reasoning from answer, pushes `Event`s to a queue and counts tokens per
-phase. It says when the thinking budget is spent; `budget_cue(max_new)` then holds the one rule
+incrementally, splits reasoning from answer, hands each `Event` to the request's `emit`
+callable on the decoding thread itself (a queue's `put`, or a pipe to another process) and
+counts tokens per phase. It says when the thinking budget is spent; `budget_cue(max_new)` then holds the one rule
 for what follows, in both decoding paths: with new tokens left, the token ids of the cue that
 tells the model to stop reasoning (from there on everything the model writes is answer);
 without, nothing, and the answer ends with its budget exhausted. `stats()` gives the
@@ -17,12 +18,14 @@ Knows nothing of the UI or the database.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections.abc import Callable
 
 from engine.thinking import ThinkingParser
 from engine.types import Event, Stats
+
+Emit = Callable[[Event], None]
 
 OPEN_TAG, CLOSE_TAG = "<think>", "</think>"
 # Appended when the thinking budget runs out: the model is told to stop reasoning and answer
@@ -45,11 +48,13 @@ class _AnswerOnly:
 class _Phase:
     """The tokens of one uninterrupted run of generation, decoded incrementally."""
 
-    def __init__(self, tokenizer, parser, out: queue.Queue, special_ids: set[int]) -> None:
+    def __init__(self, tokenizer, parser, emit: Emit, special_ids: set[int]) -> None:
         self.tokenizer = tokenizer
         self.parser = parser
-        self.out = out
+        self.emit = emit
         self.special_ids = special_ids
+        # The text tokens only: special tokens are never text, and keeping them out here means
+        # no step re-scans the whole answer.
         self.ids: list[int] = []
         # Incremental detokenization: decode a short window so multi-byte characters split
         # across tokens come out whole, without re-decoding the whole answer every step.
@@ -57,12 +62,12 @@ class _Phase:
         self._read_offset = 0
 
     def take(self, token_id: int) -> None:
-        self.ids.append(token_id)
         if token_id not in self.special_ids:
+            self.ids.append(token_id)
             self._emit(self._decode_delta())
 
     def _decode_delta(self) -> str:
-        ids = [i for i in self.ids if i not in self.special_ids]
+        ids = self.ids
         prefix = self.tokenizer.decode(ids[self._prefix_offset:self._read_offset])
         text = self.tokenizer.decode(ids[self._prefix_offset:])
         if text.endswith("\ufffd"):
@@ -73,20 +78,20 @@ class _Phase:
     def _emit(self, delta: str) -> None:
         if delta:
             for kind, text in self.parser.feed(delta):
-                self.out.put(Event(kind, text))
+                self.emit(Event(kind, text))
 
     def flush(self) -> None:
         for kind, text in self.parser.flush():
-            self.out.put(Event(kind, text))
+            self.emit(Event(kind, text))
 
 
 class AnswerTracker:
     """Everything one request's generated tokens mean so far. Used from one thread at a time."""
 
-    def __init__(self, tokenizer, out: queue.Queue, *, prefilled: bool, budget: int | None,
+    def __init__(self, tokenizer, emit: Emit, *, prefilled: bool, budget: int | None,
                  started: float, eos_ids: set[int]) -> None:
         self.tokenizer = tokenizer
-        self.out = out
+        self.emit = emit
         self.budget = budget
         self.started = started
         self.eos_ids = eos_ids
@@ -95,7 +100,7 @@ class AnswerTracker:
         # ends answers with a newline): they end the answer and are never part of it.
         self.special_ids = set(tokenizer.all_special_ids) | set(eos_ids)
         parser = ThinkingParser(OPEN_TAG, CLOSE_TAG, start_in_reasoning=prefilled)
-        self.phase = _Phase(tokenizer, parser, out, self.special_ids)
+        self.phase = _Phase(tokenizer, parser, emit, self.special_ids)
         self.reasoning_tokens = 0
         self.answer_tokens = 0
         self.first_token_at: float | None = None
@@ -138,7 +143,7 @@ class AnswerTracker:
         """The budget is spent: the cue's token ids to feed next; all text after them is answer."""
         self.phase.flush()
         self.budget_exhausted = True
-        self.phase = _Phase(self.tokenizer, _AnswerOnly(), self.out, self.special_ids)
+        self.phase = _Phase(self.tokenizer, _AnswerOnly(), self.emit, self.special_ids)
         return self.tokenizer(CONCLUDE_CUE + CLOSE_TAG + "\n\n",
                               add_special_tokens=False)["input_ids"]
 

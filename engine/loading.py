@@ -48,6 +48,15 @@ class LoadProgress:
     bytes_done: int = 0
     bytes_total: int = 0
 
+    def not_ready_message(self, load_error: str | None) -> str:
+        """What a request made before the model is ready is told."""
+        if load_error:
+            return f"The model could not be loaded: {load_error}"
+        if self.stage == "downloading" and self.bytes_total:
+            return (f"The model is still loading (downloading {self.bytes_done / 1e9:.2f} of "
+                    f"{self.bytes_total / 1e9:.2f} GB). Please ask again in a moment.")
+        return f"The model is still loading ({self.message}). Please ask again in a moment."
+
 
 @dataclass(frozen=True)
 class LoadReport:

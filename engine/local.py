@@ -42,7 +42,7 @@ from pathlib import Path
 from control_tokens import without_control_tokens
 from engine.adapters import AdapterSwitch
 from engine.batching import BatchJob, BatchLimits, BatchScheduler
-from engine.decoding import OPEN_TAG, AnswerTracker, TokenTap
+from engine.decoding import OPEN_TAG, AnswerTracker, Emit, TokenTap
 from engine.errors import (
     ENGINE_CLOSED_MESSAGE,
     EngineClosed,
@@ -80,7 +80,6 @@ __all__ = ["OUT_OF_MEMORY_MESSAGE", "LocalEngine"]
 
 log = logging.getLogger(__name__)
 
-_DONE = object()
 # Tokens kept free of images in the context: the questions and an answer need room too.
 ANSWER_ROOM_TOKENS = 512
 
@@ -304,13 +303,7 @@ class LocalEngine:
         return self.family.max_images
 
     def _not_ready_message(self) -> str:
-        if self._load_error:
-            return f"The model could not be loaded: {self._load_error}"
-        p = self._progress
-        if p.stage == "downloading" and p.bytes_total:
-            return (f"The model is still loading (downloading {p.bytes_done / 1e9:.2f} of "
-                    f"{p.bytes_total / 1e9:.2f} GB). Please ask again in a moment.")
-        return f"The model is still loading ({p.message}). Please ask again in a moment."
+        return self._progress.not_ready_message(self._load_error)
 
     # -- serving -------------------------------------------------------------------------
 
@@ -360,13 +353,33 @@ class LocalEngine:
 
     def stream(self, request: GenerationRequest) -> Iterator[Event]:
         """Yield events for one request. Refused requests raise a StudioError before any event."""
+        out: queue.Queue = queue.Queue()
+        self.submit(request, out.put)
+        return self._relay(request.request_id, out)
+
+    def _relay(self, request_id: str, out: queue.Queue) -> Iterator[Event]:
+        finished = False
+        try:
+            while not finished:
+                event = out.get()
+                finished = event.kind == "done"
+                yield event
+        finally:
+            if not finished:  # the caller went away: stop generating for nobody
+                self.cancel(request_id)
+
+    def submit(self, request: GenerationRequest, emit: Emit) -> None:
+        """Start one request; its events go to `emit`, called from the thread that decodes it
+        (no relay thread between the model and the caller), the last one "done". Refused
+        requests raise a StudioError here, before any work. `stream` is this with a queue;
+        `engine.process` passes each event to a pipe."""
         self._check_open()
         if not self.ready:
             raise ModelNotReady(self._not_ready_message())
         self._validate(request)
         ticket = Ticket(request.request_id)
         self._tickets[request.request_id] = ticket
-        return self._run(request, ticket)
+        self._run(request, ticket, emit)
 
     def _validate(self, request: GenerationRequest) -> None:
         caps = self.capabilities()
@@ -387,63 +400,45 @@ class LocalEngine:
                 f"No adapter named {request.adapter!r} is loaded (loaded: {loaded}). "
                 "Pick one of those, or the base model.")
 
-    def _run(self, request: GenerationRequest, ticket: Ticket) -> Iterator[Event]:
-        # The worker thread (or the batch scheduler), not this generator, holds the model: a
-        # caller that stops pulling events (a closed tab whose iterator is never resumed)
-        # cannot keep it forever. Times count from here, so waiting in line is in the TTFT.
+    def _run(self, request: GenerationRequest, ticket: Ticket, emit: Emit) -> None:
+        # A worker thread (or the batch scheduler), never the caller, holds the model: a caller
+        # that stops reading events (a closed tab) cannot keep it forever. Times count from
+        # here, so waiting in line is in the TTFT.
         started = time.perf_counter()
-        sampling = request.sampling
-        seed = pick_seed(sampling.seed)
-        out: queue.Queue = queue.Queue()
+        seed = pick_seed(request.sampling.seed)
         state: dict = {}
 
-        def end() -> None:
-            self._tickets.pop(request.request_id, None)
-            out.put(_DONE)
-
         def finished(stats: Stats | None, message: str | None) -> None:
-            state["stats"], state["message"] = stats, message
-            end()
+            self._tickets.pop(request.request_id, None)
+            if message:
+                emit(self._error_event(message, state.get("tracker"), seed, started))
+            else:
+                emit(Event("done", stats=stats))
 
         def work() -> None:
             try:
                 scheduler = self._scheduler  # read once: `close` may drop it meanwhile
                 if scheduler is not None:
-                    job = self._batch_job(request, seed, ticket.cancelled, out, state, started,
-                                          finished)
-                    scheduler.submit(job)
+                    scheduler.submit(self._batch_job(request, seed, ticket.cancelled, emit,
+                                                     state, started, finished))
                     return  # the scheduler calls `finished`
                 with self._lock.hold(ticket) as acquired:
                     if acquired:
-                        self._generate(request, seed, ticket.cancelled, out, state, started)
+                        stats = self._generate(request, seed, ticket.cancelled, emit, state,
+                                               started)
                     else:
-                        state["stats"] = Stats(finish_reason="cancelled", seed=seed)
-            except BaseException as exc:  # reported to the caller below, never lost in a thread
+                        stats = Stats(finish_reason="cancelled", seed=seed)
+            except BaseException as exc:  # reported to the caller, never lost in a thread
                 if is_out_of_memory(exc):
-                    # Here, not in the caller's generator: a caller that went away would
-                    # otherwise leave the memory held until the next request.
+                    # Here, not in the caller: a caller that went away would otherwise leave
+                    # the memory held until the next request.
                     release_memory(exc)
-                state["message"] = failure_message(exc)
-            end()
+                finished(None, failure_message(exc))
+                return
+            finished(stats, None)
 
-        worker = threading.Thread(target=work, name=f"generate-{request.request_id[:8]}",
-                                  daemon=True)
-        worker.start()
-        finished_stream = False
-        try:
-            while not finished_stream:
-                item = out.get()
-                finished_stream = item is _DONE
-                if not finished_stream:
-                    yield item
-        finally:
-            if not finished_stream:  # the caller went away: stop generating for nobody
-                ticket.cancelled.set()
-
-        if state.get("message"):
-            yield self._error_event(state["message"], state.get("tracker"), seed, started)
-        else:
-            yield Event("done", stats=state["stats"])
+        threading.Thread(target=work, name=f"generate-{request.request_id[:8]}",
+                         daemon=True).start()
 
     def _error_event(self, message: str, tracker: AnswerTracker | None, seed: int,
                      started: float) -> Event:
@@ -510,7 +505,7 @@ class LocalEngine:
         inputs = self.processor(images=images or None, text=prompt, return_tensors="pt")
         return inputs.to(self.model.device), prompt
 
-    def _prepare(self, request: GenerationRequest, out: queue.Queue, started: float):
+    def _prepare(self, request: GenerationRequest, emit: Emit, started: float):
         """Inputs, new-token limit and answer tracker of one request, for either decoding path."""
         import torch
 
@@ -527,7 +522,7 @@ class LocalEngine:
         if context:
             max_new = min(max_new, context - prompt_tokens)
         prefilled = prompt_text.rstrip().endswith(OPEN_TAG)
-        tracker = AnswerTracker(self.processor.tokenizer, out, prefilled=prefilled,
+        tracker = AnswerTracker(self.processor.tokenizer, emit, prefilled=prefilled,
                                 budget=budget, started=started, eos_ids=self.eos_ids())
         if tracker.budget_spent:
             # A budget of 0 after a prompt that opens the reasoning: no room to think at all,
@@ -537,8 +532,8 @@ class LocalEngine:
         return inputs, max_new, tracker
 
     def _batch_job(self, request: GenerationRequest, seed: int, cancelled: threading.Event,
-                   out: queue.Queue, state: dict, started: float, finished) -> BatchJob:
-        inputs, max_new, tracker = self._prepare(request, out, started)
+                   emit: Emit, state: dict, started: float, finished) -> BatchJob:
+        inputs, max_new, tracker = self._prepare(request, emit, started)
         state["tracker"] = tracker
         return BatchJob(request_id=request.request_id, inputs=inputs, max_new=max_new,
                         decoding=self.decoding(request.sampling), seed=seed,
@@ -546,11 +541,11 @@ class LocalEngine:
                         tracker=tracker, cancelled=cancelled, finished=finished)
 
     def _generate(self, request: GenerationRequest, seed: int, cancelled: threading.Event,
-                  out: queue.Queue, state: dict, started: float) -> None:
+                  emit: Emit, state: dict, started: float) -> Stats:
         import torch
 
         self._adapter_switch.activate(request.adapter)
-        inputs, max_new, tracker = self._prepare(request, out, started)
+        inputs, max_new, tracker = self._prepare(request, emit, started)
         state["tracker"] = tracker
         torch.manual_seed(seed)
         if torch.cuda.is_available():
@@ -570,7 +565,7 @@ class LocalEngine:
                 tap = TokenTap(tracker, continued["input_ids"].shape[1], cancelled)
                 self._call_generate(continued, tap, remaining, generation)
         tracker.finish()
-        state["stats"] = tracker.stats(
+        return tracker.stats(
             seed=seed, finish_reason="cancelled" if cancelled.is_set() else None,
             max_new=max_new)
 

@@ -217,7 +217,7 @@ def test_a_spent_budget_cues_an_answer_only_while_tokens_are_left(tiny_engine):
     from engine.decoding import AnswerTracker
 
     def spent_tracker() -> AnswerTracker:
-        tracker = AnswerTracker(tiny_engine.processor.tokenizer, queue.Queue(), prefilled=True,
+        tracker = AnswerTracker(tiny_engine.processor.tokenizer, queue.Queue().put, prefilled=True,
                                 budget=2, started=0.0, eos_ids=tiny_engine.eos_ids())
         for token in tiny_engine.processor.tokenizer("a b", add_special_tokens=False)[
                 "input_ids"][:2]:
