@@ -60,6 +60,7 @@ class Settings:
     max_batch: int = 8
     max_batch_tokens: int = 32768
     max_pixels: int = 1_003_520
+    in_process: bool = False
     retention_days: int = 0
     public: bool = False
     admin_password: str = ""
@@ -106,7 +107,7 @@ _HELP = {
     "model": "hub id, local folder, or tiny-random[:FAMILY]; auto picks a Qwen3.5 size "
              "for this hardware",
     "quantize": "auto (4-bit on CUDA, none on CPU), 4bit, 8bit or none",
-    "engine": "local (transformers in this process) or openai (an OpenAI-compatible server)",
+    "engine": "local (transformers on this machine) or openai (an OpenAI-compatible server)",
     "base_url": "with --engine openai: the server's URL, ending in /v1",
     "api_key": "with --engine openai: the server's API key, if it needs one",
     "adapter": "NAME=PATH of a LoRA adapter to load on top of the model (repeatable; "
@@ -123,6 +124,8 @@ _HELP = {
     "max_batch_tokens": "with the local engine: prompt plus max new tokens, summed over the "
                         "answers decoded together (bounds the cache memory)",
     "max_pixels": "pixel budget an image is resized to before it reaches the model",
+    "in_process": "with the local engine: run the model in the web server's process, not in "
+                  "a process of its own (always so on ZeroGPU)",
     "retention_days": "delete stored data older than this many days (0 keeps everything)",
     "public": "serve strangers: the data tab needs --admin-password (on by default on a Space)",
     "admin_password": "password that unlocks the data tab when the app is public",
@@ -274,9 +277,12 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
     return settings
 
 
-def build_engine(settings: Settings, *, batching: bool = True) -> Engine:
+def build_engine(settings: Settings, *, batching: bool = True,
+                 in_process: bool | None = None) -> Engine:
     """The engine the settings ask for; not loaded yet. `batching` False: one request at a time
-    whatever --max-batch says."""
+    whatever --max-batch says. A local model runs in a process of its own (`engine.process`),
+    so decoding never waits on the web server's interpreter, unless `in_process` (default:
+    --in-process) keeps it here."""
     if settings.engine == "openai":
         from engine.remote import RemoteEngine
 
@@ -284,16 +290,21 @@ def build_engine(settings: Settings, *, batching: bool = True) -> Engine:
                             max_new_tokens_limit=settings.max_new_tokens_limit)
     from engine.batching import BatchLimits
     from engine.loading import default_model_id
-    from engine.local import LocalEngine
 
     model = default_model_id() if settings.model == "auto" else settings.model
     kwargs = {"adapters": settings.adapters} if settings.adapters else {}
     limits = BatchLimits(max_batch_size=settings.max_batch if batching else 1,
                          max_batch_tokens=settings.max_batch_tokens)
-    return LocalEngine(model, quantize=settings.quantize,
-                       max_new_tokens_limit=settings.max_new_tokens_limit,
-                       max_waiting=settings.max_queue, batch_limits=limits,
-                       max_pixels=settings.max_pixels, **kwargs)
+    options = dict(quantize=settings.quantize, max_new_tokens_limit=settings.max_new_tokens_limit,
+                   max_waiting=settings.max_queue, batch_limits=limits,
+                   max_pixels=settings.max_pixels, **kwargs)
+    if settings.in_process if in_process is None else in_process:
+        from engine.local import LocalEngine
+
+        return LocalEngine(model, **options)
+    from engine.process import ProcessEngine
+
+    return ProcessEngine(model, **options)
 
 
 def serve(settings: Settings) -> None:
@@ -326,9 +337,10 @@ def serve(settings: Settings) -> None:
         store.purge_older_than(settings.retention_days)
         Periodic(lambda: store.purge_older_than(settings.retention_days), RETENTION_CHECK_HOURS,
                  "retention-purge").start()
-    # On ZeroGPU the GPU exists only inside each request's own decorated call, so requests
-    # cannot share decode steps run by a scheduler thread: one at a time there.
-    engine = build_engine(settings, batching=not zerogpu)
+    # On ZeroGPU the GPU exists only inside each request's own decorated call, in this
+    # process, so requests cannot share decode steps run by a scheduler thread: one at a time
+    # there, and in-process.
+    engine = build_engine(settings, batching=not zerogpu, in_process=zerogpu or None)
     if zerogpu:
         engine = ZeroGPUEngine(engine, max_new_tokens_limit=settings.max_new_tokens_limit)
     start_push(settings, store)
@@ -463,7 +475,8 @@ def evaluate(argv: list[str]) -> None:
     options = options_from(args, parser)
     if not settings.db_path.exists():
         parser.error(f"no database at {settings.db_path}")
-    engine = build_engine(settings)
+    # A command line with no web server beside it: the model runs in this process.
+    engine = build_engine(settings, in_process=True)
     try:
         run(engine, settings.db_path, options, settings.adapters)
     except StudioError as error:

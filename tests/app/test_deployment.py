@@ -39,10 +39,21 @@ def test_a_space_is_public_by_default_unless_told_otherwise():
 def test_batch_limits_reach_the_engine_and_zerogpu_turns_batching_off():
     settings = studio_app.settings_from(["--model", "tiny-random", "--max-batch-tokens", "999"],
                                         {"VQA_STUDIO_MAX_BATCH": "4"})
-    engine = studio_app.build_engine(settings)
+    engine = studio_app.build_engine(settings, in_process=True)
     assert engine.batch_limits.max_batch_size == 4 and engine.concurrency == 4
     assert engine.batch_limits.max_batch_tokens == 999
     assert studio_app.build_engine(settings, batching=False).concurrency == 1
+
+
+def test_the_local_model_runs_in_a_process_of_its_own_unless_told_otherwise():
+    from engine.local import LocalEngine
+    from engine.process import ProcessEngine
+
+    settings = studio_app.settings_from(["--model", "tiny-random"], {})
+    assert isinstance(studio_app.build_engine(settings), ProcessEngine)
+    assert studio_app.build_engine(settings).concurrency == settings.max_batch
+    told = studio_app.settings_from(["--model", "tiny-random"], {"VQA_STUDIO_IN_PROCESS": "1"})
+    assert isinstance(studio_app.build_engine(told), LocalEngine)
 
 
 @pytest.mark.parametrize("argv", [["--engine", "openai"], ["--quantize", "3bit"],

@@ -54,7 +54,7 @@ def main() -> None:
     from engine.types import GenerationRequest, Message, Sampling
 
     settings = app.settings_from(["--model", "tiny-random"], dict(os.environ))
-    engine = zerogpu.ZeroGPUEngine(app.build_engine(settings, batching=False))
+    engine = zerogpu.ZeroGPUEngine(app.build_engine(settings, batching=False, in_process=True))
     report = engine.load()
     request = GenerationRequest((Message("user", "Describe the sky."),),
                                 sampling=Sampling(max_new_tokens=16, temperature=0.0))
