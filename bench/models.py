@@ -11,7 +11,7 @@ template with thinking and the vision token names of `engine.tiny.qwen`, seeded 
 silenced control tokens, with the widths of `QwenSize`, and are saved with `save_pretrained`,
 so the app loads them with `--model PATH` like any checkpoint. Named ones go to
 <cache>/bench/qwen3_5-<name>-v<N> (cache: $VQA_STUDIO_CACHE or ~/.cache/vqa-studio) and are
-rebuilt only when missing or incomplete.
+built as the tiny checkpoints are (`engine.tiny.build_once`): only when missing or incomplete.
 
 `python -m bench.models` builds the medium checkpoint and prints its size and decode speed.
 """
@@ -19,12 +19,9 @@ rebuilt only when missing or incomplete.
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-MARKER = "bench-complete.txt"
 
 
 @dataclass(frozen=True)
@@ -200,20 +197,11 @@ def checkpoint_path(name: str, cache_dir: Path | None = None) -> Path:
 
 def ensure_checkpoint(name: str, cache_dir: Path | None = None) -> Path:
     """The folder of a named benchmark checkpoint, built first if needed."""
-    target = checkpoint_path(name, cache_dir)
-    if (target / MARKER).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    staging.chmod(0o755)
-    try:
-        build_qwen3_5(staging, CHECKPOINTS[name][1])
-        (staging / MARKER).write_text(f"{name}\n")
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    from engine.tiny import build_once
+
+    _, size = CHECKPOINTS[name]
+    return build_once(checkpoint_path(name, cache_dir),
+                      lambda folder: build_qwen3_5(folder, size), name)
 
 
 def parameter_count(path: Path) -> int:
