@@ -33,7 +33,7 @@ from bench.common import (
     print_table,
     running_app,
 )
-from bench.workload import MODELS, model_path
+from bench.models import MODELS, model_path
 from testing.browser import launch_chromium
 
 # Installed before each question: times are kept on `window.__echo` by a MutationObserver.

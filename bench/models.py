@@ -13,7 +13,9 @@ so the app loads them with `--model PATH` like any checkpoint. Named ones go to
 <cache>/bench/qwen3_5-<name>-v<N> (cache: $VQA_STUDIO_CACHE or ~/.cache/vqa-studio) and are
 built as the tiny checkpoints are (`engine.tiny.build_once`): only when missing or incomplete.
 
-`python -m bench.models` builds the medium checkpoint and prints its size and decode speed.
+`model_path(name)` gives the folder of one of `MODELS` ("tiny" is tiny-random), built first if
+needed. `python -m bench.models` builds the medium checkpoint and prints its size and decode
+speed, asking the question of `bench.workload`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import argparse
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.workload import engine_request
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ MEDIUM = QwenSize(hidden=384, intermediate=1344, layers=8, heads=6, kv_heads=2, 
                   linear_value_head_dim=64, vision_depth=4, vision_hidden=256, vision_heads=4,
                   vision_intermediate=1024)
 CHECKPOINTS = {"medium": (2, MEDIUM)}
+# The two engine speeds every benchmark can run at: tiny-random and the medium checkpoint.
+MODELS = ("tiny", *CHECKPOINTS)
 # The tiny processor's bounds (4 to 64 merged vision tokens per image), so an image costs the
 # same number of prompt tokens as with tiny-random.
 SMALL_IMAGES = (4, 64)
@@ -188,6 +194,15 @@ def build_qwen3_5(folder: Path, size: QwenSize, *, image_tokens=SMALL_IMAGES,
     save_checkpoint(folder, model, processor, tokenizer, EOS_TOKENS)
 
 
+def model_path(name: str) -> str:
+    """The folder of one of `MODELS`, built first if needed: "tiny" is tiny-random."""
+    if name == "tiny":
+        from engine.tiny import ensure_tiny
+
+        return str(ensure_tiny("qwen3_5"))
+    return str(ensure_checkpoint(name))
+
+
 def checkpoint_path(name: str, cache_dir: Path | None = None) -> Path:
     from bench.common import bench_cache_dir
 
@@ -220,7 +235,6 @@ def parameter_count(path: Path) -> int:
 def decode_speed(path: Path, max_new_tokens: int = 64, repetitions: int = 3) -> list[float]:
     """Engine-reported decode tokens/s of greedy answers about a photo-sized image."""
     from bench.common import scene_image
-    from bench.workload import engine_request
     from engine.images import ImagePolicy, load_image
     from engine.local import LocalEngine
 
