@@ -15,7 +15,8 @@ Each module runs with one command from the repository root and prints Markdown t
                                  elsewhere);
 - `python -m bench.models`       builds (and times) the larger random checkpoint.
 
-`bench.workload` holds the one question they all ask, `bench.common` the machine report,
-tables and the app as a subprocess. Figures and how to read them are in docs/benchmarks.md.
+`bench.workload` holds the one question they all ask, `bench.models` the checkpoints they
+ask it of (`model_path`), `bench.common` the machine report, tables and the app as a
+subprocess. Figures and how to read them are in docs/benchmarks.md.
 Nothing here is imported by the app.
 """

@@ -33,7 +33,8 @@ from bench.common import (
     quiet_transformers,
     scene_image,
 )
-from bench.workload import MODELS, ask_engine, crowd, model_path
+from bench.models import MODELS, model_path
+from bench.workload import ask_engine, crowd
 
 
 def measure(engine, image, users: int, questions: int, max_new_tokens: int) -> dict:

@@ -45,15 +45,8 @@ from bench.common import (
     scene_image,
     tighten_client_polling,
 )
-from bench.workload import (
-    MODELS,
-    STATS_LINE,
-    answer_of,
-    chat_arguments,
-    fresh_session,
-    model_path,
-    shows_answer,
-)
+from bench.models import MODELS, model_path
+from bench.workload import STATS_LINE, answer_of, chat_arguments, fresh_session, shows_answer
 
 
 @dataclass

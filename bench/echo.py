@@ -33,8 +33,8 @@ from bench.common import (
     print_table,
     running_app,
 )
-from bench.workload import MODELS, model_path
-from testing.browser import launch_chromium
+from bench.models import MODELS, model_path
+from testing.browser import launch_chromium, wait_for_model_on_page
 
 # Installed before each question: times are kept on `window.__echo` by a MutationObserver.
 WATCH = """
@@ -79,7 +79,7 @@ def measure(url: str, reps: int, warmup: int) -> list[tuple[float, float, float]
         browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(url)
-        page.wait_for_selector("#model-status:has-text('·')", timeout=120_000)
+        wait_for_model_on_page(page)
         page.get_by_label("Think before answering").uncheck()
         page.get_by_label("Save my data").check()
         page.wait_for_selector("#consent-note:has-text('Saving on')")

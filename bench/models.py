@@ -11,20 +11,21 @@ template with thinking and the vision token names of `engine.tiny.qwen`, seeded 
 silenced control tokens, with the widths of `QwenSize`, and are saved with `save_pretrained`,
 so the app loads them with `--model PATH` like any checkpoint. Named ones go to
 <cache>/bench/qwen3_5-<name>-v<N> (cache: $VQA_STUDIO_CACHE or ~/.cache/vqa-studio) and are
-rebuilt only when missing or incomplete.
+built as the tiny checkpoints are (`engine.tiny.build_once`): only when missing or incomplete.
 
-`python -m bench.models` builds the medium checkpoint and prints its size and decode speed.
+`model_path(name)` gives the folder of one of `MODELS` ("tiny" is tiny-random), built first if
+needed. `python -m bench.models` builds the medium checkpoint and prints its size and decode
+speed, asking the question of `bench.workload`.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-MARKER = "bench-complete.txt"
+from bench.workload import engine_request
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ MEDIUM = QwenSize(hidden=384, intermediate=1344, layers=8, heads=6, kv_heads=2, 
                   linear_value_head_dim=64, vision_depth=4, vision_hidden=256, vision_heads=4,
                   vision_intermediate=1024)
 CHECKPOINTS = {"medium": (2, MEDIUM)}
+# The two engine speeds every benchmark can run at: tiny-random and the medium checkpoint.
+MODELS = ("tiny", *CHECKPOINTS)
 # The tiny processor's bounds (4 to 64 merged vision tokens per image), so an image costs the
 # same number of prompt tokens as with tiny-random.
 SMALL_IMAGES = (4, 64)
@@ -191,6 +194,15 @@ def build_qwen3_5(folder: Path, size: QwenSize, *, image_tokens=SMALL_IMAGES,
     save_checkpoint(folder, model, processor, tokenizer, EOS_TOKENS)
 
 
+def model_path(name: str) -> str:
+    """The folder of one of `MODELS`, built first if needed: "tiny" is tiny-random."""
+    if name == "tiny":
+        from engine.tiny import ensure_tiny
+
+        return str(ensure_tiny("qwen3_5"))
+    return str(ensure_checkpoint(name))
+
+
 def checkpoint_path(name: str, cache_dir: Path | None = None) -> Path:
     from bench.common import bench_cache_dir
 
@@ -200,20 +212,11 @@ def checkpoint_path(name: str, cache_dir: Path | None = None) -> Path:
 
 def ensure_checkpoint(name: str, cache_dir: Path | None = None) -> Path:
     """The folder of a named benchmark checkpoint, built first if needed."""
-    target = checkpoint_path(name, cache_dir)
-    if (target / MARKER).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    staging.chmod(0o755)
-    try:
-        build_qwen3_5(staging, CHECKPOINTS[name][1])
-        (staging / MARKER).write_text(f"{name}\n")
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    from engine.tiny import build_once
+
+    _, size = CHECKPOINTS[name]
+    return build_once(checkpoint_path(name, cache_dir),
+                      lambda folder: build_qwen3_5(folder, size), name)
 
 
 def parameter_count(path: Path) -> int:
@@ -232,7 +235,6 @@ def parameter_count(path: Path) -> int:
 def decode_speed(path: Path, max_new_tokens: int = 64, repetitions: int = 3) -> list[float]:
     """Engine-reported decode tokens/s of greedy answers about a photo-sized image."""
     from bench.common import scene_image
-    from bench.workload import engine_request
     from engine.images import ImagePolicy, load_image
     from engine.local import LocalEngine
 

@@ -48,14 +48,13 @@ from bench.common import (
     scene_image,
     tighten_client_polling,
 )
+from bench.models import MODELS, model_path
 from bench.workload import (
-    MODELS,
     STATS_LINE,
     answer_of,
     chat_arguments,
     engine_request,
     fresh_session,
-    model_path,
     shows_answer,
 )
 

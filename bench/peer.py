@@ -42,7 +42,8 @@ from bench.common import (
     quiet_transformers,
     scene_image,
 )
-from bench.workload import MODELS, engine_request, model_path
+from bench.models import MODELS, model_path
+from bench.workload import engine_request
 from testing.serve import transformers_serve
 
 SERVER_START_TIMEOUT_S = 300.0

@@ -2,9 +2,9 @@
 
 One workload everywhere, so the figures compare: a 640x480 PNG (`common.scene_image`) and
 `QUESTION`, greedy, thinking off, a fixed number of new tokens (random models never stop
-early), seed `SEED`, each time in a new conversation.
+early), seed `SEED`, each time in a new conversation. Which model answers is the caller's
+choice (`bench.models.model_path`); this module imports no other benchmark module.
 
-- `model_path("tiny" | "medium")` builds (once) and returns the checkpoint folder;
 - `engine_request(image, n)` is the `GenerationRequest` for an engine's `stream()`,
   `ask_engine` times one such question in-process and `crowd` has several users ask at once;
 - `chat_arguments(image_path, n)` are the inputs of the app's "chat" endpoint for
@@ -24,17 +24,6 @@ QUESTION = "What is in the picture? Describe it."
 SEED = 7
 # "<sub>64 tokens · 38.3 tok/s · 1.8 s · model · ...</sub>" under a finished answer.
 STATS_LINE = re.compile(r"<sub>(\d+) tokens(?: · ([\d.]+) tok/s)?")
-MODELS = ("tiny", "medium")
-
-
-def model_path(name: str) -> str:
-    if name == "tiny":
-        from engine.tiny import ensure_tiny
-
-        return str(ensure_tiny("qwen3_5"))
-    from bench.models import ensure_checkpoint
-
-    return str(ensure_checkpoint(name))
 
 
 def engine_request(image, max_new_tokens: int):

@@ -19,6 +19,8 @@ A regenerated answer, an edited answer and the two sides of a comparison are sib
 the same stored question; a turn keeps them all in `versions`, and the one the conversation
 continues from (the one shown) is the turn's `answer`.
 A stream that is abandoned (the page closed, Stop pressed) still closes its answer row.
+`TurnUpdate.take` is the one place the engine's events are added to an answer, both
+while it streams and while a stopped one is read to its end.
 
 With a scratch folder (`use_scratch`), a session's images are kept there as cleaned PNGs named
 by their sha256, not in memory: a turn holds only their paths and the images are read back
@@ -120,6 +122,19 @@ class TurnUpdate:
     request: GenerationRequest | None = None
     # For a correction: the answer it corrects.
     corrects: TurnUpdate | None = None
+
+    def take(self, event: Event) -> None:
+        """Add one engine event: a piece of reasoning or of the answer, or the end with its
+        stats and error. How long the reasoning took is the streaming side's to time."""
+        if event.kind == "reasoning":
+            self.reasoning += valid_text(event.text)
+        elif event.kind == "answer":
+            self.reasoning_done = True
+            self.answer += valid_text(event.text)
+        else:
+            self.done = self.reasoning_done = True
+            self.stats = event.stats
+            self.error = valid_text(event.error) if event.error else event.error
 
 
 @dataclass
@@ -872,17 +887,11 @@ class Studio:
                 now = time.monotonic()
                 if event.kind == "reasoning":
                     reasoning_started = reasoning_started or now
-                    update.reasoning += valid_text(event.text)
                     update.reasoning_seconds = now - reasoning_started
-                elif event.kind == "answer":
-                    if reasoning_started and not update.reasoning_done:
-                        update.reasoning_seconds = now - reasoning_started
-                    update.reasoning_done = True
-                    update.answer += valid_text(event.text)
-                else:
-                    update.done, update.stats = True, event.stats
-                    update.error = valid_text(event.error) if event.error else event.error
-                    update.reasoning_done = True
+                elif event.kind == "answer" and reasoning_started and not update.reasoning_done:
+                    update.reasoning_seconds = now - reasoning_started
+                update.take(event)
+                if update.done:
                     self._close_answer(answer_id, update)
                     closed = True
                 if answer_id and not closed and now - last_save >= self.save_interval_s:
@@ -907,25 +916,19 @@ class Studio:
         cancelled request with its real stats. An engine that ends without them (it failed)
         leaves the counts it cannot know at zero and the time that really passed."""
         self.engine.cancel(request.request_id)
-        stats = None
         try:
             for event in events:
-                if event.kind == "reasoning":
-                    update.reasoning += valid_text(event.text)
-                elif event.kind == "answer":
-                    update.answer += valid_text(event.text)
-                else:
-                    stats = event.stats
+                update.take(event)
         except Exception:  # already going away: what was said so far is what is kept
             log.exception("the engine failed while stopping request %s", request.request_id)
         finally:
             close = getattr(events, "close", None)
             if close is not None:
                 close()
-        if stats is None:
-            stats = Stats(finish_reason="cancelled", seed=request.sampling.seed,
-                          duration_s=time.monotonic() - started)
-        update.stats = replace(stats, finish_reason="cancelled")
+        stats = update.stats or Stats(finish_reason="cancelled", seed=request.sampling.seed,
+                                      duration_s=time.monotonic() - started)
+        # Stopped, not failed: what the engine reported while stopping is not the answer's error.
+        update.stats, update.error = replace(stats, finish_reason="cancelled"), None
         update.done = update.reasoning_done = True
 
     def _close_answer(self, answer_id: str | None, update: TurnUpdate) -> None:

@@ -5,11 +5,16 @@ one itself), waits until the page answers and returns a `RunningApp`; a child th
 never answers is stopped and reported with its log. `wait_for_model(app)` waits until the
 model is loaded as well, asking the app's own /poll endpoint. `running_app(...)` is both, as a
 context manager that stops the child on exit. The child's output goes to a log in `workdir`.
+
+`loaded_status(family)` is the one rule for reading the app's model status line: it finds a
+line that says the model (of that family) is loaded, in the Markdown /poll returns and in the
+text the page shows alike, so Playwright can wait on it as it is (`testing.browser`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -23,6 +28,23 @@ from testing.processes import THREAD_ENV, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 300.0
+
+# The app's model status line (ui/model_status.py) in its three states, as /poll returns it
+# (the page shows the same without the ** of bold):
+#   loading  ⏳ Loading **tiny-random**: Preparing the tiny random qwen3_5 checkpoint
+#   failed   ⚠️ **The model could not be loaded.** <why>
+#   loaded   **<model>** · qwen3_5 · none · thinks when asked · up to 4 images (...)
+# The loading line can name the family too, so the family alone does not say "loaded".
+LOADING_SIGN = "⏳"
+LOAD_FAILED = "could not be loaded"
+
+
+def loaded_status(family: str | None = None) -> re.Pattern[str]:
+    """Finds a status line that says the model is loaded: the family (`family`, or any) between
+    middle dots, and neither the loading sign nor the failure anywhere in it. Plain enough for
+    Playwright to run in the page as it is."""
+    name = re.escape(family) if family else r"[^\s·]+"
+    return re.compile(rf"^(?![\s\S]*(?:{LOADING_SIGN}|{LOAD_FAILED}))[\s\S]* · {name} · ")
 
 
 @dataclass
@@ -58,17 +80,18 @@ def wait_for_page(app: RunningApp, timeout: float = START_TIMEOUT_S) -> None:
 
 
 def wait_for_model(app: RunningApp, timeout: float = START_TIMEOUT_S) -> None:
-    """Return once the app's status line names a loaded model."""
+    """Return once the app's status line says its model is loaded (`loaded_status`)."""
     from gradio_client import Client
 
     deadline = time.monotonic() + timeout
+    loaded = loaded_status()
     client = Client(app.url, verbose=False)
     try:
         while time.monotonic() < deadline:
             status = str(client.predict(api_name="/poll")[0])
-            if status.startswith("**"):  # the status line names the loaded model in bold
+            if loaded.search(status):
                 return
-            if "could not be loaded" in status:
+            if LOAD_FAILED in status:
                 raise RuntimeError(f"the app could not load its model: {status}")
             time.sleep(0.5)
     finally:

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
+from testing.browser import wait_for_model_on_page
+
 SIDEBAR = "button[aria-label='Toggle Sidebar']"
 
 
 def open_page(page, app, family: str = "qwen3_5") -> None:
-    """Load the page and wait until the model is ready: its status line names the family and
-    no longer says it is loading (a cold cache shows "Preparing the tiny random <family>
-    checkpoint" first, and a question asked then is refused)."""
+    """Load the page and wait until its status line says the family's model is loaded (a
+    question asked while it loads is refused)."""
     page.goto(app.url)
-    page.wait_for_function(
-        """family => {
-             const status = document.querySelector('#model-status');
-             const text = status ? status.innerText : '';
-             return text.includes(' · ' + family + ' · ') && !text.includes('Loading');
-           }""", arg=family, timeout=120_000)
+    wait_for_model_on_page(page, family)
 
 
 def give_consent(page) -> None:

@@ -10,7 +10,8 @@ language sides of LLaVA-OneVision and Ovis2) get a locally trained byte-level BP
 and configs in the family's format. Where real checkpoints of one family behave differently,
 each behaviour has its own tiny checkpoint (Qwen3-VL Instruct / Thinking, Qwen3.5 small /
 large). Folders are built in seconds and rebuilt only when missing or incomplete: a build goes
-to a temporary sibling folder, gets a marker file last, and is then renamed into place.
+to a temporary sibling folder, gets a marker file last, and is then renamed into place
+(`build_once(folder, build, label)`, which the benchmarks' larger checkpoints use too).
 
 The default cache is $VQA_STUDIO_CACHE or ~/.cache/vqa-studio, subfolder tiny/<family>-v<N>.
 "tiny-random" is the app's alias for ensure_tiny("qwen3_5"); this module does not resolve it.
@@ -30,7 +31,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from engine.tiny import hub
@@ -159,15 +162,25 @@ def tiny_path(family: str, cache_dir: Path | None = None) -> Path:
 
 def ensure_tiny(family: str, cache_dir: Path | None = None) -> Path:
     """Return the folder of the family's tiny checkpoint, building it first if needed."""
-    target = tiny_path(family, cache_dir)
+    return build_once(tiny_path(family, cache_dir), partial(_build, family),
+                      f"{family} v{_recipe(family).version}")
+
+
+def build_once(target: Path, build: Callable[[Path], None], label: str) -> Path:
+    """Return `target` once it holds a finished build, running `build(folder)` first if not.
+
+    The build fills a temporary sibling folder, which gets `MARKER` (saying `label`) last and
+    is then renamed into place, so a folder with the marker is always whole; one without it
+    (an interrupted build) is replaced, and a folder another process finished first is kept.
+    """
     if (target / MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any model cache
     try:
-        _build(family, staging)
-        (staging / MARKER).write_text(f"{family} v{_recipe(family).version}\n")
+        build(staging)
+        (staging / MARKER).write_text(f"{label}\n")
         if target.exists() and not (target / MARKER).is_file():
             # Left behind by an interrupted build (or being cleared by a concurrent one).
             shutil.rmtree(target, ignore_errors=True)

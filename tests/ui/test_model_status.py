@@ -1,11 +1,16 @@
 """The page's model line says what the loaded checkpoint really does: its thinking, as its chat
-template has it, and how many images fit, with what one costs."""
+template has it, and how many images fit, with what one costs; and the tests' rule for "the
+model is loaded" (`testing.app.loaded_status`) reads the lines the app really writes."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
+from engine.loading import LoadProgress
 from engine.local import LocalEngine
+from testing.app import loaded_status
 from ui.model_status import status_text as _status_text
 
 
@@ -26,3 +31,22 @@ def test_status_shows_the_image_limit_and_cost(llava_engine):
     text = _status_text(llava_engine)
     assert f"up to {caps.max_images} images (about {caps.image_tokens} tokens each)" in text
     assert caps.max_images == 6
+
+
+def _not_ready(progress: str = "", load_error: str | None = None):
+    return SimpleNamespace(ready=False, load_error=load_error, model_ref="tiny-random",
+                           progress=LoadProgress("building", progress))
+
+
+@pytest.mark.parametrize("family", [None, "qwen3_5"])
+def test_the_loaded_rule_takes_only_a_loaded_models_line(tiny_engine, family):
+    loaded = _status_text(tiny_engine)
+    # Still loading, the line names the family too: it must not count as loaded.
+    loading = _status_text(_not_ready("Preparing the tiny random qwen3_5 checkpoint · qwen3_5 · "))
+    failed = _status_text(_not_ready(load_error="no weights · qwen3_5 · here"))
+    rule = loaded_status(family)
+    for text, says_loaded in [(loaded, True), (loading, False), (failed, False)]:
+        # As /poll returns it (Markdown) and as the page shows it (no bold markers).
+        assert bool(rule.search(text)) is says_loaded, text
+        assert bool(rule.search(text.replace("**", ""))) is says_loaded, text
+    assert not loaded_status("llava").search(loaded)
