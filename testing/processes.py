@@ -1,4 +1,5 @@
-"""Child processes on this machine: a free loopback port, and stopping a child for good.
+"""Child processes on this machine: a free loopback port, stopping a child for good, and
+whether a process still runs and which children it has (from /proc).
 
 `THREAD_ENV` gives a child one math thread: on two shared cores more threads make it erratic,
 not faster. `stop_process` asks politely, then kills; it returns once the child is gone.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from pathlib import Path
 
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -27,3 +29,27 @@ def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting to be reaped has stopped). Linux only."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def children_of(pid: int) -> list[int]:
+    """The running processes whose parent is `pid`. Linux only."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found

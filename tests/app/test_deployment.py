@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +16,9 @@ from pathlib import Path
 import pytest
 
 import app as studio_app
+from testing.app import wait_for_model
+from testing.processes import children_of, process_alive
+from testing.waiting import wait_until
 from tests.page_actions import give_consent, open_page, submit_question, wait_for_finished_answer
 
 
@@ -54,6 +58,18 @@ def test_the_local_model_runs_in_a_process_of_its_own_unless_told_otherwise():
     assert studio_app.build_engine(settings).concurrency == settings.max_batch
     told = studio_app.settings_from(["--model", "tiny-random"], {"VQA_STUDIO_IN_PROCESS": "1"})
     assert isinstance(studio_app.build_engine(told), LocalEngine)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_the_model_process_ends_with_the_app_however_it_ends(app_launcher, tmp_path, how):
+    app = app_launcher(tmp_path)
+    wait_for_model(app)
+    models = [pid for pid in children_of(app.process.pid)
+              if b"engine.process" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(models) == 1
+    os.kill(app.process.pid, how)
+    app.process.wait()
+    assert wait_until(lambda: not process_alive(models[0]), timeout=60), app.log_tail()
 
 
 @pytest.mark.parametrize("argv", [["--engine", "openai"], ["--quantize", "3bit"],

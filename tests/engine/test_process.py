@@ -17,6 +17,7 @@ from PIL import Image
 from engine.errors import EngineClosed, ModelLoadError, ModelNotReady, RequestError
 from engine.process import ProcessEngine
 from engine.types import GenerationRequest, Message, Sampling
+from testing.processes import process_alive
 from testing.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,15 +43,6 @@ def _collect(events) -> tuple[dict, object]:
         else:
             texts[event.kind] += event.text
     return texts, done
-
-
-def _alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie waiting to be reaped has stopped)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +115,7 @@ def test_a_model_that_cannot_load_says_why_and_leaves_no_process(tmp_path):
     with pytest.raises(ModelLoadError) as raised:
         engine.load()
     assert engine.load_error and engine.load_error in str(raised.value)
-    assert not engine.ready and not _alive(engine.pid)
+    assert not engine.ready and not process_alive(engine.pid)
     with pytest.raises(ModelNotReady, match="could not be loaded"):
         engine.stream(_request())
     engine.close()
@@ -138,7 +130,7 @@ def test_closing_ends_open_streams_and_stops_the_process():
     engine.close()
     _, done = _collect(events)
     assert done.stats.finish_reason in ("cancelled", "error")
-    assert not _alive(pid)
+    assert not process_alive(pid)
     with pytest.raises(EngineClosed):
         engine.stream(_request())
     engine.close()  # again: nothing happens
@@ -176,8 +168,8 @@ def test_the_model_process_does_not_outlive_a_killed_parent(tmp_path):
                               text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         child = int(parent.stdout.readline())
-        assert _alive(child)
+        assert process_alive(child)
     finally:
         parent.kill()
         parent.wait()
-    assert wait_until(lambda: not _alive(child), timeout=30)
+    assert wait_until(lambda: not process_alive(child), timeout=30)
