@@ -3,11 +3,11 @@
 `AnswerTracker` takes the request's new token ids one at a time (`take`), decodes them
 incrementally, splits reasoning from answer, hands each `Event` to the request's `emit`
 callable on the decoding thread itself (a queue's `put`, or a pipe to another process) and
-counts tokens per phase. It says when the thinking budget is spent; `budget_cue(max_new)` then holds the one rule
-for what follows, in both decoding paths: with new tokens left, the token ids of the cue that
-tells the model to stop reasoning (from there on everything the model writes is answer);
-without, nothing, and the answer ends with its budget exhausted. `stats()` gives the
-request's final `Stats`.
+counts tokens per phase. It says when the thinking budget is spent; `budget_cue(max_new)`
+then holds the one rule for what follows, in both decoding paths: with new tokens left, the
+token ids of the cue that tells the model to stop reasoning (from there on everything the
+model writes is answer); without, nothing, and the answer ends with its budget exhausted.
+`stats()` gives the request's final `Stats`.
 
 Both decoding paths use it: `model.generate` (through `TokenTap`, a stopping criterion) and the
 step-level batch scheduler, which calls `take` itself. So the text a user sees, the token

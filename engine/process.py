@@ -38,6 +38,7 @@ Knows nothing of the UI or the database.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -224,10 +225,9 @@ class ProcessEngine:
                 self.cancel(request_id)
 
     def cancel(self, request_id: str) -> None:
-        try:
+        # No model process: nothing runs that could be stopped.
+        with contextlib.suppress(StudioError):
             self._send(("cancel", request_id))
-        except StudioError:  # no model process: nothing runs that could be stopped
-            pass
 
     def queue_position(self, request_id: str) -> int | None:
         if not self.ready:

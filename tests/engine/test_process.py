@@ -105,7 +105,8 @@ def test_scores_match_the_in_process_engine(process_engine, tiny_engine):
     answers = ["blue", "a red square"]
     there = process_engine.score_answers(messages, answers)
     here = tiny_engine.score_answers(messages, answers)
-    assert [s.total_logprob for s in there] == pytest.approx([s.total_logprob for s in here], abs=1e-4)
+    assert ([s.total_logprob for s in there]
+            == pytest.approx([s.total_logprob for s in here], abs=1e-4))
     with pytest.raises(RequestError):
         process_engine.score_answers(messages, answers, adapter="nope")
 
