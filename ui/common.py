@@ -85,8 +85,10 @@ def view(chat_state: ChatState, streaming: bool = False, plain: bool = False) ->
     tools = (not streaming and chat_state.comparison is None and last is not None
              and last.answer is not None)
     label = version_label(chat_state) if tools else ""
-    chat = messages if plain else gr.Chatbot(value=messages,
-                                             feedback_value=feedback_values(chat_state))
+    # While streaming, the messages alone: a Chatbot update would copy every image of the
+    # conversation into the cache again at each redraw; the thumbs change only at the end.
+    chat = messages if plain or streaming else gr.Chatbot(
+        value=messages, feedback_value=feedback_values(chat_state))
     return (chat, message_slots, gr.Row(visible=tools), label,
             gr.Button(visible=bool(label)), gr.Button(visible=bool(label)))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from studio.turns import ChatState, Studio
-from ui import chat, compare, feedback, history, model_status
+from ui import chat, compare, feedback, history, model_status, render
 from ui.data_tab import build_data_tab
 from ui.examples import example_inputs
 from ui.uploads import Uploads, sha256
@@ -91,6 +91,7 @@ def build_page(studio: Studio, settings) -> gr.Blocks:
         sha256(Path(f)) for example in example_inputs(examples_dir) for f in example["files"]})
     if studio.store is not None:
         studio.store.on_erasure(uploads.forget)
+        studio.store.on_erasure(render.forget)
     # A public app cleans Gradio's upload cache: files older than 15 min, checked every 5 min
     # (uploads a turn took are dropped at once; sessions' images live elsewhere).
     with gr.Blocks(title="VQA Studio", delete_cache=(300, 900) if public else None) as demo:

@@ -6,10 +6,16 @@ the browser fetch a URL; code is left as written, so it shows and copies unchang
 `answer_messages` builds the chatbot messages for one answer: a
 collapsible reasoning message (pending while it streams, then "Thought for N s") and the answer
 with a short line of stats.
+
+Every redraw of a streaming answer renders the whole conversation again, so what does not
+change (questions, finished answers) is made safe once and then read from a small cache; the
+text still streaming is not cached, so it cannot push the rest out. The cache holds what users
+wrote and were shown: an erasure empties it (`forget`).
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from dataclasses import dataclass
@@ -26,7 +32,21 @@ _BACKTICKS = re.compile(r"`+")
 _ACTIVE = re.compile(r"(\\*)(<|&(?=#?\w+;)|(?<=!)\[)")
 
 
+# Enough for the finished messages of the conversations streaming at once.
+RENDERED_CACHE_SIZE = 1024
+
+
 def safe_markdown(text: str) -> str:
+    """`make_safe(text)`, remembered: for text that will be drawn again unchanged."""
+    return _remembered(text)
+
+
+def forget(*_erased) -> None:
+    """Empty the cache of rendered text (after an erasure: it may hold erased words)."""
+    _remembered.cache_clear()
+
+
+def make_safe(text: str) -> str:
     """Markdown with raw HTML and images made inert, and code left exactly as written.
 
     Outside code, '<', '&' before a character reference and the '[' of '![' get a Markdown
@@ -55,6 +75,9 @@ def safe_markdown(text: str) -> str:
             prose.append(line)
     out.append(_escape_prose("".join(prose)))
     return "".join(out)
+
+
+_remembered = functools.lru_cache(maxsize=RENDERED_CACHE_SIZE)(make_safe)
 
 
 def _defuse(match: re.Match) -> str:
@@ -115,15 +138,18 @@ def stats_line(stats: Stats | None, model: str, adapter: str | None = None) -> s
 def answer_messages(update) -> list[dict]:
     """Chatbot messages (dicts) for one streaming or finished `TurnUpdate`."""
     messages = []
+    # Text still streaming is different at every redraw: not worth remembering.
+    safe = safe_markdown if update.done else make_safe
     if update.reasoning:
         # Gradio shows the duration beside the title, and a spinner while pending.
         metadata = {"title": "Thought" if update.reasoning_done else "Thinking…",
                     "status": "done" if update.reasoning_done else "pending"}
         if update.reasoning_done:
             metadata["duration"] = round(update.reasoning_seconds or 0.0, 1)
-        messages.append({"role": "assistant", "content": safe_markdown(update.reasoning),
+        thought = safe_markdown if update.reasoning_done else safe
+        messages.append({"role": "assistant", "content": thought(update.reasoning),
                          "metadata": metadata})
-    body = safe_markdown(update.answer)
+    body = safe(update.answer)
     if update.error:
         body = (body + "\n\n" if body else "") + f"**Error:** {safe_markdown(update.error)}"
     line = stats_line(update.stats, update.model, update.adapter) if update.done else ""

@@ -42,3 +42,20 @@ def test_raw_html_and_images_outside_code_are_inert():
 def test_unclosed_backticks_do_not_shield_html():
     html = RENDER(safe_markdown("a ` b <img src=x onerror=alert(1)> ``c`"))
     assert "<img" not in html
+
+
+def test_an_erasure_empties_the_cache_of_rendered_text(tmp_path):
+    import app
+    from engine.local import LocalEngine
+    from storage import Store
+    from studio.turns import Studio
+    from ui import render
+    from ui.page import build_page
+
+    settings = app.settings_from(["--db", str(tmp_path / "studio.db")], {})
+    store = Store(settings.db_path)
+    build_page(Studio(LocalEngine("tiny-random"), store), settings)  # wires the erasure
+    render.safe_markdown("the words of someone who will ask to be forgotten")
+    assert render._remembered.cache_info().currsize > 0
+    store.delete_user_data("someone")
+    assert render._remembered.cache_info().currsize == 0
