@@ -20,6 +20,7 @@ from PIL import Image
 from engine.batching import BatchLimits
 from engine.errors import EngineClosed, RequestError
 from engine.local import LocalEngine
+from engine.process import ProcessEngine
 from engine.protocol import Engine
 from engine.remote import RemoteEngine
 from engine.types import GenerationRequest, Message, Sampling
@@ -81,7 +82,7 @@ def _signature_mismatches(wanted, found) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("cls", [LocalEngine, RemoteEngine, ZeroGPUEngine])
+@pytest.mark.parametrize("cls", [LocalEngine, ProcessEngine, RemoteEngine, ZeroGPUEngine])
 def test_each_engine_implements_every_member_of_the_protocol(cls):
     assert mismatches(cls) == []
 
