@@ -209,8 +209,8 @@ def tighten_client_polling(interval_ms: float) -> None:
 # -- the app's client ----------------------------------------------------------------------
 
 CLIENTS = ("lean", "stock")
-# The app builds its page config for every client that connects; on a busy two-core machine
-# that took 8 s, past httpx's 5 s default. Only a hung request waits this long.
+# Every Client fetches the app's page config when it connects, which took 8 s on a busy
+# two-core machine, past httpx's 5 s default. Only a hung request waits this long.
 CLIENT_TIMEOUT_S = 120.0
 # The key in a Client's `httpx_kwargs` that names its connection pool (see `_PooledHttpx`).
 _POOL = "connection_pool"
@@ -309,9 +309,9 @@ def _patch_gradio_client() -> None:
 def app_client(url: str, kind: str = "lean"):
     """A `gradio_client.Client` for the app at `url`, closed (with its connections) on exit.
 
-    "stock": the library's defaults. "lean": `download_files=False` (the outputs name the
-    image on the server instead of fetching it after every update) and one `httpx.Client`
-    whose connections every request of this client reuses.
+    "stock": the library's defaults but for a longer timeout. "lean": `download_files=False`
+    (the outputs name the image on the server instead of fetching it after every update) and
+    one `httpx.Client` whose connections every request of this client reuses.
     """
     import httpx
     from gradio_client import Client
