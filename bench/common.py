@@ -8,6 +8,13 @@
 - `tighten_client_polling(ms)`: gradio_client's reader thread looks for new server messages
   every 50 ms, so every time it reports lags the server by up to 50 ms. Streaming latency is
   what the overhead and concurrency benchmarks measure, so they shorten that wait.
+- `app_client(url, "lean" | "stock")` is the `gradio_client.Client` those benchmarks ask
+  with. "stock" is the library's default, which downloads every file named in every
+  streamed update (the question's image, once per redraw) and opens a new connection for
+  every request; "lean" downloads nothing and keeps its connections open, as a browser does,
+  so that what is timed is the app's work rather than the client's.
+- `upload_first(client, arguments)` uploads the files of a call before it is made, as a
+  browser does when an image is attached, so that a timed call starts with the question.
 - `print_machine()` and `print_table()` write Markdown that docs/benchmarks.md quotes as is.
 """
 
@@ -21,7 +28,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -197,3 +204,151 @@ def tighten_client_polling(interval_ms: float) -> None:
             real_time.sleep(min(seconds, limit))
 
     client_utils.time = _ShortSleeps()
+
+
+# -- the app's client ----------------------------------------------------------------------
+
+CLIENTS = ("lean", "stock")
+# Every Client fetches the app's page config when it connects, which took 8 s on a busy
+# two-core machine, past httpx's 5 s default. Only a hung request waits this long.
+CLIENT_TIMEOUT_S = 120.0
+# The key in a Client's `httpx_kwargs` that names its connection pool (see `_PooledHttpx`).
+_POOL = "connection_pool"
+# Server paths of files `upload_first` uploaded, which gradio_client must not upload again.
+_UPLOADED: set[str] = set()
+
+
+class _PooledHttpx:
+    """What gradio_client.client sees as `httpx`: the real module, except that a request given
+    `connection_pool=` (an `httpx.Client`) goes through that client's open connections.
+
+    gradio_client 2.x calls `httpx.post`, `httpx.get` and `httpx.stream` for every upload,
+    question, heartbeat and download, and opens a new `httpx.Client` for every answer's event
+    stream: each of those connects afresh. It passes its `httpx_kwargs` to all of them, but
+    those module functions accept no transport or client to reuse, so the pool rides in
+    `httpx_kwargs` and is taken out here. Clients made without it are untouched.
+    """
+
+    def __getattr__(self, name: str):
+        import httpx
+
+        return getattr(httpx, name)
+
+    @staticmethod
+    def _pooled(kwargs: dict):
+        pool = kwargs.pop(_POOL, None)
+        if pool is not None:
+            kwargs.pop("verify", None)  # set once on the pool
+            cookies = kwargs.pop("cookies", None)
+            if cookies:
+                pool.cookies.update(cookies)  # httpx deprecates cookies per request
+        return pool
+
+    def request(self, method: str, url, **kwargs):
+        import httpx
+
+        pool = self._pooled(kwargs)
+        return (pool or httpx).request(method, url, **kwargs)
+
+    def get(self, url, **kwargs):
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url, **kwargs):
+        return self.request("POST", url, **kwargs)
+
+    def stream(self, method: str, url, **kwargs):
+        import httpx
+
+        pool = self._pooled(kwargs)
+        return (pool or httpx).stream(method, url, **kwargs)
+
+    def Client(self, **kwargs):  # noqa: N802 - stands in for httpx.Client
+        import httpx
+
+        pool = self._pooled(kwargs)
+        return httpx.Client(**kwargs) if pool is None else _Borrowed(pool, kwargs)
+
+
+class _Borrowed:
+    """The pool, lent to a `with httpx.Client(...) as client:` block that would close its own
+    client at the end: requests keep the block's timeout, and the pool stays open."""
+
+    def __init__(self, pool, kwargs: dict):
+        self.pool = pool
+        self.timeout = kwargs.get("timeout")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def stream(self, method: str, url, **kwargs):
+        if self.timeout is not None:
+            kwargs.setdefault("timeout", self.timeout)
+        return self.pool.stream(method, url, **kwargs)
+
+
+def _patch_gradio_client() -> None:
+    """Route gradio_client's requests through `_PooledHttpx`, and let files `upload_first`
+    uploaded through as they are. Idempotent; clients without a pool behave as stock."""
+    import gradio_client.client as client_module
+
+    if isinstance(client_module.httpx, _PooledHttpx):
+        return
+    client_module.httpx = _PooledHttpx()
+    upload = client_module.Endpoint._upload_file
+
+    def upload_unless_uploaded(self, f: dict, data_index: int) -> dict:
+        return f if f.get("path") in _UPLOADED else upload(self, f, data_index)
+
+    client_module.Endpoint._upload_file = upload_unless_uploaded
+
+
+@contextmanager
+def app_client(url: str, kind: str = "lean"):
+    """A `gradio_client.Client` for the app at `url`, closed (with its connections) on exit.
+
+    "stock": the library's defaults but for a longer timeout. "lean": `download_files=False`
+    (the outputs name the image on the server instead of fetching it after every update) and
+    one `httpx.Client` whose connections every request of this client reuses.
+    """
+    import httpx
+    from gradio_client import Client
+
+    if kind not in CLIENTS:
+        raise ValueError(f"client must be one of {CLIENTS}, not {kind!r}")
+    _patch_gradio_client()
+    with ExitStack() as stack:
+        options: dict = {"timeout": CLIENT_TIMEOUT_S}
+        if kind == "lean":
+            options[_POOL] = stack.enter_context(httpx.Client(timeout=CLIENT_TIMEOUT_S))
+        client = Client(url, verbose=False, httpx_kwargs=options,
+                        **({"download_files": False} if kind == "lean" else {}))
+        stack.callback(client.close)
+        yield client
+
+
+def upload_first(client, arguments: Sequence, api_name: str = "/chat") -> list:
+    """`arguments` with their files uploaded to the app now, through the client's own upload.
+
+    A browser uploads an image when it is attached, before the question is sent; a call made
+    with what this returns skips gradio_client's upload (see `_patch_gradio_client`), so
+    its time starts with the question. The app deletes an image once a question has taken
+    it: upload again for every call.
+    """
+    from gradio_client.utils import is_file_obj_with_meta, traverse
+
+    _patch_gradio_client()
+    endpoint = client.endpoints[client._infer_fn_index(api_name, None)]
+    # gradio_client's own steps before a call: a placeholder for each State input (so that
+    # every argument lines up with its component), then every FileData uploaded.
+    states = {i for i, kind in enumerate(endpoint.input_component_types) if kind.is_state}
+    uploaded = endpoint.process_input_files(*endpoint.insert_empty_state(*arguments))
+
+    def remember(file: dict) -> dict:
+        _UPLOADED.add(file["path"])
+        return file
+
+    traverse(list(uploaded), remember, is_file_obj_with_meta)
+    return [value for i, value in enumerate(uploaded) if i not in states]

@@ -1,26 +1,39 @@
 """Many users at once against the running app: throughput, queue wait, time to first token.
 
-`python app.py --model PATH` runs in a subprocess; for each user count (1, 4, 8, 16) that many
-threads, each with its own `gradio_client` session, start together and each ask `--questions`
-questions one after another (every question a fresh conversation about the same 640x480 image,
-greedy, thinking off, a fixed number of new tokens, "Save my data" on unless --no-saving).
+`python app.py --model PATH` runs in a subprocess; for each answer length (`--max-new-tokens`,
+default 64 and 256) and each user count (1, 4, 8, 16) that many threads, each with its own
+`gradio_client` session, start together and each ask `--questions` questions one after
+another (every question a fresh conversation about the same 640x480 image, greedy, thinking
+off, "Save my data" on unless --no-saving). Each simulated user is a client of the kind
+`--client` names (`bench.common.app_client`): "lean" (the default) downloads no files and
+reuses its connections, as a browser does; "stock" is gradio_client's default, which opens
+a connection per request and downloads the question's image after every streamed update.
+Several kinds are measured one after the other at each setting.
 
-Per request the caller records: queue wait (from submitting to the server's "process starts"
-message; gradio_client uploads the image first, so even a lone user waits for the upload),
-time to first token (from submitting to the first visible answer text, so it includes the
+Each question first uploads its image (`bench.common.upload_first`, as a browser does when
+the image is attached), then is sent. Per request the caller records: queue wait (from
+sending to the server's "process starts" message), time to first token from the call
+(upload included) and from sending (to the first visible answer text, so both include the
 queue wait), tokens (from the stats line under the answer) and errors (a failed job, a
 refused request, or an answer that ends with an error). Aggregate tokens/s is all tokens over
-the wall time from the first submission to the last answer. Each simulated user looks for
-updates every `--client-poll-ms` (20 ms): sixteen users polling faster take CPU from the app
-on a two-core machine.
+the wall time from the first call to the last answer. Each simulated user looks for updates
+every `--client-poll-ms` (20 ms): sixteen users polling faster take CPU from the app on a
+two-core machine.
+
+Beside each row, unless --no-in-process, the same users, questions and answer length are
+asked of a `LocalEngine` in this process with the same batch limit (`bench.batching`'s
+measurement, while the app idles), and "app ÷ in-process" is the app's aggregate over that
+one: what the web app keeps of the engine's throughput.
 
 The app runs once per `--max-batch` (default 1, then 8): with 1 it serves one generation at a
 time, so aggregate throughput stays flat and the wait grows with the number of users; with 8
 the engine decodes up to eight answers together and the page lets that many run at once. The
-last table checks the batching targets at 8 users against 1 user of the same setting.
+last table checks the batching targets at 8 users against 1 user of the same setting (time to
+first token from sending).
 
     python -m bench.concurrency [--model tiny|medium] [--users 1 4 8 16] [--questions 3]
-                                [--max-batch 1 8]
+                                [--max-batch 1 8] [--max-new-tokens 64 256]
+                                [--client lean stock] [--no-in-process] [--no-saving]
 """
 
 from __future__ import annotations
@@ -29,10 +42,14 @@ import argparse
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.batching import measure as measure_in_process
 from bench.common import (
+    CLIENTS,
+    app_client,
     fixed,
     load_average,
     ms,
@@ -44,14 +61,23 @@ from bench.common import (
     running_app,
     scene_image,
     tighten_client_polling,
+    upload_first,
 )
 from bench.models import MODELS, model_path
-from bench.workload import STATS_LINE, answer_of, chat_arguments, fresh_session, shows_answer
+from bench.workload import (
+    STATS_LINE,
+    answer_of,
+    ask_engine,
+    chat_arguments,
+    fresh_session,
+    shows_answer,
+)
 
 
 @dataclass
 class Request:
-    submitted: float
+    submitted: float  # the call: the image's upload starts
+    sent: float | None = None  # the question sent, once the image is uploaded
     started: float | None = None
     first: float | None = None
     done: float | None = None
@@ -69,7 +95,9 @@ def ask(client, arguments: list, poll_s: float) -> Request:
 
     request = Request(submitted=time.time())
     try:
-        job = client.submit(*arguments, api_name="/chat")
+        sendable = upload_first(client, arguments)
+        request.sent = time.time()
+        job = client.submit(*sendable, api_name="/chat")
         seen = 0
         while True:
             finished = job.done()
@@ -101,13 +129,11 @@ def ask(client, arguments: list, poll_s: float) -> Request:
     return request
 
 
-def run_users(url: str, users: int, questions: int, arguments: list, saving: bool,
+def run_users(clients: list, questions: int, arguments: list, saving: bool,
               poll_s: float) -> tuple[list[Request], float]:
-    from gradio_client import Client
-
-    clients = [Client(url, verbose=False) for _ in range(users)]
-    results: list[list[Request]] = [[] for _ in range(users)]
-    gate = threading.Barrier(users + 1)
+    """One thread per client, released together, each asking `questions` questions."""
+    results: list[list[Request]] = [[] for _ in clients]
+    gate = threading.Barrier(len(clients) + 1)
 
     def user(index: int) -> None:
         client = clients[index]
@@ -121,32 +147,61 @@ def run_users(url: str, users: int, questions: int, arguments: list, saving: boo
                 continue
             results[index].append(ask(client, arguments, poll_s))
 
-    threads = [threading.Thread(target=user, args=(i,), name=f"user-{i}") for i in range(users)]
+    threads = [threading.Thread(target=user, args=(i,), name=f"user-{i}")
+               for i in range(len(clients))]
     for thread in threads:
         thread.start()
     gate.wait()
     for thread in threads:
         thread.join()
-    for client in clients:
-        client.close()
     requests = [r for per_user in results for r in per_user]
     wall = max(r.done for r in requests) - min(r.submitted for r in requests)
     return requests, wall
 
 
-def summarize(users: int, requests: list[Request], wall: float) -> tuple[list, float, float]:
-    """The table row, and the aggregate tokens/s and TTFT p95 (seconds) as numbers."""
+def summarize(requests: list[Request], wall: float) -> dict:
     good = [r for r in requests if r.error is None]
-    waits = [r.started - r.submitted for r in good if r.started is not None]
-    ttfts = [r.first - r.submitted for r in good if r.first is not None]
+    waits = [r.started - r.sent for r in good if r.started is not None]
+    from_call = [r.first - r.submitted for r in good if r.first is not None]
+    from_send = [r.first - r.sent for r in good if r.first is not None]
     streams = [(r.tokens - 1) / (r.done - r.first) for r in good
                if r.first is not None and r.tokens > 1 and r.done > r.first]
-    tokens = sum(r.tokens for r in good)
-    row = [users, len(requests), len(requests) - len(good), fixed(tokens / wall),
-            ms(percentile(waits, 50)), ms(percentile(waits, 95)),
-            ms(percentile(ttfts, 50)), ms(percentile(ttfts, 95)),
-            fixed(percentile(streams, 50)), fixed(wall)]
-    return row, tokens / wall, percentile(ttfts, 95)
+    return {
+        "requests": len(requests), "errors": len(requests) - len(good),
+        "aggregate": sum(r.tokens for r in good) / wall,
+        "wait_p50": percentile(waits, 50), "wait_p95": percentile(waits, 95),
+        "call_p50": percentile(from_call, 50), "call_p95": percentile(from_call, 95),
+        "sent_p50": percentile(from_send, 50), "sent_p95": percentile(from_send, 95),
+        "stream": percentile(streams, 50), "wall": wall,
+    }
+
+
+def in_process_engine(path: str, max_batch: int, image, max_new_tokens: int):
+    """The engine the app runs, loaded in this process with the same batch limit."""
+    from engine.batching import BatchLimits
+    from engine.local import LocalEngine
+
+    engine = LocalEngine(path, quantize="none", device="cpu",
+                         batch_limits=BatchLimits(max_batch_size=max_batch))
+    engine.load()
+    for _ in range(2):
+        ask_engine(engine, image, max_new_tokens)  # warm-up
+    return engine
+
+
+def row_of(tokens: int, users: int, kind: str, app: dict, engine: dict | None) -> list:
+    aggregate = engine["aggregate"] if engine else float("nan")
+    return [tokens, users, kind, app["requests"], app["errors"], fixed(app["aggregate"]),
+            fixed(aggregate), fixed(app["aggregate"] / aggregate, 2) if engine else "",
+            ms(app["wait_p50"]), ms(app["wait_p95"]), ms(app["call_p50"]),
+            ms(app["call_p95"]), ms(app["sent_p50"]), ms(app["sent_p95"]),
+            fixed(app["stream"]), fixed(app["wall"])]
+
+
+HEADERS = ["tokens", "users", "client", "requests", "errors", "aggregate tok/s",
+           "in-process tok/s", "app ÷ in-process", "queue wait p50 ms", "queue wait p95 ms",
+           "TTFT p50 ms (call)", "TTFT p95 ms (call)", "TTFT p50 ms (sent)",
+           "TTFT p95 ms (sent)", "stream tok/s p50", "wall s"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,59 +211,90 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--max-batch", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--client", nargs="+", default=["lean"], choices=CLIENTS,
+                        help="gradio_client as a browser behaves (lean) and/or as it comes "
+                             "(stock)")
+    parser.add_argument("--no-in-process", action="store_true",
+                        help="skip asking the engine in this process beside each row")
     parser.add_argument("--no-saving", action="store_true")
     parser.add_argument("--client-poll-ms", type=float, default=20.0,
                         help="how often each simulated user looks for updates; shorter "
                              "polling costs the app CPU on a small machine")
     args = parser.parse_args(argv)
+    kinds = list(dict.fromkeys(args.client))
     pin_threads(1)
     quiet_transformers()
     tighten_client_polling(args.client_poll_ms)
     print_machine("Concurrency: simulated users against the running app")
     path = model_path(args.model)
     saving = not args.no_saving
+    poll_s = args.client_poll_ms / 1000
     print(f"- model {args.model} ({path}); {args.questions} questions per user, each a new "
-          f"conversation; greedy, {args.max_new_tokens} new tokens, thinking off; saving "
-          f"{'on' if saving else 'off'}; app torch 1 thread; client polls every "
-          f"{args.client_poll_ms:g} ms\n", flush=True)
+          f"conversation; greedy, {' and '.join(map(str, args.max_new_tokens))} new tokens, "
+          f"thinking off; saving {'on' if saving else 'off'}; app torch 1 thread; client(s) "
+          f"{', '.join(kinds)}, polling every {args.client_poll_ms:g} ms; in-process engine "
+          f"{'not asked' if args.no_in_process else 'asked beside each row'}\n", flush=True)
     tables: dict[int, list] = {}
-    measured: dict[int, dict[int, tuple[float, float]]] = {}
+    measured: dict[tuple[int, int, str], dict[int, dict]] = {}
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
         image_path = scene_image(Path(tmp) / "scene.png")
-        arguments = chat_arguments(image_path, args.max_new_tokens)
         for max_batch in args.max_batch:
             rows = tables.setdefault(max_batch, [])
-            figures = measured.setdefault(max_batch, {})
+            engine = image = None
+            if not args.no_in_process:
+                from engine.images import ImagePolicy, load_image
+
+                image = load_image(str(image_path), ImagePolicy())
+                engine = in_process_engine(path, max_batch, image, args.max_new_tokens[0])
             with running_app(path, Path(tmp) / f"app-{max_batch}", "--max-batch",
-                             str(max_batch)) as app:
-                run_users(app.url, 1, 2, arguments, saving, args.client_poll_ms / 1000)  # warm-up
-                for users in args.users:
-                    before = load_average()
-                    requests, wall = run_users(app.url, users, args.questions, arguments,
-                                               saving, args.client_poll_ms / 1000)
-                    row, aggregate, ttft_p95 = summarize(users, requests, wall)
-                    rows.append(row)
-                    figures[users] = (aggregate, ttft_p95)
-                    errors += sorted({r.error for r in requests if r.error})
-                    print(f"- max batch {max_batch}, {users} users: load average before "
-                          f"{before}, after {load_average()}", flush=True)
+                             str(max_batch)) as app, ExitStack() as stack:
+                # One client per simulated user, made once: a Client fetches the page's
+                # config, which takes seconds; every question starts a new session anyway.
+                clients = {kind: [stack.enter_context(app_client(app.url, kind))
+                                  for _ in range(max(args.users))] for kind in kinds}
+                for kind in kinds:  # warm-up
+                    run_users(clients[kind][:1], 2,
+                              chat_arguments(image_path, args.max_new_tokens[0]), saving, poll_s)
+                for tokens in args.max_new_tokens:
+                    arguments = chat_arguments(image_path, tokens)
+                    for users in args.users:
+                        in_process = None
+                        if engine is not None:
+                            in_process = measure_in_process(engine, image, users,
+                                                            args.questions, tokens)
+                        for kind in kinds:
+                            before = load_average()
+                            requests, wall = run_users(clients[kind][:users], args.questions,
+                                                       arguments, saving, poll_s)
+                            figures = summarize(requests, wall)
+                            rows.append(row_of(tokens, users, kind, figures, in_process))
+                            measured.setdefault((max_batch, tokens, kind), {})[users] = figures
+                            errors += sorted({r.error for r in requests if r.error})
+                            print(f"- max batch {max_batch}, {tokens} tokens, {users} users, "
+                                  f"{kind} client: load average before {before}, after "
+                                  f"{load_average()}", flush=True)
+            if engine is not None:
+                engine.close()
     print()
-    headers = ["users", "requests", "errors", "aggregate tok/s", "queue wait p50 ms",
-               "queue wait p95 ms", "TTFT p50 ms", "TTFT p95 ms", "stream tok/s p50", "wall s"]
-    targets = []
     for max_batch, rows in tables.items():
-        print_table(f"Max batch {max_batch}", headers, rows)
-        by_users = measured[max_batch]
+        print_table(f"Max batch {max_batch}", HEADERS, rows)
+    print("(call: from the call, the image's upload included; sent: from sending the "
+          "question, after the upload; in-process: the engine in this process, same batch "
+          "limit, users and answer length)\n")
+    targets = []
+    for (max_batch, tokens, kind), by_users in measured.items():
         if 1 in by_users and 8 in by_users:
-            speedup = by_users[8][0] / by_users[1][0]
-            ttft = by_users[8][1] / by_users[1][1]
-            targets.append([max_batch, fixed(speedup, 2), "yes" if speedup >= 4 else "no",
-                            fixed(ttft, 2), "yes" if ttft <= 2 else "no"])
+            speedup = by_users[8]["aggregate"] / by_users[1]["aggregate"]
+            ttft = by_users[8]["sent_p95"] / by_users[1]["sent_p95"]
+            targets.append([max_batch, tokens, kind, fixed(speedup, 2),
+                            "yes" if speedup >= 4 else "no", fixed(ttft, 2),
+                            "yes" if ttft <= 2 else "no"])
     if targets:
         print_table("Targets at 8 users, against 1 user of the same setting",
-                    ["max batch", "aggregate tok/s x", ">= 4x", "TTFT p95 x", "<= 2x"], targets)
+                    ["max batch", "tokens", "client", "aggregate tok/s x", ">= 4x",
+                     "TTFT p95 (sent) x", "<= 2x"], targets)
     if errors:
         print("Errors seen:\n" + "\n".join(f"- {e}" for e in errors))
     return 0

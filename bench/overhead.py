@@ -10,32 +10,48 @@ thinking off and a fixed number of new tokens, is answered
   the finished answer are written to SQLite);
 - "app, not saving": the same with consent off (nothing is written).
 
-The three are interleaved, repetition by repetition, so that load from elsewhere on the
+Each app path is asked through each `--client` (`bench.common.app_client`): "lean" (the
+default) downloads no files and reuses its connections, as a browser does; "stock" is
+gradio_client's default, which opens a connection per request and downloads the question's
+image again after every streamed update. Asking with both shows what the stock client alone
+costs.
+
+All paths are interleaved, repetition by repetition, so that load from elsewhere on the
 machine hits them alike; each app question runs in a fresh session (a new conversation).
-Times are taken by the caller: time to first token is from the call to the first visible
-answer text (for the app this includes uploading the image, which a browser does earlier, and
-gradio_client's polling; see `--client-poll-ms`), tokens/s is (tokens - 1) / (time of the last
-update - time of the first). The engine's own figure (`Stats.tokens_per_s`, which the app
-shows under each answer) is reported beside it. Greedy decoding must give the same answer on
-both sides; the table says whether it did. A second table splits the app's time to first
-token using the rows the saving runs wrote (when the question and the answer rows were
-created, and the engine's own time to first token).
+Times are taken by the caller. Each app question first uploads its image through the client
+(`bench.common.upload_first`, as a browser does when the image is attached), then sends the
+question, so time to first token (to the first visible answer text) is given two ways: from
+the call, upload included, and from sending, after the upload. The question's echo is from
+sending to the first streamed update that shows the question in the chat; on the "chat"
+endpoint the app's first update waits for the engine's first event, so the echo and the
+first token arrive together unless that event carries no text (the page echoes a question
+by other means: in the browser, and in an event outside the model's queue). Tokens/s is
+(tokens - 1) / (time of the last update - time of the first); the engine's own figure
+(`Stats.tokens_per_s`, which the app shows under each answer) is reported beside it. Every
+time from a streamed update includes gradio_client's polling (see `--client-poll-ms`).
+Greedy decoding must give the same answer on all paths; the table says whether it did. A
+second table splits the app's time to first token using the rows the saving runs wrote (when
+the question and the answer rows were created, and the engine's own time to first token).
 
 Torch is pinned to one thread in this process and in the app (OMP_NUM_THREADS=1), so the
 engine gets one core and the web server, client and SQLite the other.
 
     python -m bench.overhead [--reps 7] [--max-new-tokens 64] [--models tiny medium]
+                             [--client lean stock] [--client-poll-ms 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
+    CLIENTS,
+    app_client,
     fixed,
     load_average,
     median,
@@ -47,6 +63,7 @@ from bench.common import (
     running_app,
     scene_image,
     tighten_client_polling,
+    upload_first,
 )
 from bench.models import MODELS, model_path
 from bench.workload import (
@@ -56,18 +73,25 @@ from bench.workload import (
     engine_request,
     fresh_session,
     shows_answer,
+    shows_question,
 )
 
 
 @dataclass
 class Sample:
-    ttft_s: float
-    total_s: float
+    ttft_s: float  # from the call: for the app, its upload included
+    total_s: float  # from the call
     tokens: int
     engine_tokens_per_s: float
     text: str
+    upload_s: float = 0.0  # the app's upload, before the question is sent; none in-process
+    echo_s: float = math.nan  # from sending to the first update that shows the question
     # Wall-clock (epoch) time of the call, to line the app's stored timestamps up with it.
     submitted_at: float = 0.0
+
+    @property
+    def ttft_sent_s(self) -> float:
+        return self.ttft_s - self.upload_s
 
     @property
     def tokens_per_s(self) -> float:
@@ -101,22 +125,27 @@ def ask_engine(engine, image, max_new_tokens: int) -> Sample:
 
 
 def ask_app(client, arguments: list, poll_s: float) -> Sample:
-    """Submit one question and watch its stream; the client must be in a fresh session."""
+    """Upload the image, then send the question and watch its stream; the client must be in
+    a fresh session."""
     from ui.render import plain_text
 
     submitted_at = time.time()
     started = time.perf_counter()
-    job = client.submit(*arguments, api_name="/chat")
-    first = None
+    sendable = upload_first(client, arguments)
+    sent = time.perf_counter()
+    job = client.submit(*sendable, api_name="/chat")
+    echo = first = None
     seen = 0
     while True:
         finished = job.done()  # read before the outputs, so none is missed at the end
         outputs = job.outputs()
         now = time.perf_counter()
-        if first is None:
-            if any(shows_answer(output) for output in outputs[seen:]):
-                first = now
-            seen = len(outputs)
+        fresh = outputs[seen:]
+        seen = len(outputs)
+        if echo is None and any(shows_question(output) for output in fresh):
+            echo = now
+        if first is None and any(shows_answer(output) for output in fresh):
+            first = now
         if finished:
             break
         time.sleep(poll_s)
@@ -126,16 +155,17 @@ def ask_app(client, arguments: list, poll_s: float) -> Sample:
     if first is None or match is None:
         raise RuntimeError(f"the app gave no finished answer: {final[-300:]!r}")
     return Sample(first - started, now - started, int(match.group(1)),
-                  float(match.group(2) or "nan"), plain_text(final), submitted_at)
+                  float(match.group(2) or "nan"), plain_text(final), sent - started,
+                  echo - sent if echo is not None else math.nan, submitted_at)
 
 
 def stored_timeline(db_path: Path, sample: Sample) -> dict[str, float]:
     """Where the time of one saved app answer went, from the rows the app wrote.
 
-    The question row is written after the upload, the queue, the image check and the image
-    write; the answer row is opened next; the engine reports its own time to first token from
-    when generation starts, just after that. All on this machine's clock, in seconds from the
-    call.
+    After the queue and the image check the app waits for the engine's first event, and only
+    then stores the question and opens the answer row, so the engine's own time to first
+    token lies inside "question sent → question stored". Timestamps are on this machine's
+    clock; the steps other than the engine's add up to the time to first token from the call.
     """
     import sqlite3
     from datetime import datetime
@@ -150,12 +180,12 @@ def stored_timeline(db_path: Path, sample: Sample) -> dict[str, float]:
         return datetime.fromisoformat(stamp).timestamp() - sample.submitted_at
 
     question, answer, engine_ttft, finished = row
-    first_token = since_call(answer) + (engine_ttft or 0.0)
     return {
-        "call → question stored": since_call(question),
+        "upload (by the caller)": sample.upload_s,
+        "question sent → question stored": since_call(question) - sample.upload_s,
+        "of that, the engine's time to first token": engine_ttft or float("nan"),
         "question stored → answer row opened": since_call(answer) - since_call(question),
-        "answer row opened → first token (engine)": engine_ttft or float("nan"),
-        "first token → caller sees it": sample.ttft_s - first_token,
+        "answer row opened → caller sees the first token": sample.ttft_s - since_call(answer),
         "last token → caller sees it": sample.total_s - since_call(finished),
     }
 
@@ -163,8 +193,9 @@ def stored_timeline(db_path: Path, sample: Sample) -> dict[str, float]:
 # -- one engine speed ------------------------------------------------------------------------
 
 
-def measure(name: str, reps: int, max_new_tokens: int, poll_s: float, workdir: Path) -> list:
-    from gradio_client import Client
+def measure(name: str, reps: int, max_new_tokens: int, clients: list[str], poll_s: float,
+            workdir: Path) -> tuple[list, list]:
+    from contextlib import ExitStack
 
     from engine.images import ImagePolicy, load_image
     from engine.local import LocalEngine
@@ -174,44 +205,53 @@ def measure(name: str, reps: int, max_new_tokens: int, poll_s: float, workdir: P
     image = load_image(str(image_path), ImagePolicy())
     engine = LocalEngine(path, quantize="none", device="cpu")
     engine.load()
-    samples: dict[str, list[Sample]] = {"engine": [], "app, saving": [], "app, not saving": []}
-    timelines: list[dict[str, float]] = []
+    paths = [("", "engine")] + [(kind, variant) for kind in clients
+                                for variant in ("app, saving", "app, not saving")]
+    samples: dict[tuple[str, str], list[Sample]] = {key: [] for key in paths}
+    timelines: dict[str, list[dict[str, float]]] = {kind: [] for kind in clients}
     load_before = load_average()
-    with running_app(path, workdir / name) as app:
-        client = Client(app.url, verbose=False)
+    with running_app(path, workdir / name) as app, ExitStack() as stack:
+        by_kind = {kind: stack.enter_context(app_client(app.url, kind)) for kind in clients}
         arguments = chat_arguments(image_path, max_new_tokens)
         for warm_up in range(2):
             ask_engine(engine, image, max_new_tokens)
-            fresh_session(client, saving=warm_up == 0)
-            ask_app(client, arguments, poll_s)
+            for client in by_kind.values():
+                fresh_session(client, saving=warm_up == 0)
+                ask_app(client, arguments, poll_s)
         for _ in range(reps):
-            samples["engine"].append(ask_engine(engine, image, max_new_tokens))
-            for variant, saving in (("app, saving", True), ("app, not saving", False)):
-                fresh_session(client, saving)
-                samples[variant].append(ask_app(client, arguments, poll_s))
-                if saving:
-                    timelines.append(stored_timeline(app.db_path, samples[variant][-1]))
-        client.close()
+            samples[("", "engine")].append(ask_engine(engine, image, max_new_tokens))
+            for kind, client in by_kind.items():
+                for variant, saving in (("app, saving", True), ("app, not saving", False)):
+                    fresh_session(client, saving)
+                    sample = ask_app(client, arguments, poll_s)
+                    samples[(kind, variant)].append(sample)
+                    if saving:
+                        timelines[kind].append(stored_timeline(app.db_path, sample))
+        stack.close()
         stored = _stored_answers(app.db_path)
     load_after = load_average()
-    base = samples["engine"]
+    base = samples[("", "engine")]
     base_ttft = median([s.ttft_s for s in base])
     base_speed = median([s.tokens_per_s for s in base])
     rows = []
-    for variant, runs in samples.items():
-        ttft = median([s.ttft_s for s in runs])
+    for (kind, variant), runs in samples.items():
+        in_app = variant != "engine"
+        ttft_sent = median([s.ttft_sent_s for s in runs])
         speed = median([s.tokens_per_s for s in runs])
         same = sum(s.text == base[0].text for s in runs)
         rows.append([
-            name, variant, len(runs), runs[0].tokens, ms(ttft),
-            "" if variant == "engine" else f"{(ttft - base_ttft) * 1000:+.0f}",
-            fixed(speed), "" if variant == "engine" else fixed(speed / base_speed, 2),
+            name, kind, variant, len(runs), runs[0].tokens,
+            ms(median([s.echo_s for s in runs])) if in_app else "",
+            ms(median([s.ttft_s for s in runs])), ms(ttft_sent),
+            f"{(ttft_sent - base_ttft) * 1000:+.0f}" if in_app else "",
+            fixed(speed), fixed(speed / base_speed, 2) if in_app else "",
             fixed(median([s.engine_tokens_per_s for s in runs])),
             ms(median([s.total_s for s in runs])), f"{same}/{len(runs)}",
         ])
     print(f"- {name}: {path}; load average before {load_before}, after {load_after}; "
           f"answers stored by the saving runs: {stored}", flush=True)
-    steps = [[name, step, ms(median([t[step] for t in timelines]))] for step in timelines[0]]
+    steps = [[name, kind, step, ms(median([t[step] for t in runs]))]
+             for kind, runs in timelines.items() for step in runs[0]]
     return rows, steps
 
 
@@ -230,30 +270,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--client", nargs="+", default=["lean"], choices=CLIENTS,
+                        help="gradio_client as a browser behaves (lean) and/or as it comes "
+                             "(stock); several are interleaved")
     parser.add_argument("--client-poll-ms", type=float, default=2.0,
                         help="how often the client looks for streamed updates (stock "
                              "gradio_client: 50)")
     args = parser.parse_args(argv)
+    clients = list(dict.fromkeys(args.client))
     pin_threads(1)
     quiet_transformers()
     tighten_client_polling(args.client_poll_ms)
     print_machine("Overhead: engine in-process vs the app through gradio_client")
     print(f"- {args.reps} repetitions after 2 warm-ups, greedy, {args.max_new_tokens} new tokens, "
-          f"thinking off, one 640x480 PNG; torch 1 thread in both processes; client polls "
-          f"every {args.client_poll_ms:g} ms\n", flush=True)
+          f"thinking off, one 640x480 PNG; torch 1 thread in both processes; client(s) "
+          f"{', '.join(clients)}, polling every {args.client_poll_ms:g} ms\n", flush=True)
     rows, steps = [], []
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         for name in args.models:
-            model_rows, model_steps = measure(name, args.reps, args.max_new_tokens,
+            model_rows, model_steps = measure(name, args.reps, args.max_new_tokens, clients,
                                               args.client_poll_ms / 1000, Path(tmp))
             rows += model_rows
             steps += model_steps
     print()
-    print_table("Medians", ["model", "path", "runs", "tokens", "TTFT ms", "Δ TTFT ms",
+    print_table("Medians", ["model", "client", "path", "runs", "tokens", "echo ms (sent)",
+                            "TTFT ms (call)", "TTFT ms (sent)", "Δ TTFT ms (sent)",
                             "tok/s (caller)", "ratio", "tok/s (engine)", "total ms",
                             "same answer"], rows)
+    print("(call: from the call, the image's upload included; sent: from sending the "
+          "question, after the upload; Δ against the engine's TTFT)\n")
     print_table("Where the first token's time goes in the app (saving runs, medians)",
-                ["model", "step", "ms"], steps)
+                ["model", "client", "step", "ms"], steps)
     return 0
 
 

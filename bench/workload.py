@@ -9,8 +9,10 @@ choice (`bench.models.model_path`); this module imports no other benchmark modul
   `ask_engine` times one such question in-process and `crowd` has several users ask at once;
 - `chat_arguments(image_path, n)` are the inputs of the app's "chat" endpoint for
   `gradio_client`, `fresh_session(client, saving)` starts a new conversation (consent on or
-  off), `answer_of(output)` reads the answer text out of one streamed output and
-  `STATS_LINE` the token count and speed out of the line the app writes under it.
+  off), `answer_of(output)` reads the answer text out of one streamed output,
+  `shows_question(output)` and `shows_answer(output)` say whether it shows the question and
+  any answer text yet, and `STATS_LINE` reads the token count and speed out of the line the
+  app writes under a finished answer.
 """
 
 from __future__ import annotations
@@ -100,6 +102,20 @@ def answer_of(output) -> str:
                 return "".join(p.get("text", "") for p in content if isinstance(p, dict))
             return content if isinstance(content, str) else ""
     return ""
+
+
+def shows_question(output) -> bool:
+    """True once an output's chat shows `QUESTION` as a user message."""
+    messages = output[0] if isinstance(output, tuple | list) and output else None
+    if not isinstance(messages, list):
+        return False
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            parts = content if isinstance(content, list) else [{"text": content}]
+            if any(isinstance(p, dict) and QUESTION in str(p.get("text") or "") for p in parts):
+                return True
+    return False
 
 
 def shows_answer(output) -> bool:
