@@ -34,6 +34,11 @@ first token from sending).
     python -m bench.concurrency [--model tiny|medium] [--users 1 4 8 16] [--questions 3]
                                 [--max-batch 1 8] [--max-new-tokens 64 256]
                                 [--client lean stock] [--no-in-process] [--no-saving]
+                                [--app-in-process]
+
+The app runs its model in a process of its own, as it does by default; `--app-in-process`
+runs it in the web server's process instead, for the comparison. (`--no-in-process` is about
+the reference engine this benchmark runs itself.)
 """
 
 from __future__ import annotations
@@ -218,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-in-process", action="store_true",
                         help="skip asking the engine in this process beside each row")
     parser.add_argument("--no-saving", action="store_true")
+    parser.add_argument("--app-in-process", action="store_true",
+                        help="run the app with --in-process: its model in the web server's "
+                             "process instead of a process of its own")
     parser.add_argument("--client-poll-ms", type=float, default=20.0,
                         help="how often each simulated user looks for updates; shorter "
                              "polling costs the app CPU on a small machine")
@@ -235,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
           f"thinking off; saving {'on' if saving else 'off'}; app torch 1 thread; client(s) "
           f"{', '.join(kinds)}, polling every {args.client_poll_ms:g} ms; in-process engine "
           f"{'not asked' if args.no_in_process else 'asked beside each row'}\n", flush=True)
+    app_flags = ("--in-process",) if args.app_in_process else ()
+    where = "in the web server" if app_flags else "in a process of its own"
+    print(f"- the app's model runs {where}\n", flush=True)
     tables: dict[int, list] = {}
     measured: dict[tuple[int, int, str], dict[int, dict]] = {}
     errors: list[str] = []
@@ -249,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 image = load_image(str(image_path), ImagePolicy())
                 engine = in_process_engine(path, max_batch, image, args.max_new_tokens[0])
             with running_app(path, Path(tmp) / f"app-{max_batch}", "--max-batch",
-                             str(max_batch)) as app, ExitStack() as stack:
+                             str(max_batch), *app_flags) as app, ExitStack() as stack:
                 # One client per simulated user, made once: a Client fetches the page's
                 # config, which takes seconds; every question starts a new session anyway.
                 clients = {kind: [stack.enter_context(app_client(app.url, kind))

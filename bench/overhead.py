@@ -37,7 +37,10 @@ Torch is pinned to one thread in this process and in the app (OMP_NUM_THREADS=1)
 engine gets one core and the web server, client and SQLite the other.
 
     python -m bench.overhead [--reps 7] [--max-new-tokens 64] [--models tiny medium]
-                             [--client lean stock] [--client-poll-ms 2]
+                             [--client lean stock] [--client-poll-ms 2] [--app-in-process]
+
+The app runs its model in a process of its own, as it does by default; `--app-in-process`
+runs it in the web server's process instead, for the comparison.
 """
 
 from __future__ import annotations
@@ -194,7 +197,7 @@ def stored_timeline(db_path: Path, sample: Sample) -> dict[str, float]:
 
 
 def measure(name: str, reps: int, max_new_tokens: int, clients: list[str], poll_s: float,
-            workdir: Path) -> tuple[list, list]:
+            workdir: Path, app_flags: tuple[str, ...] = ()) -> tuple[list, list]:
     from contextlib import ExitStack
 
     from engine.images import ImagePolicy, load_image
@@ -210,7 +213,7 @@ def measure(name: str, reps: int, max_new_tokens: int, clients: list[str], poll_
     samples: dict[tuple[str, str], list[Sample]] = {key: [] for key in paths}
     timelines: dict[str, list[dict[str, float]]] = {kind: [] for kind in clients}
     load_before = load_average()
-    with running_app(path, workdir / name) as app, ExitStack() as stack:
+    with running_app(path, workdir / name, *app_flags) as app, ExitStack() as stack:
         by_kind = {kind: stack.enter_context(app_client(app.url, kind)) for kind in clients}
         arguments = chat_arguments(image_path, max_new_tokens)
         for warm_up in range(2):
@@ -270,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--app-in-process", action="store_true",
+                        help="run the app with --in-process: its model in the web server's "
+                             "process instead of a process of its own")
     parser.add_argument("--client", nargs="+", default=["lean"], choices=CLIENTS,
                         help="gradio_client as a browser behaves (lean) and/or as it comes "
                              "(stock); several are interleaved")
@@ -283,13 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     tighten_client_polling(args.client_poll_ms)
     print_machine("Overhead: engine in-process vs the app through gradio_client")
     print(f"- {args.reps} repetitions after 2 warm-ups, greedy, {args.max_new_tokens} new tokens, "
-          f"thinking off, one 640x480 PNG; torch 1 thread in both processes; client(s) "
+          f"thinking off, one 640x480 PNG; torch 1 thread in every process; the app's model "
+          f"{'in the web server' if args.app_in_process else 'in a process of its own'}; client(s) "
           f"{', '.join(clients)}, polling every {args.client_poll_ms:g} ms\n", flush=True)
     rows, steps = [], []
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         for name in args.models:
             model_rows, model_steps = measure(name, args.reps, args.max_new_tokens, clients,
-                                              args.client_poll_ms / 1000, Path(tmp))
+                                              args.client_poll_ms / 1000, Path(tmp),
+                                              ("--in-process",) if args.app_in_process else ())
             rows += model_rows
             steps += model_steps
     print()
