@@ -45,6 +45,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -252,6 +253,11 @@ class ChatState:
         return None
 
 
+def _encoded(pngs: Sequence[Future], index: int) -> bytes | None:
+    """The PNG encoding started for image `index`, once done; None when none was started."""
+    return pngs[index].result() if index < len(pngs) else None
+
+
 class Studio:
     """The app's service layer: one engine, one store (or None), shared by every session."""
 
@@ -269,6 +275,10 @@ class Studio:
         self._last_sweep = time.monotonic()
         # session key -> its scratch folder name, so a closed tab's images go at once.
         self._scratch_of: dict[str, str] = {}
+        # A question's images are encoded as PNG (the session's copy, the store's) while the
+        # engine works towards the first token, not after it: the slowest step of keeping
+        # them would otherwise delay every first token.
+        self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode-png")
 
     # -- scratch images ------------------------------------------------------------------
 
@@ -293,9 +303,13 @@ class Studio:
             except OSError:
                 pass
 
-    def _keep(self, state: ChatState, session_key: str, image) -> str:
+    def _encode_soon(self, images: Sequence[Image.Image]) -> list[Future]:
+        """Start encoding `images` as PNG; `_new_turn` and `_store_question` take the results."""
+        return [self._encoder.submit(encode_png, image) for image in images]
+
+    def _keep(self, state: ChatState, session_key: str, image, data: bytes | None = None) -> str:
         self._sweep()
-        data = encode_png(image)
+        data = encode_png(image) if data is None else data
         folder = self.scratch_dir / state.scratch()
         path = folder / f"{hashlib.sha256(data).hexdigest()}.png"
         if session_key:
@@ -314,10 +328,11 @@ class Studio:
         return str(path)
 
     def _new_turn(self, state: ChatState, question: Message, image_sources: Sequence[Any],
-                  session_key: str) -> Turn:
+                  session_key: str, pngs: Sequence[Future] = ()) -> Turn:
         if self.scratch_dir is None:
             return Turn(question, [str(s) for s in image_sources if isinstance(s, str | Path)])
-        paths = [self._keep(state, session_key, image) for image in question.images]
+        paths = [self._keep(state, session_key, image, _encoded(pngs, index))
+                 for index, image in enumerate(question.images)]
         return Turn(Message("user", question.text), paths, images_on_disk=True)
 
     def end_session(self, session_key: str) -> None:
@@ -390,10 +405,11 @@ class Studio:
         question = self._question(text, image_sources)
         request = self._request([*state.history(), question], options)
         events = self.engine.stream(request)  # refuses here, before anything is written
+        pngs = self._encode_soon(question.images)
         events = self._started(events, request, session_key or "")
-        turn = self._new_turn(state, question, image_sources, session_key or "")
+        turn = self._new_turn(state, question, image_sources, session_key or "", pngs)
         self._settle_comparison(state)
-        turn.question_id = self._store_question(state, question, state.last_answer_id())
+        turn.question_id = self._store_question(state, question, state.last_answer_id(), pngs)
         state.turns.append(turn)
         answer_id = self._open_answer(state, turn.question_id, request)
         update = self._new_update(answer_id, request)
@@ -474,6 +490,7 @@ class Studio:
         # (`_started`): a request the engine ended unanswered stores nothing.
         left_events = self.engine.stream(left_request)
         right_events = self.engine.stream(right_request)
+        pngs = self._encode_soon(question.images)
         left_events = self._started(left_events, left_request, session_key or "")
         try:
             right_events = self._started(right_events, right_request, session_key or "")
@@ -481,9 +498,9 @@ class Studio:
             left_events.close()
             self._forget_running(session_key or "", left_request)
             raise
-        turn = self._new_turn(state, question, image_sources, session_key or "")
+        turn = self._new_turn(state, question, image_sources, session_key or "", pngs)
         self._settle_comparison(state)
-        turn.question_id = self._store_question(state, question, state.last_answer_id())
+        turn.question_id = self._store_question(state, question, state.last_answer_id(), pngs)
         state.turns.append(turn)
         group = uuid.uuid4().hex
         left_id = self._open_answer(state, turn.question_id, left_request, group, "A")
@@ -791,14 +808,16 @@ class Studio:
             adapter=options.adapter,
         )
 
-    def _store_question(self, state: ChatState, question: Message,
-                        parent_id: str | None) -> str | None:
+    def _store_question(self, state: ChatState, question: Message, parent_id: str | None,
+                        pngs: Sequence[Future] = ()) -> str | None:
         if not self.storing(state):
             return None
         shas = []
-        for image in question.images:
+        for index, image in enumerate(question.images):
+            data = _encoded(pngs, index)
             shas.append(self.store.put_image(ImageBlob(
-                data=encode_png(image), format="PNG", width=image.width, height=image.height)))
+                data=encode_png(image) if data is None else data, format="PNG",
+                width=image.width, height=image.height)))
         if state.conversation_id is None:
             title = question.text[:TITLE_LENGTH] or "Image question"
             state.conversation_id = self.store.create_conversation(
