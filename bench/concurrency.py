@@ -196,17 +196,20 @@ def in_process_engine(path: str, max_batch: int, image, max_new_tokens: int):
 
 def row_of(tokens: int, users: int, kind: str, app: dict, engine: dict | None) -> list:
     aggregate = engine["aggregate"] if engine else float("nan")
+    ttft_p95 = engine["ttft_p95"] if engine else float("nan")
     return [tokens, users, kind, app["requests"], app["errors"], fixed(app["aggregate"]),
             fixed(aggregate), fixed(app["aggregate"] / aggregate, 2) if engine else "",
             ms(app["wait_p50"]), ms(app["wait_p95"]), ms(app["call_p50"]),
-            ms(app["call_p95"]), ms(app["sent_p50"]), ms(app["sent_p95"]),
+            ms(app["call_p95"]), ms(app["sent_p50"]), ms(app["sent_p95"]), ms(ttft_p95),
+            fixed(app["sent_p95"] / ttft_p95, 2) if engine else "",
             fixed(app["stream"]), fixed(app["wall"])]
 
 
 HEADERS = ["tokens", "users", "client", "requests", "errors", "aggregate tok/s",
            "in-process tok/s", "app ÷ in-process", "queue wait p50 ms", "queue wait p95 ms",
            "TTFT p50 ms (call)", "TTFT p95 ms (call)", "TTFT p50 ms (sent)",
-           "TTFT p95 ms (sent)", "stream tok/s p50", "wall s"]
+           "TTFT p95 ms (sent)", "in-process TTFT p95 ms", "TTFT p95 ÷ in-process",
+           "stream tok/s p50", "wall s"]
 
 
 def main(argv: list[str] | None = None) -> int:
