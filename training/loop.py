@@ -3,8 +3,11 @@
     python -m training.loop --model tiny-vqa --answers circle,rectangle,triangle --users 480
 
 1. Scripted users go through the studio's own flows (`studio.turns.Studio`, a real store): each
-   asks one easy-vqa *train* question whose answer is in `--answers` about its image, likes a
-   right answer, and dislikes a wrong one and corrects it by editing to the right answer.
+   asks one easy-vqa *train* question whose answer is in `--answers` about its image (and
+   `--general` more users ask any other training question), likes a right answer, and
+   dislikes a wrong one and corrects it by editing to the right answer; with `--pick-every k`
+   every k-th user compares two sampled answers and picks the right one, or calls a tie, or
+   "both bad" and corrects (`play_users`).
 2. `training.train` trains an adapter on that store (SFT then DPO by default), as
    `python app.py train` does.
 3. `training.vqa` scores the base model and the adapter on held-out easy-vqa *test*
@@ -28,25 +31,62 @@ from training.train import TrainOptions, train
 from training.vqa import VqaItem, evaluate_vqa, vqa_score
 
 
-def play_users(studio: Studio, rows, log=print) -> dict[str, int]:
-    """One scripted user per row; returns how many answers were liked and corrected."""
+def play_users(studio: Studio, rows, log=print, pick_every: int = 0) -> dict[str, int]:
+    """One scripted user per row; returns how many of each judgement they made.
+
+    A user asks about the row's image and judges the answer: likes a right one, dislikes a
+    wrong one and corrects it by editing. With `pick_every` k, every k-th user asks for two
+    sampled answers instead ("Compare": two samples) and gives a verdict: the right one over a
+    wrong one, a tie when both are right, and "both bad" followed by a correction when
+    neither is.
+    """
     options = TurnOptions(sampling=Sampling(max_new_tokens=8, temperature=0.0, seed=0))
-    counts = {"liked": 0, "corrected": 0}
+    counts = {"liked": 0, "corrected": 0, "picked": 0, "tie": 0, "both_bad": 0}
     for number, row in enumerate(rows, start=1):
         state = ChatState(consented=True)
-        for _ in studio.ask(state, row.question, [row.image], options):
-            pass
-        answer = state.turns[-1].answer
-        if vqa_score(answer.answer, [row.answer]) == 1.0:
-            studio.vote(state, answer.answer_id, True)
-            counts["liked"] += 1
+        if pick_every and number % pick_every == 0:
+            _pick(studio, state, row, options, counts)
         else:
-            studio.vote(state, answer.answer_id, False, reasons=["Wrong or hallucinated"])
-            studio.edit(state, 0, row.answer)
-            counts["corrected"] += 1
+            _judge_one(studio, state, row, options, counts)
         if number % 50 == 0:
             log(f"users: {number}/{len(rows)} ({counts})")
     return counts
+
+
+def _right(text: str, row) -> bool:
+    return vqa_score(text, [row.answer]) == 1.0
+
+
+def _judge_one(studio: Studio, state: ChatState, row, options: TurnOptions,
+               counts: dict[str, int]) -> None:
+    for _ in studio.ask(state, row.question, [row.image], options):
+        pass
+    answer = state.turns[-1].answer
+    if _right(answer.answer, row):
+        studio.vote(state, answer.answer_id, True)
+        counts["liked"] += 1
+    else:
+        studio.vote(state, answer.answer_id, False, reasons=["Wrong or hallucinated"])
+        studio.edit(state, 0, row.answer)
+        counts["corrected"] += 1
+
+
+def _pick(studio: Studio, state: ChatState, row, options: TurnOptions,
+          counts: dict[str, int]) -> None:
+    for _ in studio.compare(state, row.question, [row.image], options, "samples"):
+        pass
+    left, right = state.comparison.left, state.comparison.right
+    left_right, right_right = _right(left.answer, row), _right(right.answer, row)
+    if left_right and right_right:
+        studio.judge(state, "tie")
+        counts["tie"] += 1
+    elif left_right or right_right:
+        studio.judge(state, "A" if left_right else "B")
+        counts["picked"] += 1
+    else:
+        studio.judge(state, "both_bad")
+        studio.edit(state, 0, row.answer)
+        counts["both_bad"] += 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="tiny-vqa")
     parser.add_argument("--answers", default="circle,rectangle,triangle",
                         help="the blind spot: questions with these answers")
-    parser.add_argument("--users", type=int, default=480, help="scripted users (questions)")
+    parser.add_argument("--users", type=int, default=480,
+                        help="scripted users asking about the blind spot")
+    parser.add_argument("--general", type=int, default=0,
+                        help="scripted users asking any other training question, judged alike")
+    parser.add_argument("--pick-every", type=int, default=0,
+                        help="every k-th user compares two sampled answers and picks (0: none)")
     parser.add_argument("--method", default="sft-then-dpo")
     parser.add_argument("--epochs", type=float, default=5.0)
     parser.add_argument("--learning-rate", type=float, default=None,
@@ -71,12 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     blind = set(args.answers.split(","))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="vqa-loop-"))
-    rows = [row for row in easy_vqa_split("train") if row.answer in blind][::7][:args.users]
+    train_rows = easy_vqa_split("train")
+    rows = [row for row in train_rows if row.answer in blind][::7][:args.users]
+    general = [row for row in train_rows if row.answer not in blind][::11][:args.general]
+    rows = _interleave(rows, general)
     engine = LocalEngine(args.model, quantize="none", device="cpu")
     engine.load()
     with Store(workdir / "studio.db") as store:
         counts = play_users(Studio(engine, store), rows,
-                            log=lambda m: print(m, file=sys.stderr, flush=True))
+                            log=lambda m: print(m, file=sys.stderr, flush=True),
+                            pick_every=args.pick_every)
         result = train(store, TrainOptions(
             out_dir=workdir / "adapters" / "blind-spot", method=args.method,
             base_model=args.model, eval_fraction=0.0, epochs=args.epochs,
@@ -93,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             [row for row in test if row.answer in blind][:args.held_out],
         "all test questions (every 32nd)": test[::32][:args.held_out],
     }
-    print(f"\n{counts['liked'] + counts['corrected']} scripted users on {args.model}: "
-          f"{counts['liked']} answers liked, {counts['corrected']} disliked and corrected; "
+    print(f"\n{len(rows)} scripted users on {args.model} ({len(rows) - len(general)} about the "
+          f"blind spot): {counts['liked']} answers liked, {counts['corrected']} disliked and "
+          f"corrected; {counts['picked']} picks of two samples, {counts['tie']} ties, "
+          f"{counts['both_bad']} both bad and corrected; "
           f"adapter: {args.method}, {args.epochs:g} epochs per stage, LoRA on "
           f"{args.lora_targets}, learning rate {args.learning_rate or 'per stage'}.\n")
     print("| held-out easy-vqa test questions | n | base model | adapter |")
@@ -107,6 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     tuned.close()
     print(f"\nwhole loop: {time.perf_counter() - started:.0f} s; files in {workdir}")
     return 0
+
+
+def _interleave(first: list, second: list) -> list:
+    """Both lists in one, spread evenly, so the users of each kind come throughout."""
+    if not second:
+        return list(first)
+    merged = [(index / len(first), 0, row) for index, row in enumerate(first)]
+    merged += [(index / len(second), 1, row) for index, row in enumerate(second)]
+    return [row for _, _, row in sorted(merged, key=lambda item: item[:2])]
 
 
 if __name__ == "__main__":

@@ -10,11 +10,17 @@ is on the answer and its end-of-turn token only. Seeded, so a rebuild gives the 
 on the same machine and library versions.
 
     python -m training.tiny_vqa [--out engine/models/tiny-vqa] [--epochs 6] [--limit N]
+                                [--hold-out ANSWER,...]
 
 writes the checkpoint (via a temporary sibling folder, renamed at the end) and prints the
 exact-match accuracy of greedy answers on the easy-vqa test split; the figures go to
 docs/benchmarks.md. `--model tiny-vqa` loads the committed copy, engine/models/tiny-vqa.
 `easy_vqa_split(name)` gives (image path, question, answer) rows for other tools.
+
+`--hold-out teal` builds a model with a blind spot on purpose: no training question whose
+answer is "teal" (questions that only mention teal, and teal shapes, are still seen), so the
+model has never written the word. `python -m training.loop` measures how far users'
+corrections through the studio teach it.
 """
 
 from __future__ import annotations
@@ -210,7 +216,8 @@ def accuracy(model, processor, rows: list[VqaRow], batch_size: int = 256) -> flo
 
 
 def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_size: int = 64,
-          learning_rate: float = 1e-3, log=print) -> dict:
+          learning_rate: float = 1e-3, hold_out: frozenset[str] = frozenset(),
+          log=print) -> dict:
     """Train and write the checkpoint to `out` (new or empty); returns the build report."""
     import torch
     from transformers import (
@@ -228,7 +235,7 @@ def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_siz
         build_untrained(staging)
         processor = AutoProcessor.from_pretrained(staging)
         model = LlavaForConditionalGeneration.from_pretrained(staging, dtype=torch.float32)
-        train_rows = easy_vqa_split("train")
+        train_rows = [row for row in easy_vqa_split("train") if row.answer not in hold_out]
         test_rows = easy_vqa_split("test")
         if limit:
             train_rows, test_rows = train_rows[:limit], test_rows[:max(limit // 4, 1)]
@@ -249,6 +256,7 @@ def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_siz
         report = {
             "train_questions": len(train_rows), "test_questions": len(test_rows),
             "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+            "held_out_answers": sorted(hold_out),
             "train_loss": outcome.training_loss, "test_accuracy": score,
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(train_seconds), "torch_threads": torch.get_num_threads(),
@@ -275,12 +283,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--limit", type=int, default=None,
                         help="train on the first N questions only (a quick check)")
+    parser.add_argument("--hold-out", default="",
+                        help="comma-separated answers no training question may have: a blind "
+                             "spot on purpose")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
+    hold_out = frozenset(a.strip() for a in args.hold_out.split(",") if a.strip())
     build(args.out, epochs=args.epochs, limit=args.limit, batch_size=args.batch_size,
-          learning_rate=args.learning_rate)
+          learning_rate=args.learning_rate, hold_out=hold_out)
     return 0
 
 

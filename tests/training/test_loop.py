@@ -59,3 +59,25 @@ def test_users_corrections_train_an_adapter_that_prefers_their_answers(tmp_path)
                    > base[0].total_logprob - base[1].total_logprob)
     # The users' answers gain against a wrong shape on most of the questions they judged.
     assert gained >= 0.7 * len(rows)  # 31 of 40 when measured
+
+
+def test_scripted_pickers_leave_the_verdicts_they_gave_in_the_store(tmp_path):
+    # Sampled answers of the real tiny-vqa: some pairs hold one right answer, some two, some
+    # none; each verdict must be in the SQLite file as the user gave it.
+    rows = [row for row in easy_vqa_split("train") if row.answer in SHAPES][::97][:12]
+    engine = LocalEngine("tiny-vqa", quantize="none", device="cpu")
+    engine.load()
+    with Store(tmp_path / "studio.db") as store:
+        counts = play_users(Studio(engine, store), rows, log=lambda message: None,
+                            pick_every=1)
+    engine.close()
+    assert counts["picked"] + counts["tie"] + counts["both_bad"] == len(rows)
+    with sqlite3.connect(tmp_path / "studio.db") as db:
+        kinds = dict(db.execute("SELECT kind, count(*) FROM feedback GROUP BY kind"))
+        edits = db.execute("SELECT count(*) FROM messages WHERE origin = 'edit'").fetchone()[0]
+        answers = db.execute("SELECT count(*) FROM messages WHERE role = 'assistant' "
+                             "AND origin != 'edit'").fetchone()[0]
+    assert kinds.get("pick", 0) == counts["picked"]
+    assert kinds.get("tie", 0) == counts["tie"]
+    assert kinds.get("both_bad", 0) == counts["both_bad"] == edits
+    assert answers == 2 * len(rows)  # two sampled answers per question
