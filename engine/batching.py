@@ -1,7 +1,8 @@
 """Step-level batching: requests that arrive while others are decoding join the running batch.
 
 One scheduler thread owns the model while it has work. Each turn of its loop it
-1. admits waiting requests, first come first served, up to `BatchLimits` (a number of
+1. admits waiting requests (the rule alone, without a model, is `admit`), first come first
+   served, up to `BatchLimits` (a number of
    sequences and a number of tokens: every sequence reserves its prompt plus its maximum new
    tokens, so memory stays bounded). A request that does not fit waits at the head of the line
    and nothing behind it overtakes it, so no request starves; one that exceeds the token cap on
@@ -34,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -105,6 +106,48 @@ class _Row:
     next_input: int = -1
     forced: deque = field(default_factory=deque)
     done: bool = False
+
+
+@dataclass
+class Admission:
+    """Which waiting jobs join the batch now (`admit`)."""
+
+    group: list[BatchJob]  # join now, in arrival order
+    cancelled: list[BatchJob]  # cancelled while waiting: they leave the line
+    taken: int  # how many jobs leave the head of the line (the two lists above)
+    adapter: str | None  # the adapter the batch runs with
+
+
+def admit(pending: Sequence[BatchJob], running: Sequence[BatchJob], adapter: str | None,
+          limits: BatchLimits) -> Admission:
+    """The admission rule, apart from running anything: waiting jobs join in arrival order
+    while the batch has room in sequences and reserved tokens, and nothing overtakes the first
+    that does not fit, so no request starves. A job that exceeds the token cap on its own
+    still runs, alone; a job for another adapter waits until the batch drains; jobs cancelled
+    while waiting just leave the line. `adapter` is the running batch's (None when empty)."""
+    group: list[BatchJob] = []
+    cancelled: list[BatchJob] = []
+    reserved = sum(job.reserved_tokens for job in running)
+    count = len(running)
+    taken = 0
+    for job in pending:
+        if count >= limits.max_batch_size:
+            break
+        if job.cancelled.is_set():
+            cancelled.append(job)
+            taken += 1
+            continue
+        if count == 0 and not group:
+            adapter = job.adapter
+        if job.adapter != adapter:
+            break  # runs when this batch is done; nothing behind it overtakes it
+        if count and reserved + job.reserved_tokens > limits.max_batch_tokens:
+            break
+        group.append(job)
+        taken += 1
+        reserved += job.reserved_tokens
+        count += 1
+    return Admission(group, cancelled, taken, adapter)
 
 
 class BatchScheduler:
@@ -210,37 +253,22 @@ class BatchScheduler:
                     return
 
     def _admit(self) -> list[BatchJob]:
-        """Take waiting jobs that fit, in arrival order, stopping at the first that does not."""
-        cancelled = []
-        group: list[BatchJob] = []
+        """Take the waiting jobs `admit` lets in, and settle those cancelled while waiting."""
         with self._cond:
             if self.exclusive.has_waiters():
-                return group
-            reserved = sum(row.job.reserved_tokens for row in self._rows)
-            count = len(self._rows)
-            adapter = self._adapter if self._rows else None
-            while self._pending and count < self.limits.max_batch_size:
-                job = self._pending[0]
-                if job.cancelled.is_set():
-                    cancelled.append(self._pending.popleft())
-                    continue
-                if count == 0 and not group:
-                    adapter = job.adapter
-                if job.adapter != adapter:
-                    break  # runs when this batch is done; nothing behind it overtakes it
-                if count and reserved + job.reserved_tokens > self.limits.max_batch_tokens:
-                    break
+                return []
+            running = [row.job for row in self._rows]
+            plan = admit(self._pending, running, self._adapter if running else None,
+                         self.limits)
+            for _ in range(plan.taken):
                 self._pending.popleft()
-                group.append(job)
-                reserved += job.reserved_tokens
-                count += 1
-            self._running_ids.update(job.request_id for job in group)
-        for job in cancelled:
+            self._running_ids.update(job.request_id for job in plan.group)
+        for job in plan.cancelled:
             self._settle(job, stats=job.tracker.stats(seed=job.seed, finish_reason="cancelled"))
-        if group and not self._rows:
-            self.activate_adapter(adapter)
-            self._adapter = adapter
-        return group
+        if plan.group and not self._rows:
+            self.activate_adapter(plan.adapter)
+            self._adapter = plan.adapter
+        return plan.group
 
     # -- prefill -------------------------------------------------------------------------
 

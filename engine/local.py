@@ -22,7 +22,8 @@ Failures inside the worker end the stream with a "done" event whose finish reaso
 running out of GPU memory frees what the request held and says so (the next request may
 work), a `StudioError` passes its message on, anything else is logged with its traceback and
 reported as a generic failure. Family quirks (prompt style, how control tokens in user text are
-neutralised, image limits) come from `engine.families`, never from the family name.
+neutralised, image limits) come from `engine.families`, never from the family name; prompts
+are built by `engine.prompts`.
 
 This module knows nothing of the UI or the database.
 """
@@ -39,7 +40,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from control_tokens import without_control_tokens
 from engine.adapters import AdapterSwitch
 from engine.batching import BatchJob, BatchLimits, BatchScheduler
 from engine.decoding import OPEN_TAG, AnswerTracker, Emit, TokenTap
@@ -62,6 +62,7 @@ from engine.memory import (
     release_memory,
 )
 from engine.prompt_inputs import extend_inputs, pad_id
+from engine.prompts import Prompts
 from engine.requests import check_request
 from engine.sampling import Decoding, pick_seed, resolve
 from engine.scoring import answer_ids, score_tokens
@@ -131,7 +132,7 @@ class LocalEngine:
         self._supports_thinking = False
         self._thinking_mode: ThinkingMode = "never"
         self._thinking_default = False
-        self._sanitize_control_tokens = True
+        self._prompts: Prompts | None = None
 
     # -- loading -------------------------------------------------------------------------
 
@@ -192,7 +193,8 @@ class LocalEngine:
             raise EngineClosed(ENGINE_CLOSED_MESSAGE)
         self._thinking_mode, self._thinking_default = self._detect_thinking()
         self._supports_thinking = self._thinking_mode != "never"
-        self._sanitize_control_tokens = self.family.sanitize_control_tokens
+        self._prompts = Prompts(self.processor, self.family,
+                                thinking_switch=self._supports_thinking, device=self.model.device)
         self._image_tokens = self._tokens_per_image()
         self._adapter_switch = AdapterSwitch(self.model, self.report.adapters)
         if self.family.batch_positions and self.batch_limits.max_batch_size > 1:
@@ -450,60 +452,7 @@ class LocalEngine:
         return Event("done", stats=stats, error=message)
 
     def _build_inputs(self, messages: tuple[Message, ...], thinking: bool):
-        if self.family.prompt_style == "question_answer":
-            return self._question_answer_inputs(messages)
-        template_kwargs = {"enable_thinking": thinking} if self._supports_thinking else {}
-        # User text must not be able to write control tokens (a fake turn, an image
-        # placeholder without an image). Templates that write special tokens let transformers
-        # encode such text literally; for the others the tokens are removed from user text.
-        sanitize = self._sanitize_control_tokens
-        conversation = self._conversation(messages, scrub=not sanitize)
-        prompt_text = self.processor.apply_chat_template(
-            conversation, add_generation_prompt=True, tokenize=False, **template_kwargs)
-        try:
-            # return_tensors is given twice on purpose: SmolVLM's processor warns on every call
-            # unless processor_kwargs is non-empty; for the others it is the same setting.
-            inputs = self.processor.apply_chat_template(
-                conversation, add_generation_prompt=True, tokenize=True, return_dict=True,
-                return_tensors="pt", processor_kwargs={"return_tensors": "pt"},
-                sanitize_control_tokens=sanitize, **template_kwargs)
-        except NotImplementedError:
-            if not sanitize:
-                raise
-            self._sanitize_control_tokens = False
-            return self._build_inputs(messages, thinking)
-        return inputs.to(self.model.device), prompt_text
-
-    def _control_tokens(self) -> list[str]:
-        return [t.content for t in self.processor.tokenizer.added_tokens_decoder.values()
-                if t.content.strip()]
-
-    def _conversation(self, messages: tuple[Message, ...], scrub: bool) -> list[dict]:
-        control = self._control_tokens() if scrub else []
-        conversation = []
-        for message in messages:
-            text = without_control_tokens(message.text, control)
-            content = [{"type": "image", "image": image} for image in message.images]
-            content.append({"type": "text", "text": text})
-            conversation.append({"role": message.role, "content": content})
-        return conversation
-
-    def _question_answer_inputs(self, messages: tuple[Message, ...]):
-        # Models without a chat template see earlier turns as plain Question/Answer lines.
-        # Nothing encodes user text safely here, so control tokens (the image placeholder the
-        # processor repeats per query token) are removed from it.
-        control = self._control_tokens()
-        lines = []
-        for message in messages:
-            text = without_control_tokens(message.text, control).strip()
-            if message.role == "user":
-                lines.append(f"Question: {text}")
-            elif message.role == "assistant":
-                lines.append(f"Answer: {text}")
-        prompt = " ".join(lines) + " Answer:"
-        images = [image for m in messages for image in m.images]
-        inputs = self.processor(images=images or None, text=prompt, return_tensors="pt")
-        return inputs.to(self.model.device), prompt
+        return self._prompts.build(messages, thinking)
 
     def _prepare(self, request: GenerationRequest, emit: Emit, started: float):
         """Inputs, new-token limit and answer tracker of one request, for either decoding path."""

@@ -11,8 +11,9 @@ threads and lets go of the model or connections, after which every call but `clo
 `EngineClosed`. `close()` may be called any number of times.
 
 `engine.local.LocalEngine`, `engine.process.ProcessEngine` (the same in a process of its own),
-`engine.remote.RemoteEngine` and `engine.zerogpu.ZeroGPUEngine` implement it; tests/engine/test_protocol.py checks that their members match. Anything an
-implementation offers beyond this (a local model's load report, its batch statistics) belongs
+`engine.remote.RemoteEngine` and `engine.zerogpu.ZeroGPUEngine` implement it;
+tests/engine/test_protocol.py checks that their members match. Anything an implementation
+offers beyond this (a local model's load report, its batch statistics) belongs
 to callers that built that implementation themselves.
 """
 

@@ -324,3 +324,45 @@ def test_scoring_gets_the_model_between_batches(engines):
     finished = _collect(running)
     assert held.wait(timeout=60), "the model was never handed over for scoring"
     assert finished["done"].error is None
+
+
+def _waiting(name: str, tokens: int = 100, adapter: str | None = None, cancelled=False):
+    # What the admission rule reads of a job; the rule runs no model.
+    from types import SimpleNamespace
+
+    flag = threading.Event()
+    if cancelled:
+        flag.set()
+    return SimpleNamespace(request_id=name, reserved_tokens=tokens, adapter=adapter,
+                           cancelled=flag)
+
+
+def test_admission_keeps_arrival_order_and_lets_nothing_overtake():
+    from engine.batching import BatchLimits, admit
+
+    limits = BatchLimits(max_batch_size=3, max_batch_tokens=250)
+    a, b, c, d = (_waiting(n) for n in "abcd")
+    plan = admit([a, b, c, d], [], None, limits)
+    assert [j.request_id for j in plan.group] == ["a", "b"] and plan.taken == 2  # tokens full
+    big, small = _waiting("big", tokens=1000), _waiting("small", tokens=10)
+    plan = admit([big, small], [], None, limits)
+    assert plan.group == [big] and plan.taken == 1  # too big for any batch: runs alone
+    plan = admit([small, big], [a], None, limits)
+    assert plan.group == [small]  # big waits, and nothing behind it would overtake it
+    plan = admit([b, c], [a, small, d], None, limits)
+    assert plan.group == [] and plan.taken == 0  # no sequence left
+
+
+def test_admission_waits_for_another_adapter_and_drops_cancelled_jobs():
+    from engine.batching import BatchLimits, admit
+
+    limits = BatchLimits(max_batch_size=8, max_batch_tokens=10_000)
+    gone = _waiting("gone", cancelled=True)
+    base, tuned, later = _waiting("base"), _waiting("tuned", adapter="t"), _waiting("later")
+    plan = admit([gone, base, tuned, later], [], None, limits)
+    assert plan.cancelled == [gone] and plan.group == [base] and plan.taken == 2
+    assert plan.adapter is None
+    plan = admit([tuned, later], [], None, limits)
+    assert plan.group == [tuned] and plan.adapter == "t"
+    plan = admit([later], [tuned], "t", limits)
+    assert plan.group == [] and plan.adapter == "t"
