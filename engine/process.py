@@ -78,6 +78,15 @@ def _error(type_name: str | None, message: str) -> Exception:
     return StudioError(message)
 
 
+def _received(conn: Connection) -> Iterator[tuple]:
+    """What the other side sends, until its end of the pipe closes."""
+    while True:
+        try:
+            yield conn.recv()
+        except (EOFError, OSError):
+            return
+
+
 def _described(exc: BaseException) -> tuple[str, str]:
     """What crosses the pipe of an exception: a StudioError's class and words; for anything else
     (a bug, logged in the child) a generic message."""
@@ -299,11 +308,7 @@ class ProcessEngine:
     def _read(self, conn: Connection, process: subprocess.Popen) -> None:
         """The reader thread: hands what the child sends to whoever waits for it."""
         loaded = False
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                break
+        for message in _received(conn):
             kind = message[0]
             if kind == "event":
                 _, request_id, event = message
@@ -420,11 +425,7 @@ def _serve(conn: Connection) -> None:
             return
         send(("reply", call_id, value, None, ""))
 
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            break
+    for message in _received(conn):
         kind = message[0]
         if kind == "load":
             threading.Thread(target=load, args=message[1:], name="load-model",

@@ -18,6 +18,7 @@ from engine.families import FAMILIES
 from engine.local import OUT_OF_MEMORY_MESSAGE, LocalEngine
 from engine.tiny import TINY_FAMILIES, TINY_NOTES
 from engine.types import GenerationRequest, Message, Sampling
+from testing.events import collect
 from testing.waiting import wait_until
 
 BATCHED = {family.name for family in FAMILIES if family.batch_positions}
@@ -58,13 +59,8 @@ def _request(text="What is in the picture?", size=(64, 48), thinking=False, budg
 
 
 def _collect(events) -> dict:
-    result = {"reasoning": "", "answer": "", "done": None}
-    for event in events:
-        if event.kind == "done":
-            result["done"] = event
-        else:
-            result[event.kind] += event.text
-    return result
+    texts, kinds, done = collect(events)
+    return {**texts, "kinds": kinds, "done": done}
 
 
 def _answer(result: dict) -> tuple[str, str, str, str | None]:

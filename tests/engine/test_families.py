@@ -10,6 +10,7 @@ from engine.errors import RequestError
 from engine.local import LocalEngine
 from engine.tiny import TINY_FAMILIES, TINY_NOTES
 from engine.types import GenerationRequest, Message, Sampling
+from testing.events import collect
 
 QUESTION = "What is in the picture?"
 MULTI_IMAGE = [family for family in TINY_FAMILIES if family != "blip2"]
@@ -45,18 +46,6 @@ def _request(*messages: Message, thinking=False, max_new=12, budget=None) -> Gen
                              sampling=Sampling(max_new_tokens=max_new, temperature=0.0, seed=3))
 
 
-def _collect(events):
-    texts = {"reasoning": "", "answer": ""}
-    kinds, done = [], None
-    for event in events:
-        if event.kind == "done":
-            done = event
-        else:
-            texts[event.kind] += event.text
-            kinds.append(event.kind)
-    return texts, kinds, done
-
-
 def _image_tokens(engine: LocalEngine, family: str, messages: tuple[Message, ...]) -> int:
     inputs, _ = engine._build_inputs(messages, thinking=False)
     image_id = engine.processor.tokenizer.convert_tokens_to_ids(TINY_NOTES[family].image_token)
@@ -83,7 +72,7 @@ def test_capabilities_match_the_family(engine_for, family):
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_one_image_and_a_question_stream_an_answer(engine_for, family):
-    texts, kinds, done = _collect(engine_for(family).stream(
+    texts, kinds, done = collect(engine_for(family).stream(
         _request(Message("user", QUESTION, (_image(),)))))
     assert done.error is None
     if TINY_NOTES[family].thinking == "always":
@@ -107,7 +96,7 @@ def test_second_turn_with_its_own_image_reaches_the_model(engine_for, family):
     # a single crop instead of its tiles.)
     text_only = (*earlier, Message("user", "And this one?"))
     assert _image_tokens(engine, family, history) != _image_tokens(engine, family, text_only)
-    texts, _, done = _collect(engine.stream(_request(*history)))
+    texts, _, done = collect(engine.stream(_request(*history)))
     assert done.error is None
     assert (texts["answer"] + texts["reasoning"]).strip()
 
@@ -119,7 +108,7 @@ def test_blip2_takes_history_but_only_one_image(engine_for):
     _, prompt = engine._build_inputs(history, thinking=False)
     assert prompt == (f"Question: {QUESTION} Answer: A red square. "
                       "Question: What color is it? Answer:")
-    texts, _, done = _collect(engine.stream(_request(*history)))
+    texts, _, done = collect(engine.stream(_request(*history)))
     assert done.error is None and texts["answer"].strip()
 
     with pytest.raises(RequestError, match="at most 1 image per conversation"):
@@ -132,9 +121,9 @@ def test_blip2_takes_history_but_only_one_image(engine_for):
 def test_thinking_on_reasons_first_and_off_does_not(engine_for, family):
     engine = engine_for(family)
     question = Message("user", QUESTION, (_image(),))
-    _, kinds_on, done_on = _collect(engine.stream(_request(question, thinking=True)))
+    _, kinds_on, done_on = collect(engine.stream(_request(question, thinking=True)))
     assert kinds_on[0] == "reasoning" and done_on.stats.reasoning_tokens > 0
-    _, kinds_off, done_off = _collect(engine.stream(_request(question, thinking=False)))
+    _, kinds_off, done_off = collect(engine.stream(_request(question, thinking=False)))
     assert "reasoning" not in kinds_off and done_off.stats.reasoning_tokens == 0
 
 
@@ -142,9 +131,9 @@ def test_thinking_on_reasons_first_and_off_does_not(engine_for, family):
 def test_a_model_that_always_thinks_reasons_unasked_within_its_budget(engine_for, family):
     engine = engine_for(family)
     question = Message("user", QUESTION, (_image(),))
-    _, kinds, done = _collect(engine.stream(_request(question, thinking=False, max_new=16)))
+    _, kinds, done = collect(engine.stream(_request(question, thinking=False, max_new=16)))
     assert kinds[0] == "reasoning" and done.stats.reasoning_tokens > 0
-    texts, kinds, done = _collect(engine.stream(_request(question, max_new=40, budget=5)))
+    texts, kinds, done = collect(engine.stream(_request(question, max_new=40, budget=5)))
     assert done.error is None
     assert done.stats.budget_exhausted and done.stats.reasoning_tokens <= 5
     assert kinds[-1] == "answer" and texts["answer"].strip()
@@ -152,7 +141,7 @@ def test_a_model_that_always_thinks_reasons_unasked_within_its_budget(engine_for
 
 @pytest.mark.parametrize("family", NOT_THINKING)
 def test_asking_for_thinking_is_ignored_without_it(engine_for, family):
-    _, kinds, done = _collect(engine_for(family).stream(
+    _, kinds, done = collect(engine_for(family).stream(
         _request(Message("user", QUESTION, (_image(),)), thinking=True)))
     assert done.error is None
     assert set(kinds) == {"answer"} and done.stats.reasoning_tokens == 0
@@ -171,7 +160,7 @@ def test_control_tokens_in_user_text_add_no_turns_or_image_slots(engine_for, fam
         counts = [int((engine._build_inputs(m, thinking=False)[0]["input_ids"] == token_id).sum())
                   for m in (plain, injected)]
         assert counts[0] == counts[1], token
-    _, _, done = _collect(engine.stream(_request(*injected)))
+    _, _, done = collect(engine.stream(_request(*injected)))
     assert done.error is None
 
 
@@ -226,7 +215,7 @@ def test_blip2_answer_text_does_not_carry_its_end_of_answer_newline(engine_for):
 
     hook = engine.model.get_output_embeddings().register_forward_hook(newline_second)
     try:
-        texts, _, done = _collect(engine.stream(_request(
+        texts, _, done = collect(engine.stream(_request(
             Message("user", QUESTION, (_image(),)), max_new=12)))
     finally:
         hook.remove()

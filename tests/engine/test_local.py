@@ -14,6 +14,7 @@ from engine.errors import ModelNotReady, RequestError
 from engine.images import ImagePolicy, load_image
 from engine.local import OUT_OF_MEMORY_MESSAGE, LocalEngine
 from engine.types import GenerationRequest, Message, Sampling
+from testing.events import collect
 from testing.waiting import wait_until
 
 
@@ -29,21 +30,8 @@ def _request(thinking=False, budget=None, max_new=40, seed=7, temperature=0.0, i
         sampling=Sampling(max_new_tokens=max_new, temperature=temperature, seed=seed))
 
 
-def _collect(events):
-    texts = {"reasoning": "", "answer": ""}
-    kinds = []
-    done = None
-    for event in events:
-        if event.kind == "done":
-            done = event
-        else:
-            texts[event.kind] += event.text
-            kinds.append(event.kind)
-    return texts, kinds, done
-
-
 def test_answer_streams_in_several_events_with_stats(tiny_engine):
-    texts, kinds, done = _collect(tiny_engine.stream(_request(max_new=30)))
+    texts, kinds, done = collect(tiny_engine.stream(_request(max_new=30)))
     assert done is not None and done.error is None
     assert len(kinds) > 3 and set(kinds) == {"answer"}
     assert texts["answer"].strip()
@@ -56,7 +44,7 @@ def test_answer_streams_in_several_events_with_stats(tiny_engine):
 
 
 def test_thinking_on_streams_reasoning_first(tiny_engine):
-    texts, kinds, done = _collect(tiny_engine.stream(_request(thinking=True, max_new=30)))
+    texts, kinds, done = collect(tiny_engine.stream(_request(thinking=True, max_new=30)))
     # The template pre-fills the opening tag, so the model starts inside its reasoning.
     assert kinds[0] == "reasoning"
     assert done.stats.reasoning_tokens > 0
@@ -64,13 +52,13 @@ def test_thinking_on_streams_reasoning_first(tiny_engine):
 
 
 def test_thinking_off_has_no_reasoning(tiny_engine):
-    texts, kinds, done = _collect(tiny_engine.stream(_request(thinking=False, max_new=20)))
+    texts, kinds, done = collect(tiny_engine.stream(_request(thinking=False, max_new=20)))
     assert "reasoning" not in kinds
     assert done.stats.reasoning_tokens == 0
 
 
 def test_budget_caps_reasoning_and_the_answer_follows(tiny_engine):
-    texts, kinds, done = _collect(tiny_engine.stream(_request(thinking=True, budget=12,
+    texts, kinds, done = collect(tiny_engine.stream(_request(thinking=True, budget=12,
                                                               max_new=40)))
     stats = done.stats
     assert stats.budget_exhausted
@@ -83,7 +71,7 @@ def test_budget_caps_reasoning_and_the_answer_follows(tiny_engine):
 
 
 def test_zero_budget_answers_directly(tiny_engine):
-    texts, kinds, done = _collect(tiny_engine.stream(_request(thinking=True, budget=0,
+    texts, kinds, done = collect(tiny_engine.stream(_request(thinking=True, budget=0,
                                                               max_new=15)))
     assert done.stats.reasoning_tokens == 0
     assert done.stats.answer_tokens > 0
@@ -91,18 +79,18 @@ def test_zero_budget_answers_directly(tiny_engine):
 
 
 def test_same_seed_same_answer_and_other_seed_differs(tiny_engine):
-    first = _collect(tiny_engine.stream(_request(temperature=1.0, seed=123, max_new=25)))
-    again = _collect(tiny_engine.stream(_request(temperature=1.0, seed=123, max_new=25)))
-    other = _collect(tiny_engine.stream(_request(temperature=1.0, seed=999, max_new=25)))
+    first = collect(tiny_engine.stream(_request(temperature=1.0, seed=123, max_new=25)))
+    again = collect(tiny_engine.stream(_request(temperature=1.0, seed=123, max_new=25)))
+    other = collect(tiny_engine.stream(_request(temperature=1.0, seed=999, max_new=25)))
     assert first[0] == again[0]
     assert first[0] != other[0]
 
 
 def test_random_seed_is_reported_and_reproduces(tiny_engine):
-    first = _collect(tiny_engine.stream(_request(temperature=1.0, seed=None, max_new=20)))
+    first = collect(tiny_engine.stream(_request(temperature=1.0, seed=None, max_new=20)))
     seed = first[2].stats.seed
     assert isinstance(seed, int)
-    again = _collect(tiny_engine.stream(_request(temperature=1.0, seed=seed, max_new=20)))
+    again = collect(tiny_engine.stream(_request(temperature=1.0, seed=seed, max_new=20)))
     assert first[0] == again[0]
 
 
@@ -111,11 +99,11 @@ def test_cancel_stops_the_generation_thread(tiny_engine):
     events = tiny_engine.stream(request)
     next(events)
     tiny_engine.cancel(request.request_id)
-    texts, kinds, done = _collect(events)
+    texts, kinds, done = collect(events)
     assert done.stats.finish_reason == "cancelled"
     assert done.stats.answer_tokens < 4000
     # The model is free again: the next request runs to completion.
-    _, _, after = _collect(tiny_engine.stream(_request(max_new=5)))
+    _, _, after = collect(tiny_engine.stream(_request(max_new=5)))
     assert after.stats.finish_reason == "length"
 
 
@@ -127,7 +115,7 @@ def test_closing_the_stream_frees_the_engine(tiny_engine):
     finished = threading.Event()
 
     def ask_again():
-        _collect(tiny_engine.stream(_request(max_new=5)))
+        collect(tiny_engine.stream(_request(max_new=5)))
         finished.set()
 
     threading.Thread(target=ask_again, daemon=True).start()
@@ -155,7 +143,7 @@ def test_without_batching_requests_run_one_at_a_time_in_arrival_order(serial_eng
         answer = serial_engine.stream(second)
         next(answer)
         first_place_while_second_ran.append(serial_engine.queue_position(first.request_id))
-        _collect(answer)
+        collect(answer)
 
     thread = threading.Thread(target=run_second, daemon=True)
     thread.start()
@@ -165,7 +153,7 @@ def test_without_batching_requests_run_one_at_a_time_in_arrival_order(serial_eng
     assert serial_engine.queue_position(first.request_id) == 0
     assert first_place_while_second_ran == []
     serial_engine.cancel(first.request_id)
-    _, _, done = _collect(events)
+    _, _, done = collect(events)
     thread.join(timeout=60)
     assert done.stats.finish_reason == "cancelled"
     # The second ran once the first had let go of the model, not beside it.
@@ -188,7 +176,7 @@ def test_not_loaded_engine_says_it_is_loading():
 def test_too_long_conversation_arrives_as_an_error_event(tiny_engine):
     context = tiny_engine.capabilities().context_length
     huge = " ".join(["word"] * (context * 2))
-    texts, kinds, done = _collect(tiny_engine.stream(_request(text=huge, max_new=5, images=0)))
+    texts, kinds, done = collect(tiny_engine.stream(_request(text=huge, max_new=5, images=0)))
     assert done.stats.finish_reason == "error"
     assert "too long for the model" in done.error
 
@@ -199,10 +187,10 @@ def test_failure_inside_the_worker_arrives_as_an_error_event(tiny_engine):
     # message, nothing hangs, and the engine keeps working.
     request = GenerationRequest(messages=(Message("user", "hi", ("/no/such/image.png",)),),
                                 sampling=Sampling(max_new_tokens=5, temperature=0.0))
-    texts, kinds, done = _collect(tiny_engine.stream(request))
+    texts, kinds, done = collect(tiny_engine.stream(request))
     assert done.stats.finish_reason == "error"
     assert done.error == "The model failed while answering. The error was logged on the server."
-    _, _, after = _collect(tiny_engine.stream(_request(max_new=5)))
+    _, _, after = collect(tiny_engine.stream(_request(max_new=5)))
     assert after.error is None
 
 
@@ -218,7 +206,7 @@ def test_llava_streams_without_thinking(llava_engine):
     caps = llava_engine.capabilities()
     assert caps.family == "llava"
     assert caps.thinking is False
-    texts, kinds, done = _collect(llava_engine.stream(_request(thinking=True, max_new=20)))
+    texts, kinds, done = collect(llava_engine.stream(_request(thinking=True, max_new=20)))
     assert done.error is None
     assert done.stats.reasoning_tokens == 0
     assert texts["answer"].strip()
@@ -230,7 +218,7 @@ def test_llava_streams_without_thinking(llava_engine):
 def _sampled(engine, max_new=20, **sampling) -> tuple[str, object]:
     request = GenerationRequest(messages=(Message("user", "What is in the picture?", (_image(),)),),
                                 sampling=Sampling(max_new_tokens=max_new, **sampling))
-    texts, _, done = _collect(engine.stream(request))
+    texts, _, done = collect(engine.stream(request))
     return texts["answer"], done
 
 
@@ -288,7 +276,7 @@ def test_a_large_cleaned_photo_is_answered(tiny_engine):
     assert cleaned.width * cleaned.height <= ImagePolicy().max_pixels
     request = GenerationRequest(messages=(Message("user", "Describe it.", (cleaned,)),),
                                 sampling=Sampling(max_new_tokens=8, temperature=0.0))
-    texts, _, done = _collect(tiny_engine.stream(request))
+    texts, _, done = collect(tiny_engine.stream(request))
     assert done.error is None and texts["answer"].strip()
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 from engine.local import LocalEngine
 from engine.ovis25_processing import load_ovis25, smart_resize
 from engine.types import GenerationRequest, Message, Sampling
+from testing.events import collect
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ovis2_5"
 LAYOUTS = ["tiny_tied", "tiny_untied"]
@@ -240,14 +241,8 @@ def _request(*messages: Message, thinking=False, budget=None, max_new=12, **kwar
 
 
 def _collect(events) -> dict:
-    result = {"reasoning": "", "answer": "", "kinds": [], "done": None}
-    for event in events:
-        if event.kind == "done":
-            result["done"] = event
-        else:
-            result[event.kind] += event.text
-            result["kinds"].append(event.kind)
-    return result
+    texts, kinds, done = collect(events)
+    return {**texts, "kinds": kinds, "done": done}
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from PIL import Image
 from engine.errors import EngineClosed, ModelLoadError, ModelNotReady, RequestError
 from engine.process import ProcessEngine
 from engine.types import GenerationRequest, Message, Sampling
+from testing.events import collect
 from testing.processes import process_alive
 from testing.waiting import wait_until
 
@@ -34,17 +35,6 @@ def _request(max_new=24, thinking=False, budget=None, seed=3, temperature=0.0, i
         sampling=Sampling(max_new_tokens=max_new, temperature=temperature, seed=seed))
 
 
-def _collect(events) -> tuple[dict, object]:
-    texts = {"reasoning": "", "answer": ""}
-    done = None
-    for event in events:
-        if event.kind == "done":
-            done = event
-        else:
-            texts[event.kind] += event.text
-    return texts, done
-
-
 @pytest.fixture(scope="module")
 def process_engine():
     engine = ProcessEngine("tiny-random", quantize="none", device="cpu",
@@ -59,8 +49,8 @@ def test_answers_and_capabilities_match_the_in_process_engine(process_engine, ti
     assert process_engine.pid != os.getpid() and process_engine.progress.stage == "ready"
     for request in (_request(), _request(thinking=True, budget=6, max_new=30),
                     _request(temperature=0.8, seed=11)):
-        there, there_done = _collect(process_engine.stream(request))
-        here, here_done = _collect(tiny_engine.stream(request))
+        there, _, there_done = collect(process_engine.stream(request))
+        here, _, here_done = collect(tiny_engine.stream(request))
         assert there == here
         assert there_done.error is None
         assert (there_done.stats.reasoning_tokens, there_done.stats.answer_tokens,
@@ -76,7 +66,7 @@ def test_refusals_arrive_before_any_event_with_their_own_class(process_engine):
     with pytest.raises(RequestError):
         process_engine.stream(_request(images=limit + 1))
     # The engine still answers afterwards.
-    assert _collect(process_engine.stream(_request(max_new=4)))[1].stats.answer_tokens == 4
+    assert collect(process_engine.stream(_request(max_new=4)))[2].stats.answer_tokens == 4
 
 
 def test_cancel_stops_a_running_answer(process_engine):
@@ -85,7 +75,7 @@ def test_cancel_stops_a_running_answer(process_engine):
     first = next(events)
     assert first.kind in ("answer", "reasoning")
     process_engine.cancel(request.request_id)
-    _, done = _collect(events)
+    _, _, done = collect(events)
     assert done.stats.finish_reason == "cancelled"
     assert done.stats.total_tokens < ENDLESS
 
@@ -129,7 +119,7 @@ def test_closing_ends_open_streams_and_stops_the_process():
     events = engine.stream(_request(max_new=ENDLESS, temperature=0.9))
     next(events)
     engine.close()
-    _, done = _collect(events)
+    _, _, done = collect(events)
     assert done.stats.finish_reason in ("cancelled", "error")
     assert not process_alive(pid)
     with pytest.raises(EngineClosed):
@@ -145,11 +135,11 @@ def test_a_model_process_that_dies_ends_its_streams_and_is_restarted():
         events = engine.stream(_request(max_new=ENDLESS, temperature=0.9))
         next(events)
         os.kill(pid, signal.SIGKILL)  # as the kernel does when memory runs out
-        _, done = _collect(events)
+        _, _, done = collect(events)
         assert done.stats.finish_reason == "error"
         assert "stopped unexpectedly" in done.error
         assert wait_until(lambda: engine.ready and engine.pid != pid, timeout=120)
-        assert _collect(engine.stream(_request(max_new=4)))[1].error is None
+        assert collect(engine.stream(_request(max_new=4)))[2].error is None
     finally:
         engine.close()
 

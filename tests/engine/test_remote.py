@@ -23,6 +23,7 @@ from PIL import Image
 from engine.errors import ModelLoadError, ModelNotReady, RequestError
 from engine.remote import RemoteEngine
 from engine.types import GenerationRequest, Message, Sampling
+from testing.events import collect
 from testing.processes import free_port
 from testing.serve import transformers_serve
 from testing.waiting import wait_until
@@ -75,27 +76,8 @@ def _request(*, thinking=False, max_new=24, seed=3, images=(), text="What is in 
         sampling=Sampling(max_new_tokens=max_new, temperature=0.0, seed=seed, **sampling))
 
 
-def _collect(events):
-    texts = {"reasoning": "", "answer": ""}
-    kinds = []
-    done = None
-    for event in events:
-        if event.kind == "done":
-            assert done is None, "more than one done event"
-            done = event
-        else:
-            assert done is None, "an event after done"
-            texts[event.kind] += event.text
-            kinds.append(event.kind)
-    assert done is not None, "the stream ended without a done event"
-    return texts, kinds, done
-
-
-# -- against transformers serve ------------------------------------------------------------
-
-
 def test_answer_about_an_image_streams_with_stats(engine):
-    texts, kinds, done = _collect(engine.stream(_request(images=[_image()], max_new=24)))
+    texts, kinds, done = collect(engine.stream(_request(images=[_image()], max_new=24)))
     assert done.error is None
     assert len(kinds) > 3 and set(kinds) == {"answer"}
     assert texts["answer"].strip() and texts["answer"] == texts["answer"].lstrip()
@@ -108,32 +90,32 @@ def test_answer_about_an_image_streams_with_stats(engine):
 
 
 def test_the_model_sees_the_image(engine):
-    first, _, _ = _collect(engine.stream(_request(images=[_image()])))
-    second, _, _ = _collect(engine.stream(_request(images=[_noise()])))
-    again, _, _ = _collect(engine.stream(_request(images=[_image()])))
+    first, _, _ = collect(engine.stream(_request(images=[_image()])))
+    second, _, _ = collect(engine.stream(_request(images=[_noise()])))
+    again, _, _ = collect(engine.stream(_request(images=[_image()])))
     # Greedy decoding: the same image gives the same answer, another image another one.
     assert first["answer"] == again["answer"]
     assert first["answer"] != second["answer"]
 
 
 def test_thinking_on_streams_reasoning_and_off_does_not(engine):
-    on_texts, on_kinds, on_done = _collect(engine.stream(_request(thinking=True)))
+    on_texts, on_kinds, on_done = collect(engine.stream(_request(thinking=True)))
     assert on_kinds[0] == "reasoning"
     assert on_texts["reasoning"].strip()
     assert on_done.stats.reasoning_tokens > 0
     assert "<think>" not in on_texts["reasoning"]
 
-    off_texts, off_kinds, off_done = _collect(engine.stream(_request(thinking=False)))
+    off_texts, off_kinds, off_done = collect(engine.stream(_request(thinking=False)))
     assert "reasoning" not in off_kinds
     assert off_done.stats.reasoning_tokens == 0
     assert off_texts["answer"].strip()
 
 
 def test_history_is_sent(engine):
-    alone, _, _ = _collect(engine.stream(_request(text="And now?")))
+    alone, _, _ = collect(engine.stream(_request(text="And now?")))
     history = (Message("user", "What is in the picture?", (_image(),)),
                Message("assistant", "A red rectangle."))
-    followed, _, done = _collect(engine.stream(_request(text="And now?", history=history)))
+    followed, _, done = collect(engine.stream(_request(text="And now?", history=history)))
     assert done.error is None
     assert alone["answer"] != followed["answer"]
 
@@ -160,7 +142,7 @@ def test_cancel_from_another_thread_ends_the_stream(engine):
     assert done.stats.seed is not None
     assert done.stats.answer_tokens < 4000
     # The engine, and the server behind it, take the next request.
-    _, _, after = _collect(engine.stream(_request(max_new=8)))
+    _, _, after = collect(engine.stream(_request(max_new=8)))
     assert after.stats.finish_reason == "length"
 
 
@@ -168,7 +150,7 @@ def test_unknown_model_name_arrives_as_an_error_event(served):
     remote = RemoteEngine(served.url, "no-such-model")
     try:
         remote.load()  # transformers serve lists its download cache, so this is not caught here
-        texts, kinds, done = _collect(remote.stream(_request()))
+        texts, kinds, done = collect(remote.stream(_request()))
     finally:
         remote.close()
     assert kinds == []
@@ -178,11 +160,11 @@ def test_unknown_model_name_arrives_as_an_error_event(served):
 
 def test_adapter_is_sent_as_the_model_name(engine):
     # The pinned server refuses any other model name, and says which one it was given.
-    texts, kinds, done = _collect(engine.stream(_request(adapter="support-lora")))
+    texts, kinds, done = collect(engine.stream(_request(adapter="support-lora")))
     assert done.stats.finish_reason == "error"
     assert "support-lora" in done.error
     # A refused request leaves the engine working.
-    _, _, after = _collect(engine.stream(_request(max_new=8)))
+    _, _, after = collect(engine.stream(_request(max_new=8)))
     assert after.error is None
 
 
@@ -209,7 +191,7 @@ def test_the_server_keeps_its_own_queue_so_no_request_has_a_place_here(engine):
         assert engine.queue_position(request.request_id) is None
     finally:
         events.close()
-    _, _, after = _collect(engine.stream(_request(max_new=8)))
+    _, _, after = collect(engine.stream(_request(max_new=8)))
     assert after.error is None
 
 
@@ -297,19 +279,19 @@ def test_server_down_then_up(served, relay):
 
         # The server comes up: the next request finds it without a restart of the app.
         relay.start()
-        _, _, done = _collect(remote.stream(_request(max_new=8)))
+        _, _, done = collect(remote.stream(_request(max_new=8)))
         assert done.error is None and remote.ready and remote.load_error is None
 
         # It goes away: the request ends in an error event that says what happened.
         relay.stop()
-        texts, kinds, done = _collect(remote.stream(_request(max_new=8)))
+        texts, kinds, done = collect(remote.stream(_request(max_new=8)))
         assert kinds == []
         assert done.stats.finish_reason == "error"
         assert done.error.startswith(f"The model server at {relay.url} is not reachable")
 
         # It comes back: the same engine answers again.
         relay.start()
-        texts, _, done = _collect(remote.stream(_request(max_new=8)))
+        texts, _, done = collect(remote.stream(_request(max_new=8)))
         assert done.error is None and texts["answer"]
     finally:
         remote.close()
@@ -327,7 +309,7 @@ def test_closing_the_stream_closes_the_connection(served, relay):
         # The engine hangs up; the server, left alone, would stream on for thousands of tokens.
         wait_until(lambda: relay.client_hangups > 0, EVENT_TIMEOUT_S)
         assert relay.client_hangups == 1
-        _, _, done = _collect(remote.stream(_request(max_new=8)))
+        _, _, done = collect(remote.stream(_request(max_new=8)))
         assert done.error is None
     finally:
         remote.close()
@@ -421,7 +403,7 @@ def test_request_body_carries_the_conversation_and_settings(scripted, scripted_e
     request = _request(history=history, text="And the colour?", images=[_image()],
                        thinking=True, budget=256, max_new=10_000, seed=11, top_k=20,
                        repetition_penalty=1.1, adapter="support-lora")
-    _, _, done = _collect(scripted_engine.stream(request))
+    _, _, done = collect(scripted_engine.stream(request))
     assert done.error is None
 
     body = scripted.bodies[-1]
@@ -446,7 +428,7 @@ def test_request_body_carries_the_conversation_and_settings(scripted, scripted_e
 
 def test_neutral_sampling_and_thinking_off_send_no_extra_fields(scripted, scripted_engine):
     scripted.reply = (200, _sse(_delta(content="Hi"), _delta(finish="stop")))
-    _collect(scripted_engine.stream(_request(thinking=False, budget=256)))
+    collect(scripted_engine.stream(_request(thinking=False, budget=256)))
     body = scripted.bodies[-1]
     assert "top_k" not in body and "repetition_penalty" not in body
     assert "thinking_token_budget" not in body
@@ -456,7 +438,7 @@ def test_neutral_sampling_and_thinking_off_send_no_extra_fields(scripted, script
     try:
         plain.load()
         assert not plain.capabilities().thinking
-        _collect(plain.stream(_request(thinking=True)))
+        collect(plain.stream(_request(thinking=True)))
     finally:
         plain.close()
     assert "chat_template_kwargs" not in scripted.bodies[-1]
@@ -481,7 +463,7 @@ def test_reasoning_field_and_usage(scripted, scripted_engine):
         _delta(finish="stop"),
         {"object": "chat.completion.chunk", "choices": [], "usage": usage},
         "[DONE]"))
-    texts, kinds, done = _collect(scripted_engine.stream(_request(thinking=True)))
+    texts, kinds, done = collect(scripted_engine.stream(_request(thinking=True)))
     assert texts == {"reasoning": "Looks red.", "answer": "It is red."}
     assert kinds[0] == "reasoning" and kinds[-1] == "answer"
     assert (done.stats.reasoning_tokens, done.stats.answer_tokens) == (6, 3)
@@ -492,7 +474,7 @@ def test_think_tags_in_the_content_are_split(scripted, scripted_engine):
     scripted.reply = (200, _sse(
         _delta(content="<thi"), _delta(content="nk>\nHmm, red"), _delta(content=".</think>"),
         _delta(content="\n\nRed."), _delta(finish="length")))
-    texts, _, done = _collect(scripted_engine.stream(_request(thinking=True)))
+    texts, _, done = collect(scripted_engine.stream(_request(thinking=True)))
     assert texts == {"reasoning": "Hmm, red.", "answer": "Red."}
     # No usage reported: chunks are counted.
     assert done.stats.reasoning_tokens + done.stats.answer_tokens == 4
@@ -514,11 +496,11 @@ def test_think_tags_in_the_content_are_split(scripted, scripted_engine):
 ])
 def test_server_failures_arrive_as_error_events(scripted, scripted_engine, reply, expected):
     scripted.reply = reply
-    _, _, done = _collect(scripted_engine.stream(_request()))
+    _, _, done = collect(scripted_engine.stream(_request()))
     assert done.stats.finish_reason == "error"
     assert expected in done.error
     scripted.reply = (200, _sse(_delta(content="Fine."), _delta(finish="stop")))
-    texts, _, done = _collect(scripted_engine.stream(_request()))
+    texts, _, done = collect(scripted_engine.stream(_request()))
     assert done.error is None and texts["answer"] == "Fine."
 
 
