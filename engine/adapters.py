@@ -44,7 +44,8 @@ def load_adapters(model, adapters: Mapping[str, str | Path]) -> tuple[str, ...]:
                 f"Could not load the adapter {name!r} from {path}: {type(exc).__name__}: {exc}. "
                 "Check that it was trained on this base model."
             ) from exc
-        missing = sorted(getattr(info, "missing_keys", ()) or ())
+        missing = sorted(key for key in getattr(info, "missing_keys", ()) or ()
+                         if _adapter_key(key, name))
         if missing:
             # The adapter's weights are named for another module layout (another base model
             # or another transformers version): they would silently do nothing.
@@ -57,6 +58,14 @@ def load_adapters(model, adapters: Mapping[str, str | Path]) -> tuple[str, ...]:
     if names:
         model.disable_adapters()
     return tuple(names)
+
+
+def _adapter_key(key: str, name: str) -> bool:
+    """Whether `key` names a weight of the adapter `name` (`...q_proj.lora_A.NAME.weight`).
+    transformers counts as the adapter's any missing key that merely contains its name, so
+    an adapter called "a" would find every weight of the base model missing."""
+    parts = key.split(".")
+    return name in parts and any(part.startswith("lora_") for part in parts)
 
 
 def _checked(name: str, location: str | Path) -> Path:

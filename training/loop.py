@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the blind spot: questions with these answers")
     parser.add_argument("--users", type=int, default=480,
                         help="scripted users asking about the blind spot")
+    parser.add_argument("--stride", type=int, default=7,
+                        help="take every n-th training question of the blind spot")
     parser.add_argument("--general", type=int, default=0,
                         help="scripted users asking any other training question, judged alike")
     parser.add_argument("--pick-every", type=int, default=0,
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     blind = set(args.answers.split(","))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="vqa-loop-"))
     train_rows = easy_vqa_split("train")
-    rows = [row for row in train_rows if row.answer in blind][::7][:args.users]
+    rows = [row for row in train_rows if row.answer in blind][::args.stride][:args.users]
     general = [row for row in train_rows if row.answer not in blind][::11][:args.general]
     rows = _interleave(rows, general)
     engine = LocalEngine(args.model, quantize="none", device="cpu")

@@ -132,3 +132,14 @@ def test_requests_for_base_and_adapter_at_once_each_get_their_own_answer(tuned_e
     # One adapter per batch: the others wait for it to drain, and nobody gets the wrong one.
     assert answers == [alone[name] for name in asked]
     assert alone[None] != alone["tuned"]
+
+
+@pytest.mark.parametrize("name", ["a", "mlp", "proj"])
+def test_an_adapter_named_like_part_of_a_layer_loads_and_answers(adapter_dir, name):
+    # Names that occur inside the base model's weight names ("a" in nearly all of them).
+    engine = LocalEngine("tiny-random", quantize="none", device="cpu",
+                         adapters={name: adapter_dir})
+    engine.load()
+    assert engine.capabilities().adapters == (name,)
+    assert _answer(engine, name).strip().startswith(TARGET)
+    engine.close()
