@@ -147,7 +147,7 @@ class ProcessEngine:
 
     @property
     def pid(self) -> int | None:
-        """The model process's id while it runs."""
+        """The id of the model process started last; None before `load`."""
         return self._process.pid if self._process is not None else None
 
     def load(self) -> LoadReport:
