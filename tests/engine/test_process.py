@@ -164,3 +164,20 @@ def test_the_model_process_does_not_outlive_a_killed_parent(tmp_path):
         parent.kill()
         parent.wait()
     assert wait_until(lambda: not process_alive(child), timeout=30)
+
+
+def test_one_at_a_time_in_the_model_process_answers_as_in_process(tiny_engine):
+    from engine.batching import BatchLimits
+
+    engine = ProcessEngine("tiny-random", quantize="none", device="cpu",
+                           batch_limits=BatchLimits(max_batch_size=1))
+    assert engine.concurrency == 1
+    engine.load()
+    try:
+        first, second = _request(), _request(temperature=0.8, seed=5)
+        running = engine.stream(first)
+        waiting = engine.stream(second)
+        assert collect(running)[0] == collect(tiny_engine.stream(first))[0]
+        assert collect(waiting)[0] == collect(tiny_engine.stream(second))[0]
+    finally:
+        engine.close()
