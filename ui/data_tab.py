@@ -157,8 +157,9 @@ def build_data_tab(studio, settings, tab: gr.Tab) -> None:
                               elem_id="data-yields", interactive=False)
         gr.Markdown("#### Recent preference pairs")
         pairs = gr.Markdown(elem_id="data-pairs")
+        # Whole images, not thumbnails cropped to a square: what the model was shown.
         pair_images = gr.Gallery(label="Their images", columns=6, height=160,
-                                 elem_id="data-pair-images")
+                                 object_fit="contain", elem_id="data-pair-images")
         with gr.Row():
             export_format = gr.Dropdown(list(FORMATS), value="swift-dpo", label="Format",
                                         elem_id="export-format")
