@@ -311,24 +311,7 @@ def _labels(
                 edit.edit_message_id, _LabelDecision(edit.created_at, (edit.id,), "edit", True)
             )
 
-    examples = []
-    for message_id, decision in decisions.items():
-        completion = context.text(context.by_id[message_id])
-        if not completion.strip():
-            dropped["kto_empty"] += 1
-            continue
-        examples.append(
-            Example(
-                kind="kto",
-                prompt=context.prompt,
-                completion=completion,
-                label=decision.desirable,
-                source=decision.source,
-                decided_at=decision.at,
-                provenance=context.provenance(decision, {"completion": message_id}),
-            )
-        )
-    return examples
+    return _completion_examples(context, "kto", decisions, dropped)
 
 
 def _demonstrations(
@@ -344,17 +327,26 @@ def _demonstrations(
         if message_id in usable and state.vote(message_id) != "dislike":
             chosen.setdefault(message_id, _Decision(edit.created_at, (edit.id,), "edit"))
 
+    return _completion_examples(context, "sft", chosen, dropped)
+
+
+def _completion_examples(context: _Context, kind: Kind, decisions: dict[str, _Decision],
+                         dropped: Counter[str]) -> list[Example]:
+    """One example per decided answer (KTO: labelled; SFT: demonstrated); empty answers are
+    dropped and counted."""
     examples = []
-    for message_id, decision in chosen.items():
+    for message_id, decision in decisions.items():
         completion = context.text(context.by_id[message_id])
         if not completion.strip():
-            dropped["sft_empty"] += 1
+            dropped[f"{kind}_empty"] += 1
             continue
         examples.append(
             Example(
-                kind="sft",
+                kind=kind,
                 prompt=context.prompt,
                 completion=completion,
+                # KTO decisions carry their label; SFT ones have none.
+                label=decision.desirable if isinstance(decision, _LabelDecision) else None,
                 source=decision.source,
                 decided_at=decision.at,
                 provenance=context.provenance(decision, {"completion": message_id}),
