@@ -411,14 +411,7 @@ class Studio:
         self._settle_comparison(state)
         turn.question_id = self._store_question(state, question, state.last_answer_id(), pngs)
         state.turns.append(turn)
-        answer_id = self._open_answer(state, turn.question_id, request)
-        update = self._new_update(answer_id, request)
-        try:
-            yield from self._stream(events, update, request, session_key or "")
-        finally:
-            # Also when the page stops reading mid-answer: the partial answer, marked
-            # cancelled, stays part of the conversation.
-            self._settle(state, turn, update)
+        yield from self._answer_turn(state, turn, events, request, session_key or "")
 
     def regenerate(self, state: ChatState, options: TurnOptions, *,
                    session_key: str | None = None) -> Iterator[TurnUpdate]:
@@ -430,11 +423,18 @@ class Studio:
                                 options)
         events = self._started(self.engine.stream(request), request, session_key or "")
         self._settle_comparison(state)
+        yield from self._answer_turn(state, turn, events, request, session_key or "")
+
+    def _answer_turn(self, state: ChatState, turn: Turn, events: Iterator[Event],
+                     request: GenerationRequest, session_key: str) -> Iterator[TurnUpdate]:
+        """Stream a new answer to `turn`, stored as it goes; it joins the turn's versions."""
         answer_id = self._open_answer(state, turn.question_id, request)
         update = self._new_update(answer_id, request)
         try:
-            yield from self._stream(events, update, request, session_key or "")
+            yield from self._stream(events, update, request, session_key)
         finally:
+            # Also when the page stops reading mid-answer: the partial answer, marked
+            # cancelled, stays part of the conversation.
             self._settle(state, turn, update)
 
     def settle_comparison(self, state: ChatState) -> None:
