@@ -36,14 +36,9 @@ _ACTIVE = re.compile(r"(\\*)(<|&(?=#?\w+;)|(?<=!)\[)")
 RENDERED_CACHE_SIZE = 1024
 
 
-def safe_markdown(text: str) -> str:
-    """`make_safe(text)`, remembered: for text that will be drawn again unchanged."""
-    return _remembered(text)
-
-
 def forget(*_erased) -> None:
     """Empty the cache of rendered text (after an erasure: it may hold erased words)."""
-    _remembered.cache_clear()
+    safe_markdown.cache_clear()
 
 
 def make_safe(text: str) -> str:
@@ -77,7 +72,8 @@ def make_safe(text: str) -> str:
     return "".join(out)
 
 
-_remembered = functools.lru_cache(maxsize=RENDERED_CACHE_SIZE)(make_safe)
+# `make_safe`, remembered: for text that will be drawn again unchanged.
+safe_markdown = functools.lru_cache(maxsize=RENDERED_CACHE_SIZE)(make_safe)
 
 
 def _defuse(match: re.Match) -> str:

@@ -56,6 +56,6 @@ def test_an_erasure_empties_the_cache_of_rendered_text(tmp_path):
     store = Store(settings.db_path)
     build_page(Studio(LocalEngine("tiny-random"), store), settings)  # wires the erasure
     render.safe_markdown("the words of someone who will ask to be forgotten")
-    assert render._remembered.cache_info().currsize > 0
+    assert render.safe_markdown.cache_info().currsize > 0
     store.delete_user_data("someone")
-    assert render._remembered.cache_info().currsize == 0
+    assert render.safe_markdown.cache_info().currsize == 0
