@@ -31,25 +31,26 @@ def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
             process.wait()
 
 
+def _stat(path: Path) -> list[str] | None:
+    """The fields of a /proc/PID/stat after the command name (state first, then parent id);
+    None once the process is gone."""
+    try:
+        return path.read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
 def process_alive(pid: int) -> bool:
     """True while `pid` runs (a zombie waiting to be reaped has stopped). Linux only."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    fields = _stat(Path(f"/proc/{pid}/stat"))
+    return fields is not None and fields[0] not in ("Z", "X")
 
 
 def children_of(pid: int) -> list[int]:
     """The running processes whose parent is `pid`. Linux only."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+        fields = _stat(entry / "stat") if entry.name.isdigit() else None
+        if fields is not None and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
             found.append(int(entry.name))
     return found
