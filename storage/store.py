@@ -8,9 +8,10 @@ Contract:
 - One logical write is one transaction, begun IMMEDIATE, so concurrent writers queue on the
   busy timeout instead of failing with "database is locked". WAL lets readers run alongside.
 - Each thread gets its own connection (thread-local); no connection is used by two threads.
-- A question and its images are committed before its answer starts. An answer row exists
-  from the first token on with status "streaming"; `recover()` marks rows left streaming by a
-  crash as finished with reason "interrupted". Construction runs it unless `recover=False`:
+- A question and its images are committed before its answer starts; one the model never
+  answers is withdrawn (`withdraw_question`). An answer row exists from the first token on
+  with status "streaming"; `recover()` marks rows left streaming by a crash as finished with
+  reason "interrupted". Construction runs it unless `recover=False`:
   a second process opening the file while the app runs (an export, a backup) must pass
   `recover=False`, or it would cut off the app's answers in flight.
 - Messages form a tree: a regenerated, edited or compared answer is a new sibling under the
@@ -773,6 +774,47 @@ class Store:
                 counts, removed = _erase(db, "client_hash = ?", [owner])
             self._after_erasure(removed)
         return counts
+
+    def withdraw_question(self, client_key: str, message_id: str) -> ErasureCounts:
+        """Take back a question the model never answered: the question, its images no other
+        message shows, and its conversation when nothing else is left in it.
+
+        Nothing is removed from a question that has an answer (or anything else after it).
+        A question already erased is nothing to withdraw."""
+        owner = client_hash(client_key)
+        with self._image_lock, _erasing():
+            with self._write() as db:
+                try:
+                    row = self._message_row(db, owner, message_id)
+                except NotFound:
+                    return ErasureCounts()
+                if row["role"] != "user":
+                    raise InvalidRequest("Only a question can be withdrawn.")
+                if db.execute("SELECT 1 FROM messages WHERE parent_id = ?",
+                              [message_id]).fetchone() is not None:
+                    raise InvalidRequest("This question has an answer; it stays.")
+                shas = [sha for (sha,) in db.execute(
+                    "DELETE FROM message_images WHERE message_id = ? RETURNING image_sha",
+                    [message_id]).fetchall()]
+                db.execute("DELETE FROM messages WHERE id = ?", [message_id])
+                conversations = db.execute(
+                    """
+                    DELETE FROM conversations WHERE id = ?
+                    AND NOT EXISTS (SELECT 1 FROM messages WHERE conversation_id = ?)
+                    """,
+                    [row["conversation_id"], row["conversation_id"]]).rowcount
+                removed: list[tuple[str, str]] = []
+                for sha in dict.fromkeys(shas):
+                    removed += db.execute(
+                        """
+                        DELETE FROM images WHERE sha256 = ?
+                        AND NOT EXISTS (SELECT 1 FROM message_images WHERE image_sha = ?)
+                        RETURNING sha256, format
+                        """,
+                        [sha, sha],
+                    ).fetchall()
+            self._after_erasure(removed)
+        return ErasureCounts(conversations=conversations, messages=1, images=len(removed))
 
     def purge_older_than(self, days: float, *, now: datetime | None = None) -> ErasureCounts:
         """Erase conversations whose last activity is more than `days` days before `now`,

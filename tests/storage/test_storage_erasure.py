@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from storage import AnswerMeta, ErasureCounts, NotFound, Store
+from storage import AnswerMeta, ErasureCounts, InvalidRequest, NotFound, Store
 from testing.data import CONSENT, KEY, OTHER_KEY, answer, png_blob
 
 SECRET = "alice-private-words"
@@ -155,3 +155,40 @@ def test_purge_removes_conversations_and_images_idle_longer_than_the_retention(t
     assert store.stats().conversations == 0
     assert not any(p.is_file() for p in store.images_dir.rglob("*"))
     store.close()
+
+
+def test_withdrawing_an_unanswered_question_takes_its_conversation_and_lone_images(store):
+    shared = store.put_image(png_blob((9, 9, 9)))
+    lone = store.put_image(png_blob((1, 2, 3)))
+    kept = store.create_conversation(KEY, consent_version=CONSENT)
+    asked = store.add_user_message(KEY, kept, text="Q", image_shas=[shared])
+    answered = answer(store, KEY, kept, asked, "A")
+    follow_up = store.add_user_message(KEY, kept, text=SECRET, image_shas=[lone, shared],
+                                       parent_id=answered)
+    fresh = store.create_conversation(KEY, consent_version=CONSENT)
+    opening = store.add_user_message(KEY, fresh, text=SECRET, image_shas=[lone])
+
+    lone_file = store.image_path(lone)
+    assert store.withdraw_question(OTHER_KEY, follow_up) == ErasureCounts()  # not theirs
+    assert store.withdraw_question(KEY, follow_up) == ErasureCounts(messages=1)
+    # The conversation keeps what was answered; the image another question shows stays.
+    assert [m.id for m in store.get_conversation(KEY, kept).messages] == [asked, answered]
+    assert store.image_path(lone).exists()
+
+    assert store.withdraw_question(KEY, opening) == ErasureCounts(
+        conversations=1, messages=1, images=1)
+    assert [c.id for c in store.list_conversations(KEY)] == [kept]
+    assert not lone_file.exists() and store.image_path(shared).exists()
+    assert SECRET.encode() not in everything_in(store)
+    assert store.withdraw_question(KEY, opening) == ErasureCounts()  # already gone
+
+
+def test_a_question_with_an_answer_is_not_withdrawn(store):
+    conversation = store.create_conversation(KEY, consent_version=CONSENT)
+    question = store.add_user_message(KEY, conversation, text="Q")
+    reply = answer(store, KEY, conversation, question, "A")
+    with pytest.raises(InvalidRequest, match="has an answer"):
+        store.withdraw_question(KEY, question)
+    with pytest.raises(InvalidRequest, match="Only a question"):
+        store.withdraw_question(KEY, reply)
+    assert table_counts(store)["messages"] == 2
