@@ -90,7 +90,7 @@ Verdict = Literal["A", "B", "tie", "both_bad"]
 
 class NotAnswered(StudioError):
     """The engine ended the request before its first token (it is busy, or its server
-    failed); nothing was stored. The message is the engine's."""
+    failed); nothing of it stays stored. The message is the engine's."""
 
 
 @dataclass
@@ -405,12 +405,8 @@ class Studio:
         question = self._question(text, image_sources)
         request = self._request([*state.history(), question], options)
         events = self.engine.stream(request)  # refuses here, before anything is written
-        pngs = self._encode_soon(question.images)
-        events = self._started(events, request, session_key or "")
-        turn = self._new_turn(state, question, image_sources, session_key or "", pngs)
-        self._settle_comparison(state)
-        turn.question_id = self._store_question(state, question, state.last_answer_id(), pngs)
-        state.turns.append(turn)
+        turn, (events,) = self._begin(state, question, image_sources, session_key or "",
+                                      [(events, request)])
         yield from self._answer_turn(state, turn, events, request, session_key or "")
 
     def regenerate(self, state: ChatState, options: TurnOptions, *,
@@ -486,22 +482,17 @@ class Studio:
         left_request = self._request(history, left_options)
         right_request = self._request(history, right_options)
         # Both are accepted or refused before anything is stored; then they stream at the
-        # same time (a batching engine decodes them together). Each must have started
-        # (`_started`): a request the engine ended unanswered stores nothing.
+        # same time (a batching engine decodes them together).
         left_events = self.engine.stream(left_request)
-        right_events = self.engine.stream(right_request)
-        pngs = self._encode_soon(question.images)
-        left_events = self._started(left_events, left_request, session_key or "")
         try:
-            right_events = self._started(right_events, right_request, session_key or "")
+            right_events = self.engine.stream(right_request)
         except BaseException:
-            left_events.close()
-            self._forget_running(session_key or "", left_request)
+            self.engine.cancel(left_request.request_id)
+            _drain(left_events)
             raise
-        turn = self._new_turn(state, question, image_sources, session_key or "", pngs)
-        self._settle_comparison(state)
-        turn.question_id = self._store_question(state, question, state.last_answer_id(), pngs)
-        state.turns.append(turn)
+        turn, (left_events, right_events) = self._begin(
+            state, question, image_sources, session_key or "",
+            [(left_events, left_request), (right_events, right_request)])
         group = uuid.uuid4().hex
         left_id = self._open_answer(state, turn.question_id, left_request, group, "A")
         right_id = self._open_answer(state, turn.question_id, right_request, group, "B")
@@ -850,6 +841,45 @@ class Studio:
         return TurnUpdate(answer_id=answer_id, model=self.engine.capabilities().model_id,
                           adapter=request.adapter, label=label, request=request)
 
+    def _begin(self, state: ChatState, question: Message, image_sources: Sequence[Any],
+               session_key: str, streams: list[tuple[Iterator[Event], GenerationRequest]]
+               ) -> tuple[Turn, list[Iterator[Event]]]:
+        """The new turn, stored while the engine reads the prompt (the first token does not
+        wait for the disk), and each stream once it has started (`_started`). A request the
+        engine ends unanswered withdraws the stored question: it goes back to the box, and a
+        question nobody answered is not kept. Returns the turn, joined to the state."""
+        for _, request in streams:
+            self._register_running(session_key, request)  # Stop works from here on
+        turn: Turn | None = None
+        started: list[Iterator[Event]] = []
+        try:
+            pngs = self._encode_soon(question.images)
+            turn = self._new_turn(state, question, image_sources, session_key, pngs)
+            self._settle_comparison(state)
+            turn.question_id = self._store_question(state, question, state.last_answer_id(),
+                                                    pngs)
+            for events, request in streams:
+                started.append(self._started(events, request, session_key))
+        except BaseException:
+            for events, request in streams:
+                self.engine.cancel(request.request_id)
+                _drain(events)  # ends at once: cancelled, or already over
+                self._forget_running(session_key, request)
+            if turn is not None and turn.question_id is not None:
+                self._withdraw(state, turn.question_id)
+            raise
+        state.turns.append(turn)
+        return turn, started
+
+    def _withdraw(self, state: ChatState, question_id: str) -> None:
+        try:
+            counts = self.store.withdraw_question(state.owner(), question_id)
+        except Exception:  # the refusal is what the user needs to hear; this is logged
+            log.exception("could not withdraw the unanswered question %s", question_id)
+            return
+        if counts.conversations:
+            state.conversation_id = None
+
     def _started(self, events: Iterator[Event], request: GenerationRequest,
                  session_key: str) -> Iterator[Event]:
         """Wait for the engine's first event (Stop works meanwhile); raise NotAnswered if the
@@ -865,9 +895,7 @@ class Studio:
                 first.stats is None or first.stats.total_tokens == 0))
         if refused:
             self._forget_running(session_key, request)
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()
+            _close(events)
             raise NotAnswered(valid_text(first.error) if first is not None and first.error
                               else "The model did not answer; please try again.")
         return _resumed(first, events)
@@ -941,9 +969,7 @@ class Studio:
         except Exception:  # already going away: what was said so far is what is kept
             log.exception("the engine failed while stopping request %s", request.request_id)
         finally:
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()
+            _close(events)
         stats = update.stats or Stats(finish_reason="cancelled", seed=request.sampling.seed,
                                       duration_s=time.monotonic() - started)
         # Stopped, not failed: what the engine reported while stopping is not the answer's error.
@@ -984,12 +1010,28 @@ def _with_images(turn: Turn) -> Message:
     return replace(turn.question, images=tuple(images))
 
 
+def _close(events: Iterator[Event]) -> None:
+    close = getattr(events, "close", None)
+    if close is not None:
+        close()
+
+
+def _drain(events: Iterator[Event]) -> None:
+    """Read a cancelled stream to its end (a stream never read would not notice its
+    cancellation), then close it."""
+    try:
+        for _ in events:
+            pass
+    except Exception:  # failing while it stops changes nothing: it is over either way
+        log.exception("a stream failed while it was stopped")
+    finally:
+        _close(events)
+
+
 def _resumed(first: Event, events: Iterator[Event]) -> Iterator[Event]:
     """`first`, then the rest of `events`; closing this closes them (stops the engine)."""
     try:
         yield first
         yield from events
     finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
+        _close(events)

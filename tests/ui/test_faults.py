@@ -1,6 +1,7 @@
-"""Faults keep the studio's contracts: a refused request stores nothing, a lone surrogate is
-replaced and its answer row closed. Real engines (the tiny checkpoint, the remote engine
-against a scripted server) and a real SQLite file."""
+"""Faults keep the studio's contracts: a refused request stores nothing, a question the disk
+has no room for stops its answer, a lone surrogate is replaced and its answer row closed.
+Real engines (the tiny checkpoint, the remote engine against a scripted server) and a real
+SQLite file."""
 
 from __future__ import annotations
 
@@ -96,10 +97,48 @@ def test_a_request_refused_because_the_model_is_busy_stores_nothing(store, tmp_p
         list(studio.ask(refused, "third: refused", [], LONG, session_key="third"))
     assert _rows(store, "select * from messages where text like 'third:%'") == []
     assert refused.conversation_id is None and refused.turns == []
-    assert len(_rows(store, "select * from conversations")) == 1  # the first one's
+    # A question waiting in line is kept; the refused one was withdrawn, conversation too.
+    assert {row["title"] for row in _rows(store, "select * from conversations")} == {
+        "first: a long answer", "second: waits its turn"}
 
     studio.cancel("first")
     running.close()
     waiter.join(timeout=60)
     studio.cancel("second")
     waiting.close()
+
+
+def test_a_question_the_disk_has_no_room_for_stops_its_answer_and_keeps_the_tab_usable(store):
+    from engine.batching import BatchLimits
+    from engine.local import LocalEngine
+    from storage import OutOfSpace
+
+    # One answer at a time: an answer left running would keep the next one waiting in line.
+    engine = LocalEngine("tiny-random", quantize="none", device="cpu",
+                         batch_limits=BatchLimits(max_batch_size=1, max_batch_tokens=8192))
+    engine.load()
+    studio = Studio(engine, store)
+    state = _consented()
+    connection = store._db().conn  # this thread's, which stores the question: full at once
+    pages = connection.execute("PRAGMA page_count").fetchone()[0]
+    connection.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(OutOfSpace, match="out of disk space"):
+        next(studio.ask(state, "why? " * 1000, [], LONG, session_key="tab"))
+    assert studio.streaming == 0 and state.turns == []
+    assert _rows(store, "select * from messages") == []
+
+    connection.execute("PRAGMA max_page_count = 1073741823")  # room again
+    asking = studio.ask(state, "and now?", [], LONG, session_key="tab")
+    first = threading.Thread(target=lambda: next(asking), daemon=True)
+    first.start()
+    deadline = time.monotonic() + 60
+    while (position := studio.queue_position("tab")) is None:
+        assert time.monotonic() < deadline, "the new question never reached the model"
+        time.sleep(0.01)
+    assert position == 0  # decoding at once: nothing of the failed question runs before it
+    first.join(timeout=60)
+    studio.cancel("tab")
+    updates = list(asking)
+    assert updates[-1].done and updates[-1].stats.finish_reason == "cancelled"
+    assert [row["text"] for row in _rows(store, "select * from messages where role = 'user'")
+            ] == ["and now?"]
