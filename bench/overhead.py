@@ -165,10 +165,12 @@ def ask_app(client, arguments: list, poll_s: float) -> Sample:
 def stored_timeline(db_path: Path, sample: Sample) -> dict[str, float]:
     """Where the time of one saved app answer went, from the rows the app wrote.
 
-    After the queue and the image check the app waits for the engine's first event, and only
-    then stores the question and opens the answer row, so the engine's own time to first
-    token lies inside "question sent → question stored". Timestamps are on this machine's
-    clock; the steps other than the engine's add up to the time to first token from the call.
+    After the queue and the image check the app sends the request to the engine, stores the
+    question while the engine reads the prompt, and opens the answer row at the engine's
+    first event; so the engine's own time to first token starts inside "question sent →
+    question stored" and ends inside "question stored → answer row opened". Timestamps are
+    on this machine's clock; the three steps after the upload add up to the time to first
+    token from sending.
     """
     import sqlite3
     from datetime import datetime
@@ -186,8 +188,8 @@ def stored_timeline(db_path: Path, sample: Sample) -> dict[str, float]:
     return {
         "upload (by the caller)": sample.upload_s,
         "question sent → question stored": since_call(question) - sample.upload_s,
-        "of that, the engine's time to first token": engine_ttft or float("nan"),
         "question stored → answer row opened": since_call(answer) - since_call(question),
+        "the engine's time to first token, across both": engine_ttft or float("nan"),
         "answer row opened → caller sees the first token": sample.ttft_s - since_call(answer),
         "last token → caller sees it": sample.total_s - since_call(finished),
     }
