@@ -803,16 +803,7 @@ class Store:
                     AND NOT EXISTS (SELECT 1 FROM messages WHERE conversation_id = ?)
                     """,
                     [row["conversation_id"], row["conversation_id"]]).rowcount
-                removed: list[tuple[str, str]] = []
-                for sha in dict.fromkeys(shas):
-                    removed += db.execute(
-                        """
-                        DELETE FROM images WHERE sha256 = ?
-                        AND NOT EXISTS (SELECT 1 FROM message_images WHERE image_sha = ?)
-                        RETURNING sha256, format
-                        """,
-                        [sha, sha],
-                    ).fetchall()
+                removed = _delete_unshown_images(db, shas)
             self._after_erasure(removed)
         return ErasureCounts(conversations=conversations, messages=1, images=len(removed))
 
@@ -976,8 +967,21 @@ def _erase(
     conversation_count = db.execute(
         f"DELETE FROM conversations WHERE {conversation_filter}", params
     ).rowcount
+    removed = _delete_unshown_images(db, candidates)
+    counts = ErasureCounts(
+        conversations=conversation_count,
+        messages=message_count,
+        feedback=feedback_count,
+        images=len(removed),
+    )
+    return counts, removed
+
+
+def _delete_unshown_images(db: Database, shas: Sequence[str]) -> list[tuple[str, str]]:
+    """Delete the rows of those of `shas` no message shows any more; returns their
+    (sha256, format), whose files the caller removes once the transaction has committed."""
     removed: list[tuple[str, str]] = []
-    for sha in candidates:
+    for sha in dict.fromkeys(shas):
         removed += db.execute(
             """
             DELETE FROM images WHERE sha256 = ?
@@ -986,13 +990,7 @@ def _erase(
             """,
             [sha, sha],
         ).fetchall()
-    counts = ErasureCounts(
-        conversations=conversation_count,
-        messages=message_count,
-        feedback=feedback_count,
-        images=len(removed),
-    )
-    return counts, removed
+    return removed
 
 
 def _load_conversation(db: Database, row: dict) -> Conversation:
