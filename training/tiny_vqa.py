@@ -10,7 +10,7 @@ is on the answer and its end-of-turn token only. Seeded, so a rebuild gives the 
 on the same machine and library versions.
 
     python -m training.tiny_vqa [--out engine/models/tiny-vqa] [--epochs 6] [--limit N]
-                                [--hold-out ANSWER,...]
+                                [--hold-out ANSWER,...] [--augment]
 
 writes the checkpoint (via a temporary sibling folder, renamed at the end) and prints the
 exact-match accuracy of greedy answers on the easy-vqa test split; the figures go to
@@ -128,9 +128,16 @@ def build_untrained(folder: Path) -> None:
 
 
 class _Encoded:
-    """Rows as token ids and pixel values, computed once: every image and question once."""
+    """Rows as token ids and pixel values, computed once: every image and question once.
 
-    def __init__(self, processor, rows: list[VqaRow]) -> None:
+    With `augment`, each item's image comes in one of its eight flips and quarter turns,
+    drawn from torch's global generator (which the Trainer seeds, so a rebuild draws the
+    same): easy-vqa asks nothing about where a shape is or which way it points, so every
+    one of them keeps the answer. Off by default: it did not raise the test accuracy, as the
+    model was not learning the training images by heart (docs/benchmarks.md, section 10).
+    """
+
+    def __init__(self, processor, rows: list[VqaRow], augment: bool = False) -> None:
         import torch
         from PIL import Image
 
@@ -151,6 +158,7 @@ class _Encoded:
         self.answers = {answer: self.tokenizer(answer, add_special_tokens=False)["input_ids"]
                         + [self.tokenizer.eos_token_id] for answer in {r.answer for r in rows}}
         self.rows = rows
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -158,8 +166,16 @@ class _Encoded:
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
         prompt, answer = self.prompts[row.question], self.answers[row.answer]
+        pixels = self.pixels[self.image_index[row.image]]
+        if self.augment:
+            import torch
+
+            turn = int(torch.randint(8, ()))
+            pixels = torch.rot90(pixels, turn % 4, dims=(1, 2))
+            if turn >= 4:
+                pixels = torch.flip(pixels, dims=(2,))
         return {"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer,
-                "pixel_values": self.pixels[self.image_index[row.image]]}
+                "pixel_values": pixels}
 
 
 def _conversation(question: str) -> list[dict]:
@@ -217,7 +233,7 @@ def accuracy(model, processor, rows: list[VqaRow], batch_size: int = 256) -> flo
 
 def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_size: int = 64,
           learning_rate: float = 1e-3, hold_out: frozenset[str] = frozenset(),
-          log=print) -> dict:
+          augment: bool = False, log=print) -> dict:
     """Train and write the checkpoint to `out` (new or empty); returns the build report."""
     import torch
     from transformers import (
@@ -239,7 +255,7 @@ def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_siz
         test_rows = easy_vqa_split("test")
         if limit:
             train_rows, test_rows = train_rows[:limit], test_rows[:max(limit // 4, 1)]
-        data = _Encoded(processor, train_rows)
+        data = _Encoded(processor, train_rows, augment=augment)
         args = TrainingArguments(
             output_dir=str(staging / "run"), num_train_epochs=epochs,
             per_device_train_batch_size=batch_size, learning_rate=learning_rate,
@@ -256,7 +272,7 @@ def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_siz
         report = {
             "train_questions": len(train_rows), "test_questions": len(test_rows),
             "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-            "held_out_answers": sorted(hold_out),
+            "held_out_answers": sorted(hold_out), "augmented": augment,
             "train_loss": outcome.training_loss, "test_accuracy": score,
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(train_seconds), "torch_threads": torch.get_num_threads(),
@@ -286,13 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-out", default="",
                         help="comma-separated answers no training question may have: a blind "
                              "spot on purpose")
+    parser.add_argument("--augment", action="store_true",
+                        help="train on random flips and quarter turns of the images")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     hold_out = frozenset(a.strip() for a in args.hold_out.split(",") if a.strip())
     build(args.out, epochs=args.epochs, limit=args.limit, batch_size=args.batch_size,
-          learning_rate=args.learning_rate, hold_out=hold_out)
+          learning_rate=args.learning_rate, hold_out=hold_out, augment=args.augment)
     return 0
 
 
