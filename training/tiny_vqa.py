@@ -11,6 +11,7 @@ on the same machine and library versions.
 
     python -m training.tiny_vqa [--out engine/models/tiny-vqa] [--epochs 6] [--limit N]
                                 [--hold-out ANSWER,...] [--augment]
+    python -m training.tiny_vqa --score CHECKPOINT [--split test|train] [--every 5]
 
 writes the checkpoint (via a temporary sibling folder, renamed at the end) and prints the
 exact-match accuracy of greedy answers on the easy-vqa test split; the figures go to
@@ -202,13 +203,13 @@ def _collate(pad_id: int):
     return collate
 
 
-def accuracy(model, processor, rows: list[VqaRow], batch_size: int = 256) -> float:
-    """Share of greedy answers equal to the easy-vqa answer (after trimming)."""
+def greedy_answers(model, processor, rows: list[VqaRow], batch_size: int = 256) -> list[str]:
+    """The model's greedy answer to each row, trimmed."""
     import torch
 
     encoded = _Encoded(processor, rows)
     tokenizer = processor.tokenizer
-    correct = 0
+    answers: list[str] = []
     model.eval()
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
@@ -225,10 +226,56 @@ def accuracy(model, processor, rows: list[VqaRow], batch_size: int = 256) -> flo
                                   for n in chunk])
             out = model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels,
                                  max_new_tokens=8, do_sample=False)
-            for k, n in enumerate(chunk):
-                text = tokenizer.decode(out[k, width:], skip_special_tokens=True)
-                correct += text.strip() == rows[n].answer
-    return correct / len(rows)
+            answers += [tokenizer.decode(out[k, width:], skip_special_tokens=True).strip()
+                        for k in range(len(chunk))]
+    return answers
+
+
+def accuracy(model, processor, rows: list[VqaRow], batch_size: int = 256) -> float:
+    """Share of greedy answers equal to the easy-vqa answer (after trimming)."""
+    answers = greedy_answers(model, processor, rows, batch_size)
+    return sum(a == row.answer for a, row in zip(answers, rows, strict=True)) / len(rows)
+
+
+SHAPES = ("circle", "rectangle", "triangle")
+
+
+def question_kind(row: VqaRow) -> str:
+    """What a question asks about: "naming the shape", "what colour", or a yes/no question
+    "about a shape" or "about a colour" (easy-vqa's questions name one of them at most)."""
+    if row.answer in SHAPES:
+        return "naming the shape"
+    if row.answer not in ("yes", "no"):
+        return "what colour"
+    if any(shape in row.question for shape in SHAPES):
+        return "yes/no about a shape"
+    return "yes/no about a colour"
+
+
+def accuracy_by_kind(model, processor, rows: list[VqaRow]) -> dict[str, tuple[int, int]]:
+    """(right, asked) for each `question_kind`, and for "all"."""
+    answers = greedy_answers(model, processor, rows)
+    counts: dict[str, list[int]] = {}
+    for answer, row in zip(answers, rows, strict=True):
+        for kind in (question_kind(row), "all"):
+            tally = counts.setdefault(kind, [0, 0])
+            tally[0] += answer == row.answer
+            tally[1] += 1
+    return {kind: (right, asked) for kind, (right, asked) in sorted(counts.items())}
+
+
+def score(folder: Path, *, split: str = "test", every: int = 5, log=print) -> dict:
+    """Accuracy by kind of question of the checkpoint in `folder`, over every `every`-th
+    question of an easy-vqa split."""
+    import torch
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(folder)
+    model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+    by_kind = accuracy_by_kind(model, processor, easy_vqa_split(split)[::every])
+    for kind, (right, asked) in by_kind.items():
+        log(f"{kind}: {right / asked:.1%} ({right} / {asked})")
+    return by_kind
 
 
 def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_size: int = 64,
@@ -304,10 +351,20 @@ def main(argv: list[str] | None = None) -> int:
                              "spot on purpose")
     parser.add_argument("--augment", action="store_true",
                         help="train on random flips and quarter turns of the images")
+    parser.add_argument("--score", type=Path, metavar="CHECKPOINT",
+                        help="train nothing: print the accuracy of a built checkpoint by kind "
+                             "of question")
+    parser.add_argument("--split", default="test", choices=("test", "train"),
+                        help="with --score: the easy-vqa split asked")
+    parser.add_argument("--every", type=int, default=5,
+                        help="with --score: ask every N-th question of the split")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.score:
+        score(args.score, split=args.split, every=args.every)
+        return 0
     hold_out = frozenset(a.strip() for a in args.hold_out.split(",") if a.strip())
     build(args.out, epochs=args.epochs, limit=args.limit, batch_size=args.batch_size,
           learning_rate=args.learning_rate, hold_out=hold_out, augment=args.augment)

@@ -14,6 +14,7 @@ import pytest
 import app
 from engine.errors import ModelLoadError
 from engine.local import LocalEngine
+from training import tiny_vqa as build_script
 from training.tiny_vqa import easy_vqa_split
 from training.vqa import evaluate_vqa, load_vqa, vqa_score
 
@@ -61,6 +62,37 @@ def test_evaluate_vqa_reads_a_json_dataset_and_prints_the_accuracy(tmp_path, cap
               "--quantize", "none"])
     out = capsys.readouterr().out
     assert "VQA accuracy on 6 questions" in out and "base model" in out
+
+
+def test_every_easy_vqa_question_has_one_kind_that_matches_its_answer():
+    colours = {"red", "green", "blue", "black", "gray", "teal", "brown", "yellow"}
+    for row in easy_vqa_split("test"):
+        kind = build_script.question_kind(row)
+        if kind == "naming the shape":
+            assert row.answer in build_script.SHAPES
+        elif kind == "what colour":
+            assert row.answer in colours
+        else:
+            assert row.answer in ("yes", "no")
+            named = {word.strip("?") for word in row.question.split()} & (
+                colours | set(build_script.SHAPES))
+            assert len(named) == 1
+            assert (named <= set(build_script.SHAPES)) == (kind == "yes/no about a shape")
+
+
+@pytest.mark.slow
+def test_score_prints_the_committed_checkpoints_accuracy_by_kind(capsys):
+    from engine.loading import TINY_VQA_DIR
+
+    assert build_script.main(["--score", str(TINY_VQA_DIR), "--every", "97"]) == 0
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines()
+                 if ": " in line)
+    assert set(lines) == {"all", "naming the shape", "what colour", "yes/no about a colour",
+                          "yes/no about a shape"}
+    asked = {kind: int(text.split(" / ")[1].rstrip(")")) for kind, text in lines.items()}
+    assert asked["all"] == len(easy_vqa_split("test")[::97]) == sum(asked.values()) // 2
+    right = int(lines["all"].split("(")[1].split(" / ")[0])
+    assert right / asked["all"] >= MIN_ACCURACY
 
 
 def test_a_missing_tiny_vqa_checkpoint_says_how_to_rebuild_it(tmp_path, monkeypatch):
