@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -487,8 +487,7 @@ class Studio:
         try:
             right_events = self.engine.stream(right_request)
         except BaseException:
-            self.engine.cancel(left_request.request_id)
-            _drain(left_events)
+            self._cancel_and_read(left_events, left_request)
             raise
         turn, (left_events, right_events) = self._begin(
             state, question, image_sources, session_key or "",
@@ -862,8 +861,7 @@ class Studio:
                 started.append(self._started(events, request, session_key))
         except BaseException:
             for events, request in streams:
-                self.engine.cancel(request.request_id)
-                _drain(events)  # ends at once: cancelled, or already over
+                self._cancel_and_read(events, request)  # ends at once, or is already over
                 self._forget_running(session_key, request)
             if turn is not None and turn.question_id is not None:
                 self._withdraw(state, turn.question_id)
@@ -962,19 +960,25 @@ class Studio:
         """Cancel `request` and read its remaining events into `update`: the engine ends a
         cancelled request with its real stats. An engine that ends without them (it failed)
         leaves the counts it cannot know at zero and the time that really passed."""
-        self.engine.cancel(request.request_id)
-        try:
-            for event in events:
-                update.take(event)
-        except Exception:  # already going away: what was said so far is what is kept
-            log.exception("the engine failed while stopping request %s", request.request_id)
-        finally:
-            _close(events)
+        self._cancel_and_read(events, request, update.take)
         stats = update.stats or Stats(finish_reason="cancelled", seed=request.sampling.seed,
                                       duration_s=time.monotonic() - started)
         # Stopped, not failed: what the engine reported while stopping is not the answer's error.
         update.stats, update.error = replace(stats, finish_reason="cancelled"), None
         update.done = update.reasoning_done = True
+
+    def _cancel_and_read(self, events: Iterator[Event], request: GenerationRequest,
+                         take: Callable[[Event], None] = lambda event: None) -> None:
+        """Cancel `request` and hand its remaining events to `take`, then close the stream:
+        a stream nobody reads would not notice its cancellation."""
+        self.engine.cancel(request.request_id)
+        try:
+            for event in events:
+                take(event)
+        except Exception:  # already going away: what was said so far is what is kept
+            log.exception("the engine failed while stopping request %s", request.request_id)
+        finally:
+            _close(events)
 
     def _close_answer(self, answer_id: str | None, update: TurnUpdate) -> None:
         if answer_id is None or update.stats is None:
@@ -1014,18 +1018,6 @@ def _close(events: Iterator[Event]) -> None:
     close = getattr(events, "close", None)
     if close is not None:
         close()
-
-
-def _drain(events: Iterator[Event]) -> None:
-    """Read a cancelled stream to its end (a stream never read would not notice its
-    cancellation), then close it."""
-    try:
-        for _ in events:
-            pass
-    except Exception:  # failing while it stops changes nothing: it is over either way
-        log.exception("a stream failed while it was stopped")
-    finally:
-        _close(events)
 
 
 def _resumed(first: Event, events: Iterator[Event]) -> Iterator[Event]:
