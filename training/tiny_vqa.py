@@ -315,12 +315,12 @@ def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_siz
         outcome = trainer.train()
         shutil.rmtree(staging / "run", ignore_errors=True)
         train_seconds = time.perf_counter() - started
-        score = accuracy(model, processor, test_rows)
+        test_accuracy = accuracy(model, processor, test_rows)
         report = {
             "train_questions": len(train_rows), "test_questions": len(test_rows),
             "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
             "held_out_answers": sorted(hold_out), "augmented": augment,
-            "train_loss": outcome.training_loss, "test_accuracy": score,
+            "train_loss": outcome.training_loss, "test_accuracy": test_accuracy,
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(train_seconds), "torch_threads": torch.get_num_threads(),
         }

@@ -20,10 +20,8 @@ from engine.types import Message
 from storage import Store
 from studio.turns import Studio
 from training.loop import play_users
-from training.tiny_vqa import easy_vqa_split
+from training.tiny_vqa import SHAPES, easy_vqa_split
 from training.train import TrainOptions, train
-
-SHAPES = ("circle", "rectangle", "triangle")
 
 
 @pytest.mark.slow
