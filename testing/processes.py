@@ -31,26 +31,27 @@ def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
             process.wait()
 
 
-def _stat(path: Path) -> list[str] | None:
-    """The fields of a /proc/PID/stat after the command name (state first, then parent id);
-    None once the process is gone."""
+def _running_stat(path: Path) -> list[str] | None:
+    """The fields of a /proc/PID/stat after the command name (state first, then parent id)
+    while the process runs; None once it is gone or has stopped (a zombie waiting to be
+    reaped)."""
     try:
-        return path.read_text().rsplit(")", 1)[1].split()
+        fields = path.read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return None
+    return None if fields[0] in ("Z", "X") else fields
 
 
 def process_alive(pid: int) -> bool:
     """True while `pid` runs (a zombie waiting to be reaped has stopped). Linux only."""
-    fields = _stat(Path(f"/proc/{pid}/stat"))
-    return fields is not None and fields[0] not in ("Z", "X")
+    return _running_stat(Path(f"/proc/{pid}/stat")) is not None
 
 
 def children_of(pid: int) -> list[int]:
     """The running processes whose parent is `pid`. Linux only."""
     found = []
     for entry in Path("/proc").iterdir():
-        fields = _stat(entry / "stat") if entry.name.isdigit() else None
-        if fields is not None and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+        fields = _running_stat(entry / "stat") if entry.name.isdigit() else None
+        if fields is not None and int(fields[1]) == pid:
             found.append(int(entry.name))
     return found
