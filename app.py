@@ -64,6 +64,7 @@ class Settings:
     retention_days: int = 0
     public: bool = False
     admin_password: str = ""
+    password_wait_s: int = 2
     persistent_root: str = "/data"
     snapshot_minutes: int = 5
     push_repo: str = ""
@@ -129,6 +130,8 @@ _HELP = {
     "retention_days": "delete stored data older than this many days (0 keeps everything)",
     "public": "serve strangers: the data tab needs --admin-password (on by default on a Space)",
     "admin_password": "password that unlocks the data tab when the app is public",
+    "password_wait_s": "after three wrong admin passwords, seconds a client waits before its "
+                       "next guess; doubled after each further wrong one (at most 15 minutes)",
     "persistent_root": "where persistent storage is mounted (a Space mounts it at /data): "
                        "snapshots of the database and images go there when it exists, and "
                        "are restored from there onto an empty local disk",

@@ -132,7 +132,8 @@ def build_data_tab(studio, settings, tab: gr.Tab) -> None:
     if store is not None:
         store.on_erasure(shelf.clear)
     password = getattr(settings, "admin_password", "") or ""
-    gate_keeper = PasswordGate(password) if password else None
+    wait = float(getattr(settings, "password_wait_s", 2))
+    gate_keeper = PasswordGate(password, first_wait_s=wait) if password else None
     locked = bool(getattr(settings, "public", False))
     unlocked = gr.State(not locked)
 
