@@ -80,6 +80,45 @@ def test_every_easy_vqa_question_has_one_kind_that_matches_its_answer():
             assert (named <= set(build_script.SHAPES)) == (kind == "yes/no about a shape")
 
 
+@pytest.mark.parametrize("names", [build_script.SHAPES, build_script.COLOURS])
+def test_labels_read_from_yes_no_questions_agree_with_the_named_answers(names):
+    rows = easy_vqa_split("train")
+    named = {row.image: row.answer for row in rows if row.answer in names}
+    from_yes_no = build_script.image_labels([row for row in rows if row.answer not in names],
+                                            names)
+    both = named.keys() & from_yes_no.keys()
+    assert len(both) > 1000
+    assert {image: named[image] for image in both} == {image: from_yes_no[image]
+                                                       for image in both}
+
+
+def test_image_labels_read_negations_and_skip_images_that_contradict_themselves():
+    row = build_script.VqaRow
+    assert build_script.image_labels([
+        row("a", "is there not a circle?", "no"),
+        row("b", "is no circle present?", "yes"), row("b", "is there a triangle?", "no"),
+        row("c", "what shape is in the image?", "circle"), row("c", "is a circle present?", "no"),
+        row("d", "is there a red shape?", "yes"),
+    ], build_script.SHAPES) == {"a": "circle", "b": "rectangle"}
+
+
+@pytest.mark.slow
+def test_the_build_trains_the_vision_tower_then_writes_a_loadable_model(tmp_path):
+    out = tmp_path / "tiny-vqa"
+    report = build_script.build(out, epochs=0.1, limit=2000, vision_epochs=1,
+                                log=lambda line: None)
+    train_rows = easy_vqa_split("train")[:2000]
+    labelled = (build_script.image_labels(train_rows, build_script.SHAPES).keys()
+                | build_script.image_labels(train_rows, build_script.COLOURS).keys())
+    assert report["vision_images"] == len(labelled)
+    assert set(report["vision_test_accuracy"]) == {"shape", "colour"}
+    assert json.loads((out / "tiny-vqa-build.json").read_text()) == report
+    assert not [path.name for path in tmp_path.iterdir() if path != out]  # no staging left
+    engine = LocalEngine(str(out), quantize="none", device="cpu")
+    engine.load()
+    assert engine.capabilities().max_images >= 1
+
+
 @pytest.mark.slow
 def test_score_prints_the_committed_checkpoints_accuracy_by_kind(capsys):
     from engine.loading import TINY_VQA_DIR
