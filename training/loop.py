@@ -1,6 +1,6 @@
 """The loop, measured: scripted users correct a blind spot, `train` fixes it, `--vqa` shows it.
 
-    python -m training.loop --model tiny-vqa --answers circle,rectangle,triangle --users 480
+    python -m training.loop [--model engine/models/tiny-vqa-noteal] [--answers teal] ...
 
 1. Scripted users go through the studio's own flows (`studio.turns.Studio`, a real store): each
    asks one easy-vqa *train* question whose answer is in `--answers` about its image (and
@@ -23,12 +23,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine.loading import TINY_VQA_DIR
 from engine.types import Sampling
 from storage import Store
 from studio.turns import ChatState, Studio, TurnOptions
 from training.tiny_vqa import easy_vqa_split
 from training.train import TrainOptions, train
 from training.vqa import VqaItem, evaluate_vqa, vqa_score
+
+# tiny-vqa built with a blind spot on purpose, committed beside it:
+# `python -m training.tiny_vqa --out engine/models/tiny-vqa-noteal --epochs 4 --hold-out teal`.
+# No training question had the answer "teal", so it has never written the word.
+BLIND_SPOT_MODEL = TINY_VQA_DIR.parent / "tiny-vqa-noteal"
+BLIND_SPOT_ANSWERS = "teal"
 
 
 def play_users(studio: Studio, rows, log=print, pick_every: int = 0) -> dict[str, int]:
@@ -91,8 +98,8 @@ def _pick(studio: Studio, state: ChatState, row, options: TurnOptions,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.loop")
-    parser.add_argument("--model", default="tiny-vqa")
-    parser.add_argument("--answers", default="circle,rectangle,triangle",
+    parser.add_argument("--model", default=str(BLIND_SPOT_MODEL))
+    parser.add_argument("--answers", default=BLIND_SPOT_ANSWERS,
                         help="the blind spot: questions with these answers")
     parser.add_argument("--users", type=int, default=480,
                         help="scripted users asking about the blind spot")
