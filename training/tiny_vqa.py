@@ -5,12 +5,14 @@ shape each, 38,575 / 9,673 questions, 13 one-word answers) is the whole world of
 The checkpoint is a standard `LlavaForConditionalGeneration` with the tiny LLaVA 1.5 layout of
 `engine.tiny.llava` (CLIP ViT + Llama, the Vicuna "USER: ... ASSISTANT:" template), sized for
 64 px images with patch 16, trained from random weights with transformers' `Trainer` on the
-CPU: the prompt is exactly what the engine builds for one image and one question, the loss
-is on the answer and its end-of-turn token only. Seeded, so a rebuild gives the same weights
-on the same machine and library versions.
+CPU in two stages. First the vision tower alone learns each training image's shape and
+colour, as the training questions tell them (`image_labels`); then, the tower frozen, the
+projector and language model learn the answers: the prompt is exactly what the engine builds
+for one image and one question, the loss is on the answer and its end-of-turn token only.
+Seeded, so a rebuild gives the same weights on the same machine and library versions.
 
     python -m training.tiny_vqa [--out engine/models/tiny-vqa] [--epochs 6] [--limit N]
-                                [--hold-out ANSWER,...] [--augment]
+                                [--vision-epochs 60] [--hold-out ANSWER,...] [--augment]
     python -m training.tiny_vqa --score CHECKPOINT [--split test|train] [--every 5]
 
 writes the checkpoint (via a temporary sibling folder, renamed at the end) and prints the
@@ -20,8 +22,9 @@ docs/benchmarks.md. `--model tiny-vqa` loads the committed copy, engine/models/t
 
 `--hold-out teal` builds a model with a blind spot on purpose: no training question whose
 answer is "teal" (questions that only mention teal, and teal shapes, are still seen), so the
-model has never written the word. `python -m training.loop` measures how far users'
-corrections through the studio teach it.
+model has never written the word; built with `--epochs 4`, it is committed as
+engine/models/tiny-vqa-noteal. `python -m training.loop` measures how far users' corrections
+through the studio teach it.
 """
 
 from __future__ import annotations
@@ -381,7 +384,7 @@ def score(folder: Path, *, split: str = "test", every: int = 5, log=print) -> di
 
 def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_size: int = 64,
           learning_rate: float = 1e-3, hold_out: frozenset[str] = frozenset(),
-          augment: bool = False, vision_epochs: float = 30.0, log=print) -> dict:
+          augment: bool = False, vision_epochs: float = 60.0, log=print) -> dict:
     """Train and write the checkpoint to `out` (new or empty); returns the build report."""
     import torch
     from transformers import (
@@ -474,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
                              "spot on purpose")
     parser.add_argument("--augment", action="store_true",
                         help="train on random flips and quarter turns of the images")
-    parser.add_argument("--vision-epochs", type=float, default=30.0,
+    parser.add_argument("--vision-epochs", type=float, default=60.0,
                         help="epochs of the vision tower learning shapes and colours alone, "
                              "before the rest learns to answer with it frozen (0: none; the "
                              "whole model then learns from the answers)")
