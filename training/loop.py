@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=float, default=5.0)
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="default: the train command's rate for each stage")
+    parser.add_argument("--beta", type=float, default=TrainOptions.beta, help="DPO and KTO beta")
     parser.add_argument("--lora-targets", default="all-linear")
     parser.add_argument("--held-out", type=int, default=150, help="test questions per group")
     parser.add_argument("--workdir", type=Path, default=None)
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         result = train(store, TrainOptions(
             out_dir=workdir / "adapters" / "blind-spot", method=args.method,
             base_model=args.model, eval_fraction=0.0, epochs=args.epochs,
-            learning_rate=args.learning_rate, targets=args.lora_targets, min_examples=2),
+            learning_rate=args.learning_rate, beta=args.beta, targets=args.lora_targets,
+            min_examples=2),
             progress=lambda m: print(m, file=sys.stderr, flush=True))
     # Two models in memory at once would double the footprint: the base one goes first.
     engine.close()
@@ -156,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
           f"corrected; {counts['picked']} picks of two samples, {counts['tie']} ties, "
           f"{counts['both_bad']} both bad and corrected; "
           f"adapter: {args.method}, {args.epochs:g} epochs per stage, LoRA on "
-          f"{args.lora_targets}, learning rate {args.learning_rate or 'per stage'}.\n")
+          f"{args.lora_targets}, learning rate {args.learning_rate or 'per stage'}, "
+          f"beta {args.beta:g}.\n")
     print("| held-out easy-vqa test questions | n | base model | adapter |")
     print("| --- | --- | --- | --- |")
     for name, group in groups.items():
