@@ -16,7 +16,9 @@ sending to the server's "process starts" message), time to first token from the 
 (upload included) and from sending (to the first visible answer text, so both include the
 queue wait), tokens (from the stats line under the answer) and errors (a failed job, a
 refused request, or an answer that ends with an error). Aggregate tokens/s is all tokens over
-the wall time from the first call to the last answer. Each simulated user looks for updates
+the wall time from the first call to the last answer; a user's turnaround is from one answer's
+end to their next answer's first token (their fresh session, the upload and the time to first
+token): what the engine waits for that user between answers. Each simulated user looks for updates
 every `--client-poll-ms` (20 ms): sixteen users polling faster take CPU from the app on a
 two-core machine.
 
@@ -88,17 +90,18 @@ class Request:
     done: float | None = None
     tokens: int = 0
     error: str | None = None
+    user: int = 0
 
 
 def _epoch(moment) -> float | None:
     return moment.timestamp() if moment is not None else None
 
 
-def ask(client, arguments: list, poll_s: float) -> Request:
+def ask(client, arguments: list, poll_s: float, user: int = 0) -> Request:
     """One question, watched until it ends; never raises (errors are recorded)."""
     from gradio_client.utils import Status
 
-    request = Request(submitted=time.time())
+    request = Request(submitted=time.time(), user=user)
     try:
         sendable = upload_first(client, arguments)
         request.sent = time.time()
@@ -125,7 +128,7 @@ def ask(client, arguments: list, poll_s: float) -> Request:
         if "**Error:**" in final:
             request.error = "the answer ended with an error"
         elif match is None:
-            request.error = "no finished answer (refused or cut off)"
+            request.error = f"no finished answer (refused or cut off): ...{final[-160:]!r}"
         else:
             request.tokens = int(match.group(1))
     except Exception as exc:  # a benchmark counts failures instead of stopping at the first
@@ -148,9 +151,9 @@ def run_users(clients: list, questions: int, arguments: list, saving: bool,
                 fresh_session(client, saving)
             except Exception as exc:
                 results[index].append(Request(time.time(), done=time.time(),
-                                              error=f"consent: {exc}"))
+                                              error=f"consent: {exc}", user=index))
                 continue
-            results[index].append(ask(client, arguments, poll_s))
+            results[index].append(ask(client, arguments, poll_s, index))
 
     threads = [threading.Thread(target=user, args=(i,), name=f"user-{i}")
                for i in range(len(clients))]
@@ -171,6 +174,11 @@ def summarize(requests: list[Request], wall: float) -> dict:
     from_send = [r.first - r.sent for r in good if r.first is not None]
     streams = [(r.tokens - 1) / (r.done - r.first) for r in good
                if r.first is not None and r.tokens > 1 and r.done > r.first]
+    # From a user's answer ending to their next answer's first token: what the engine waits
+    # for that user between two answers (in-process, about its own time to first token).
+    turnarounds = [after.first - before.done for before, after in zip(requests, requests[1:])
+                   if before.user == after.user and before.error is None
+                   and after.error is None and after.first is not None]
     return {
         "requests": len(requests), "errors": len(requests) - len(good),
         "aggregate": sum(r.tokens for r in good) / wall,
@@ -178,6 +186,8 @@ def summarize(requests: list[Request], wall: float) -> dict:
         "call_p50": percentile(from_call, 50), "call_p95": percentile(from_call, 95),
         "sent_p50": percentile(from_send, 50), "sent_p95": percentile(from_send, 95),
         "stream": percentile(streams, 50), "wall": wall,
+        "turnaround_p50": percentile(turnarounds, 50),
+        "turnaround_p95": percentile(turnarounds, 95),
     }
 
 
@@ -202,14 +212,15 @@ def row_of(tokens: int, users: int, kind: str, app: dict, engine: dict | None) -
             ms(app["wait_p50"]), ms(app["wait_p95"]), ms(app["call_p50"]),
             ms(app["call_p95"]), ms(app["sent_p50"]), ms(app["sent_p95"]), ms(ttft_p95),
             fixed(app["sent_p95"] / ttft_p95, 2) if engine else "",
-            fixed(app["stream"]), fixed(app["wall"])]
+            fixed(app["stream"]), fixed(app["wall"]), ms(app["turnaround_p50"]),
+            ms(engine["ttft_p50"]) if engine else ""]
 
 
 HEADERS = ["tokens", "users", "client", "requests", "errors", "aggregate tok/s",
            "in-process tok/s", "app ÷ in-process", "queue wait p50 ms", "queue wait p95 ms",
            "TTFT p50 ms (call)", "TTFT p95 ms (call)", "TTFT p50 ms (sent)",
            "TTFT p95 ms (sent)", "in-process TTFT p95 ms", "TTFT p95 ÷ in-process",
-           "stream tok/s p50", "wall s"]
+           "stream tok/s p50", "wall s", "turnaround p50 ms", "in-process TTFT p50 ms"]
 
 
 def main(argv: list[str] | None = None) -> int:

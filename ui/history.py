@@ -262,36 +262,43 @@ def wire_consent(history: History, consent_box: ConsentBox, consent_memory: gr.B
                  state: gr.State, sidebar: Sidebar) -> None:
     consent_box.consent.input(history.set_consent, [consent_box.consent, state],
                               [consent_box.consent, consent_box.consent_note, consent_memory,
-                               state, sidebar.conversations])
+                               state, sidebar.conversations], concurrency_limit=None)
 
 
 def wire(history: History, demo: gr.Blocks, sidebar: Sidebar, chatbot: gr.Chatbot,
          view_outputs: list, state: gr.State, close_compare, compare_outputs: list) -> None:
     """New, open, rename, filter, delete and erase; and a closed tab's end. Leaving a
-    conversation runs `close_compare` to hide its comparison."""
+    conversation runs `close_compare` to hide its comparison.
+
+    None of these waits for the model, so none waits for another visitor either
+    (`concurrency_limit=None`, as for consent and feedback): under the queue's default of one
+    at a time, eight visitors ticking "Save my data" together waited in line for each other.
+    """
+    free = {"concurrency_limit": None}
     for event in (sidebar.new_chat.click, chatbot.clear):
         event(history.start_new, [state],
-              [*view_outputs, state, sidebar.conversations, sidebar.title]).then(
-            close_compare, [state], compare_outputs)
+              [*view_outputs, state, sidebar.conversations, sidebar.title], **free).then(
+            close_compare, [state], compare_outputs, **free)
     opened = sidebar.conversations.input(history.open_conversation,
                                          [sidebar.conversations, state],
-                                         [*view_outputs, state, sidebar.title])
-    opened.then(close_compare, [state], compare_outputs)
+                                         [*view_outputs, state, sidebar.title], **free)
+    opened.then(close_compare, [state], compare_outputs, **free)
     sidebar.rename.click(history.rename_conversation, [sidebar.title, state],
-                         [sidebar.conversations])
+                         [sidebar.conversations], **free)
     sidebar.history_filter.change(history._conversation_choices,
-                                  [state, sidebar.history_filter], [sidebar.conversations])
+                                  [state, sidebar.history_filter], [sidebar.conversations],
+                                  **free)
     confirm_outputs = [sidebar.confirm_panel, sidebar.confirm_text, sidebar.deleting]
-    sidebar.delete.click(history.ask_delete("one"), [state], confirm_outputs)
-    sidebar.delete_all.click(history.ask_delete("all"), [state], confirm_outputs)
+    sidebar.delete.click(history.ask_delete("one"), [state], confirm_outputs, **free)
+    sidebar.delete_all.click(history.ask_delete("all"), [state], confirm_outputs, **free)
     sidebar.confirm_delete.click(history.confirmed, [sidebar.deleting, state],
                                  [*view_outputs, state, sidebar.conversations,
                                   sidebar.privacy_note, sidebar.confirm_panel,
-                                  sidebar.deleting])
+                                  sidebar.deleting], **free)
     sidebar.cancel_delete.click(lambda: (gr.Group(visible=False), None), None,
-                                [sidebar.confirm_panel, sidebar.deleting])
+                                [sidebar.confirm_panel, sidebar.deleting], **free)
     sidebar.erase_by_api.click(history.delete_my_data, [state],
                                [*view_outputs, state, sidebar.conversations,
                                 sidebar.privacy_note],
-                               api_name="delete_my_data")
+                               api_name="delete_my_data", **free)
     demo.unload(history.unload)
