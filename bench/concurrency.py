@@ -51,6 +51,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from bench.batching import measure as measure_in_process
@@ -176,7 +177,7 @@ def summarize(requests: list[Request], wall: float) -> dict:
                if r.first is not None and r.tokens > 1 and r.done > r.first]
     # From a user's answer ending to their next answer's first token: what the engine waits
     # for that user between two answers (in-process, about its own time to first token).
-    turnarounds = [after.first - before.done for before, after in zip(requests, requests[1:])
+    turnarounds = [after.first - before.done for before, after in pairwise(requests)
                    if before.user == after.user and before.error is None
                    and after.error is None and after.first is not None]
     return {
