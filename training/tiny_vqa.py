@@ -185,6 +185,11 @@ class _Encoded:
                 "pixel_values": pixels}
 
 
+def mentioned(question: str, names: tuple[str, ...]) -> list[str]:
+    """Which of `names` a question mentions, as whole words."""
+    return [name for name in names if re.search(rf"\b{name}\b", question)]
+
+
 def image_labels(rows: list[VqaRow], names: tuple[str, ...]) -> dict[str, str]:
     """Which of `names` (the shapes, or the colours) each image shows, as the rows' own
     questions and answers tell it.
@@ -201,7 +206,7 @@ def image_labels(rows: list[VqaRow], names: tuple[str, ...]) -> dict[str, str]:
         if row.answer in names:
             said.setdefault(row.image, set()).add(row.answer)
             continue
-        named = [name for name in names if re.search(rf"\b{name}\b", row.question)]
+        named = mentioned(row.question, names)
         if len(named) != 1 or row.answer not in ("yes", "no"):
             continue
         negated = bool(re.search(r"\b(not|no)\b", row.question))
@@ -265,11 +270,11 @@ def _image_classifier(vision_tower):
     return ImageClassifier()
 
 
-def _vision_accuracy(classifier, processor, rows: list[VqaRow]) -> dict[str, float]:
+def _vision_accuracy(classifier, encoded: _Encoded, rows: list[VqaRow]) -> dict[str, float]:
     """Share of the rows' labelled images whose shape, and colour, the classifier names."""
     import torch
 
-    task = _ImageTask(_Encoded(processor, rows), rows)
+    task = _ImageTask(encoded, rows)
     if not len(task):
         return {}
     items = [task[n] for n in range(len(task))]
@@ -310,11 +315,12 @@ def _collate(pad_id: int):
     return collate
 
 
-def greedy_answers(model, processor, rows: list[VqaRow], batch_size: int = 256) -> list[str]:
-    """The model's greedy answer to each row, trimmed."""
+def greedy_answers(model, processor, rows: list[VqaRow], batch_size: int = 256,
+                   encoded: _Encoded | None = None) -> list[str]:
+    """The model's greedy answer to each row, trimmed (`encoded`: the rows, already encoded)."""
     import torch
 
-    encoded = _Encoded(processor, rows)
+    encoded = encoded or _Encoded(processor, rows)
     tokenizer = processor.tokenizer
     answers: list[str] = []
     model.eval()
@@ -338,9 +344,10 @@ def greedy_answers(model, processor, rows: list[VqaRow], batch_size: int = 256) 
     return answers
 
 
-def accuracy(model, processor, rows: list[VqaRow], batch_size: int = 256) -> float:
+def accuracy(model, processor, rows: list[VqaRow], batch_size: int = 256,
+             encoded: _Encoded | None = None) -> float:
     """Share of greedy answers equal to the easy-vqa answer (after trimming)."""
-    answers = greedy_answers(model, processor, rows, batch_size)
+    answers = greedy_answers(model, processor, rows, batch_size, encoded)
     return sum(a == row.answer for a, row in zip(answers, rows, strict=True)) / len(rows)
 
 
@@ -351,7 +358,7 @@ def question_kind(row: VqaRow) -> str:
         return "naming the shape"
     if row.answer not in ("yes", "no"):
         return "what colour"
-    if any(shape in row.question for shape in SHAPES):
+    if mentioned(row.question, SHAPES):
         return "yes/no about a shape"
     return "yes/no about a colour"
 
@@ -407,6 +414,7 @@ def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_siz
         if limit:
             train_rows, test_rows = train_rows[:limit], test_rows[:max(limit // 4, 1)]
         data = _Encoded(processor, train_rows, augment=augment)
+        test_data = _Encoded(processor, test_rows)  # for both stages' test accuracy
 
         def arguments(run: str, epochs: float) -> TrainingArguments:
             return TrainingArguments(
@@ -431,7 +439,7 @@ def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_siz
             shutil.rmtree(staging / "vision", ignore_errors=True)
             vision = {"vision_epochs": vision_epochs, "vision_images": len(images),
                       "vision_train_loss": stage.training_loss,
-                      "vision_test_accuracy": _vision_accuracy(classifier, processor,
+                      "vision_test_accuracy": _vision_accuracy(classifier, test_data,
                                                                test_rows)}
             log(json.dumps(vision))
             model.model.vision_tower.requires_grad_(False)
@@ -441,7 +449,7 @@ def build(out: Path, *, epochs: float = 6.0, limit: int | None = None, batch_siz
         outcome = trainer.train()
         shutil.rmtree(staging / "run", ignore_errors=True)
         train_seconds = time.perf_counter() - started
-        test_accuracy = accuracy(model, processor, test_rows)
+        test_accuracy = accuracy(model, processor, test_rows, encoded=test_data)
         report = {
             "train_questions": len(train_rows), "test_questions": len(test_rows),
             "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
