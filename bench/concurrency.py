@@ -188,7 +188,6 @@ def summarize(requests: list[Request], wall: float) -> dict:
         "sent_p50": percentile(from_send, 50), "sent_p95": percentile(from_send, 95),
         "stream": percentile(streams, 50), "wall": wall,
         "turnaround_p50": percentile(turnarounds, 50),
-        "turnaround_p95": percentile(turnarounds, 95),
     }
 
 
