@@ -87,8 +87,11 @@ def test_a_request_refused_because_the_model_is_busy_stores_nothing(store, tmp_p
                          session_key="second")
     waiter = threading.Thread(target=lambda: next(waiting, None), daemon=True)
     waiter.start()
+    # The engine queues a request before its question is stored (the prompt is read while
+    # the disk writes), so wait for both: in line for the model, and kept in the file.
     deadline = time.monotonic() + 60
-    while studio.queue_position("second") != 1:  # waiting in line for the model
+    while studio.queue_position("second") != 1 or not _rows(
+            store, "select * from messages where text like 'second:%'"):
         assert time.monotonic() < deadline, "the second request never queued"
         time.sleep(0.05)
 
