@@ -324,7 +324,7 @@ def serve(settings: Settings) -> None:
     from engine.images import ImagePolicy
     from storage import Store
     from studio.turns import Studio
-    from ui.page import CSS, build_page
+    from ui.page import CSS, build_page, page_uploads
 
     snapshots = settings.snapshot_dir
     if snapshots is not None:
@@ -365,7 +365,8 @@ def serve(settings: Settings) -> None:
     else:
         # The page comes up at once; the model loads behind it and the page shows the progress.
         threading.Thread(target=load, name="load-model", daemon=True).start()
-    demo = build_page(studio, settings)
+    uploads = page_uploads(settings)
+    demo = build_page(studio, settings, uploads)
     log.info("storing data in %s", settings.db_path)
     demo.queue(max_size=settings.max_queue, default_concurrency_limit=1)
     # A stopping Space (or `kill`) sends SIGTERM: close the server as Ctrl-C does, so that the
@@ -375,7 +376,8 @@ def serve(settings: Settings) -> None:
         demo.launch(server_name=settings.host or None, server_port=settings.port or None,
                     share=settings.share,
                     max_file_size=f"{settings.max_upload_mb}mb", show_error=False, css=CSS,
-                    app_kwargs={"middleware": [upload_guard(settings)]})
+                    app_kwargs={"middleware": [upload_guard(settings),
+                                               upload_tracker(uploads)]})
     except KeyboardInterrupt:  # stopped while still starting: as quiet as a stop once serving
         demo.close()
     finally:
@@ -420,6 +422,15 @@ def upload_guard(settings: Settings):
     return Middleware(UploadGuard, folder=get_upload_folder(),
                       min_free_bytes=settings.min_free_disk_mb * 2**20,
                       per_client_bytes=per_client)
+
+
+def upload_tracker(uploads):
+    """Each upload counted, so that a file two visitors uploaded stays until both sent it."""
+    from starlette.middleware import Middleware
+
+    from ui.uploads import UploadTracker
+
+    return Middleware(UploadTracker, uploads=uploads)
 
 
 def start_push(settings: Settings, store) -> None:

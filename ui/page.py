@@ -75,20 +75,30 @@ footer a, footer button { min-height: 40px; display: inline-flex; align-items: c
 """
 
 
-def build_page(studio: Studio, settings) -> gr.Blocks:
+def _examples_dir(settings) -> Path:
+    return Path(settings.db_path).parent / "examples"
+
+
+def page_uploads(settings) -> Uploads:
+    """Gradio's upload folder as the page sees it; the examples' images are never dropped.
+    Its `UploadTracker` goes in front of the server (see ui.uploads)."""
+    examples_dir = _examples_dir(settings)
+    return Uploads(Path(gr.utils.get_upload_folder()), keep={
+        sha256(Path(f)) for example in example_inputs(examples_dir) for f in example["files"]})
+
+
+def build_page(studio: Studio, settings, uploads: Uploads | None = None) -> gr.Blocks:
     """The whole page: chat, compare and history; the data tab when there is a store."""
     engine = studio.engine
-    examples_dir = Path(settings.db_path).parent / "examples"
+    examples_dir = _examples_dir(settings)
     public = bool(getattr(settings, "public", False))
-    upload_root = Path(gr.utils.get_upload_folder())
     # Sessions' images beside the database, served from there as they are: Gradio makes no
     # copies of them, and its cache clean-up (public apps) cannot take them from a session.
     # Each tab's folder has a random 128-bit name, so no one else can guess their addresses.
     scratch = Path(settings.db_path).parent / "sessions"
     studio.use_scratch(scratch)
     gr.set_static_paths([scratch])
-    uploads = Uploads(upload_root, keep={
-        sha256(Path(f)) for example in example_inputs(examples_dir) for f in example["files"]})
+    uploads = uploads or page_uploads(settings)
     if studio.store is not None:
         studio.store.on_erasure(uploads.forget)
         studio.store.on_erasure(render.forget)

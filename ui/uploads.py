@@ -3,13 +3,26 @@
 Uploads are dropped once their turn has taken them (the studio keeps cleaned copies only while
 the session lives, and the store only with consent), except the examples' images; erased
 images lose every copy Gradio made of them there.
+
+Gradio names an upload after its bytes, so two visitors who upload the same picture share one
+file. `UploadTracker`, an ASGI middleware in front of the upload route, counts each upload of
+a file (`Uploads.hold`); a turn that takes the file uses up one count, and the file goes only
+with the last, so one visitor's question never deletes the image another is about to send.
+A file uploaded but never sent keeps its count; a public app's cache clean-up removes it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import threading
+from collections import Counter
 from pathlib import Path
+
+# Counts kept before those of files already gone are dropped: abandoned uploads stay counted
+# until then, and memory stays bounded.
+MAX_COUNTED = 10_000
 
 
 def sha256(path: Path) -> str:
@@ -20,12 +33,31 @@ class Uploads:
     def __init__(self, root: Path, keep: set[str]) -> None:
         self.root = root.resolve()
         self.keep = keep  # sha256 of files never dropped: the examples' images
+        self._pending: Counter[Path] = Counter()  # uploads of each file no turn took yet
+        self._lock = threading.Lock()
+
+    def hold(self, paths: list[str]) -> None:
+        """Gradio stored an upload at each of `paths`: keep the file for one more turn."""
+        with self._lock:
+            for name in paths:
+                path = Path(name).resolve()
+                if path.is_relative_to(self.root):
+                    self._pending[path] += 1
+            if len(self._pending) > MAX_COUNTED:
+                for path in [p for p in self._pending if not p.exists()]:
+                    del self._pending[path]
 
     def discard(self, paths: list[str]) -> None:
+        """A turn took these uploads: each file goes unless another upload of it is waiting."""
         for name in paths:
             path = Path(name).resolve()
             if not path.is_relative_to(self.root) or not path.is_file():
                 continue
+            with self._lock:
+                if self._pending[path] > 1:
+                    self._pending[path] -= 1
+                    continue
+                self._pending.pop(path, None)
             try:
                 if sha256(path) in self.keep:
                     continue
@@ -43,3 +75,40 @@ class Uploads:
             for name in names:
                 if name.split(".", 1)[0] in doomed:
                     Path(folder, name).unlink(missing_ok=True)
+
+
+class UploadTracker:
+    """ASGI middleware: tells `uploads` where each successful upload was stored (the upload
+    route answers with the list of server paths)."""
+
+    def __init__(self, app, *, uploads: Uploads) -> None:
+        self.app = app
+        self.uploads = uploads
+
+    async def __call__(self, scope, receive, send):
+        if (scope.get("type") != "http" or scope.get("method") != "POST"
+                or not scope.get("path", "").rstrip("/").endswith("/upload")):
+            await self.app(scope, receive, send)
+            return
+        status = 0
+        body = bytearray()
+
+        async def watching(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and status == 200:
+                body.extend(message.get("body", b""))
+                if not message.get("more_body"):
+                    self.uploads.hold(_paths(bytes(body)))
+            await send(message)
+
+        await self.app(scope, receive, watching)
+
+
+def _paths(body: bytes) -> list[str]:
+    try:
+        paths = json.loads(body)
+    except ValueError:
+        return []
+    return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []

@@ -135,6 +135,54 @@ def test_two_browsers_at_once_see_only_their_own_history(launch_app, browser, tm
             context.close()
 
 
+def test_two_visitors_who_upload_the_same_picture_both_get_their_answer(launch_app, browser,
+                                                                        tmp_path):
+    import hashlib
+
+    cache = tmp_path / "gradio"
+    app = launch_app("--max-new-tokens-limit", "48", env={"GRADIO_TEMP_DIR": str(cache)})
+    contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(2)]
+    try:
+        alice, bob = (context.new_page() for context in contexts)
+        for page in (alice, bob):
+            _ready(page, app)
+            give_consent(page)
+        # The same bytes under the same name: Gradio stores both uploads as one file.
+        picture = _image(tmp_path, "shared.jpg", (200, 30, 30))
+        bob_box = bob.locator("#question")
+        bob_box.locator("input[type=file]").set_input_files(str(picture))
+        bob_box.locator("img").first.wait_for(timeout=30_000)
+
+        submit_question(alice, "alice: what colour?", picture)
+        _wait_answer(alice)
+        # A second answer for Alice: her first turn has let go of its upload by then.
+        submit_question(alice, "alice: and now?")
+        alice.wait_for_function(
+            """selector => [...document.querySelectorAll(selector)]
+                   .filter(row => row.innerText.includes(' tokens · ')).length >= 2""",
+            arg=BOT, timeout=90_000)
+
+        bob_box.locator("textarea").fill("bob: what colour?")
+        bob_box.locator("textarea").press("Enter")
+        bob.wait_for_function(
+            """selector => [...document.querySelectorAll(selector)]
+                   .some(row => row.innerText.includes(' tokens · '))
+                 || document.querySelector('.toast-body.warning')""", arg=BOT, timeout=90_000)
+        warnings = bob.locator(".toast-body.warning")
+        assert warnings.count() == 0, warnings.first.inner_text()
+        asked = _wait_rows(app, """select m.text, i.image_sha from messages m
+                                   join message_images i on i.message_id = m.id
+                                   where m.text like '%what colour?'""", count=2)
+        assert sorted(row["text"] for row in asked) == ["alice: what colour?",
+                                                        "bob: what colour?"]
+        assert len({row["image_sha"] for row in asked}) == 1  # one picture, stored once
+        # Both turns took it: the upload is gone.
+        _wait_gone(cache, hashlib.sha256(picture.read_bytes()).hexdigest())
+    finally:
+        for context in contexts:
+            context.close()
+
+
 def test_history_and_erasure_survive_a_restart(launch_app, browser, tmp_path):
     port = free_port()
     app = launch_app("--max-new-tokens-limit", "48", port=port)
