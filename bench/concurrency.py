@@ -18,9 +18,10 @@ queue wait), tokens (from the stats line under the answer) and errors (a failed 
 refused request, or an answer that ends with an error). Aggregate tokens/s is all tokens over
 the wall time from the first call to the last answer; a user's turnaround is from one answer's
 end to their next answer's first token (their fresh session, the upload and the time to first
-token): what the engine waits for that user between answers. Each simulated user looks for updates
-every `--client-poll-ms` (20 ms): sixteen users polling faster take CPU from the app on a
-two-core machine.
+token): what the engine waits for that user between answers; "new session" is the part of
+it from starting a fresh session to having ticked "Save my data". Each simulated user looks
+for updates every `--client-poll-ms` (20 ms): sixteen users polling faster take CPU from the
+app on a two-core machine.
 
 Beside each row, unless --no-in-process, the same users, questions and answer length are
 asked of a `LocalEngine` in this process with the same batch limit (`bench.batching`'s
@@ -36,7 +37,11 @@ first token from sending).
     python -m bench.concurrency [--model tiny|medium] [--users 1 4 8 16] [--questions 3]
                                 [--max-batch 1 8] [--max-new-tokens 64 256]
                                 [--client lean stock] [--no-in-process] [--no-saving]
-                                [--app-in-process]
+                                [--app-in-process] [--repeats 1]
+
+The machine's speed drifts by several percent from one minute to the next, which moves a
+single ratio as much as the app does: `--repeats N` measures each row N times, the in-process
+engine and then the app, and a last table gives the ratio of their medians and each repeat's.
 
 The app runs its model in a process of its own, as it does by default; `--app-in-process`
 runs it in the web server's process instead, for the comparison. (`--no-in-process` is about
@@ -51,8 +56,9 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import pairwise, product
 from pathlib import Path
+from statistics import median
 
 from bench.batching import measure as measure_in_process
 from bench.common import (
@@ -85,6 +91,7 @@ from bench.workload import (
 @dataclass
 class Request:
     submitted: float  # the call: the image's upload starts
+    opened: float | None = None  # the fresh session began ("Save my data" ticked after)
     sent: float | None = None  # the question sent, once the image is uploaded
     started: float | None = None
     first: float | None = None
@@ -92,6 +99,7 @@ class Request:
     tokens: int = 0
     error: str | None = None
     user: int = 0
+    warning: str | None = None
 
 
 def _epoch(moment) -> float | None:
@@ -111,6 +119,8 @@ def ask(client, arguments: list, poll_s: float, user: int = 0) -> Request:
         while True:
             finished = job.done()
             status = job.status()
+            if status.log is not None:  # a warning shown to the user, e.g. a refusal
+                request.warning = status.log[0]
             if request.started is None and status.code in (Status.PROCESSING,
                                                            Status.ITERATING):
                 request.started = _epoch(status.time) or time.time()
@@ -129,7 +139,11 @@ def ask(client, arguments: list, poll_s: float, user: int = 0) -> Request:
         if "**Error:**" in final:
             request.error = "the answer ended with an error"
         elif match is None:
-            request.error = f"no finished answer (refused or cut off): ...{final[-160:]!r}"
+            # An empty answer says little; the output it came from says what went out.
+            seen_text = final[-160:] if final else repr(outputs[-1] if outputs else None)[:400]
+            request.error = (f"no finished answer (refused or cut off) after "
+                             f"{len(outputs)} updates, warning {request.warning!r}: "
+                             f"...{seen_text!r}")
         else:
             request.tokens = int(match.group(1))
     except Exception as exc:  # a benchmark counts failures instead of stopping at the first
@@ -148,13 +162,16 @@ def run_users(clients: list, questions: int, arguments: list, saving: bool,
         client = clients[index]
         gate.wait()
         for _ in range(questions):
+            opened = time.time()
             try:
                 fresh_session(client, saving)
             except Exception as exc:
                 results[index].append(Request(time.time(), done=time.time(),
                                               error=f"consent: {exc}", user=index))
                 continue
-            results[index].append(ask(client, arguments, poll_s, index))
+            request = ask(client, arguments, poll_s, index)
+            request.opened = opened
+            results[index].append(request)
 
     threads = [threading.Thread(target=user, args=(i,), name=f"user-{i}")
                for i in range(len(clients))]
@@ -173,6 +190,7 @@ def summarize(requests: list[Request], wall: float) -> dict:
     waits = [r.started - r.sent for r in good if r.started is not None]
     from_call = [r.first - r.submitted for r in good if r.first is not None]
     from_send = [r.first - r.sent for r in good if r.first is not None]
+    sessions = [r.submitted - r.opened for r in good if r.opened is not None]
     streams = [(r.tokens - 1) / (r.done - r.first) for r in good
                if r.first is not None and r.tokens > 1 and r.done > r.first]
     # From a user's answer ending to their next answer's first token: what the engine waits
@@ -188,7 +206,15 @@ def summarize(requests: list[Request], wall: float) -> dict:
         "sent_p50": percentile(from_send, 50), "sent_p95": percentile(from_send, 95),
         "stream": percentile(streams, 50), "wall": wall,
         "turnaround_p50": percentile(turnarounds, 50),
+        "session_p50": percentile(sessions, 50), "session_p95": percentile(sessions, 95),
     }
+
+
+def app_complaints(log: str, most: int = 40) -> list[str]:
+    """The app log's warnings, errors and tracebacks: why a request failed, if it said."""
+    lines = [line for line in log.splitlines()
+             if any(word in line for word in ("WARNING", "ERROR", "Traceback", "Error:"))]
+    return [f"app log: {line[:300]}" for line in lines[-most:]]
 
 
 def in_process_engine(path: str, max_batch: int, image, max_new_tokens: int):
@@ -213,6 +239,7 @@ def row_of(tokens: int, users: int, kind: str, app: dict, engine: dict | None) -
             ms(app["call_p95"]), ms(app["sent_p50"]), ms(app["sent_p95"]), ms(ttft_p95),
             fixed(app["sent_p95"] / ttft_p95, 2) if engine else "",
             fixed(app["stream"]), fixed(app["wall"]), ms(app["turnaround_p50"]),
+            ms(app["session_p50"]), ms(app["session_p95"]),
             ms(engine["ttft_p50"]) if engine else ""]
 
 
@@ -220,7 +247,8 @@ HEADERS = ["tokens", "users", "client", "requests", "errors", "aggregate tok/s",
            "in-process tok/s", "app ÷ in-process", "queue wait p50 ms", "queue wait p95 ms",
            "TTFT p50 ms (call)", "TTFT p95 ms (call)", "TTFT p50 ms (sent)",
            "TTFT p95 ms (sent)", "in-process TTFT p95 ms", "TTFT p95 ÷ in-process",
-           "stream tok/s p50", "wall s", "turnaround p50 ms", "in-process TTFT p50 ms"]
+           "stream tok/s p50", "wall s", "turnaround p50 ms",
+           "new session p50 ms", "new session p95 ms", "in-process TTFT p50 ms"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-in-process", action="store_true",
                         help="run the app with --in-process: its model in the web server's "
                              "process instead of a process of its own")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure each row this many times, the in-process engine and "
+                             "the app in turn, and summarise the ratios (the machine's speed "
+                             "drifts between runs)")
     parser.add_argument("--client-poll-ms", type=float, default=20.0,
                         help="how often each simulated user looks for updates; shorter "
                              "polling costs the app CPU on a small machine")
@@ -262,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- the app's model runs {where}\n", flush=True)
     tables: dict[int, list] = {}
     measured: dict[tuple[int, int, str], dict[int, dict]] = {}
+    # (app, in-process) aggregate tok/s of each repeat, measured one right after the other.
+    pairs: dict[tuple[int, int, int, str], list[tuple[float, float]]] = {}
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
         image_path = scene_image(Path(tmp) / "scene.png")
@@ -284,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                               chat_arguments(image_path, args.max_new_tokens[0]), saving, poll_s)
                 for tokens in args.max_new_tokens:
                     arguments = chat_arguments(image_path, tokens)
-                    for users in args.users:
+                    for users, _ in product(args.users, range(args.repeats)):
                         in_process = None
                         if engine is not None:
                             in_process = measure_in_process(engine, image, users,
@@ -296,7 +330,12 @@ def main(argv: list[str] | None = None) -> int:
                             figures = summarize(requests, wall)
                             rows.append(row_of(tokens, users, kind, figures, in_process))
                             measured.setdefault((max_batch, tokens, kind), {})[users] = figures
+                            if in_process is not None:
+                                pairs.setdefault((max_batch, tokens, users, kind), []).append(
+                                    (figures["aggregate"], in_process["aggregate"]))
                             errors += sorted({r.error for r in requests if r.error})
+                            if any(r.error for r in requests):
+                                errors += app_complaints(app.log())
                             print(f"- max batch {max_batch}, {tokens} tokens, {users} users, "
                                   f"{kind} client: load average before {before}, after "
                                   f"{load_average()}", flush=True)
@@ -308,6 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     print("(call: from the call, the image's upload included; sent: from sending the "
           "question, after the upload; in-process: the engine in this process, same batch "
           "limit, users and answer length)\n")
+    if args.repeats > 1 and pairs:
+        print_table(f"App ÷ in-process over {args.repeats} interleaved repeats",
+                    ["max batch", "tokens", "users", "client", "app tok/s median",
+                     "in-process tok/s median", "ratio of medians", "ratio per repeat"],
+                    [[*key, fixed(median(a for a, _ in runs)), fixed(median(e for _, e in runs)),
+                      fixed(median(a for a, _ in runs) / median(e for _, e in runs), 2),
+                      " ".join(fixed(a / e, 2) for a, e in runs)]
+                     for key, runs in pairs.items()])
     targets = []
     for (max_batch, tokens, kind), by_users in measured.items():
         if 1 in by_users and 8 in by_users:
