@@ -17,6 +17,7 @@ import gradio as gr
 from studio.turns import ChatState, Studio
 from ui.common import (
     BUSY,
+    answering,
     keep_view,
     message_files,
     options,
@@ -173,11 +174,11 @@ class Chat:
         files = message_files(message)
         taken: list[bool] = []
         try:
-            turn = self.studio.ask(chat_state, text, files, options(*values),
-                                   session_key=session_key(request, chat_state))
-            yield from self._stream_turn(turn, chat_state, message, plain, taken)
+            with answering(chat_state):
+                turn = self.studio.ask(chat_state, text, files, options(*values),
+                                       session_key=session_key(request, chat_state))
+                yield from self._stream_turn(turn, chat_state, message, plain, taken)
         finally:
-            chat_state.busy = False
             if taken:
                 self.uploads.discard(files)
 
@@ -205,24 +206,26 @@ class Chat:
         chat_state.busy = True
         values = (think, think_budget, max_tokens, temp, p, k, seed_value, variant)
         try:
-            turn = self.studio.regenerate(chat_state, options(*values),
-                                          session_key=session_key(request, chat_state))
-            yield from self._stream_turn(turn, chat_state, gr.skip())
+            with answering(chat_state):
+                turn = self.studio.regenerate(chat_state, options(*values),
+                                              session_key=session_key(request, chat_state))
+                yield from self._stream_turn(turn, chat_state, gr.skip())
         except Exception as exc:
             warn(exc)
-        finally:
-            chat_state.busy = False
 
     def _stream_turn(self, turn, chat_state: ChatState, message, plain: bool = False,
                      taken: list | None = None):
         """Stream one answer into the chat. The question box is left alone (the user may be
-        typing the next one), except to give a refused question back."""
+        typing the next one), except to give a refused question back. The tab is free again
+        before the last update goes out (see `answering`)."""
         try:
             update = next(turn)
         except StopIteration:
+            chat_state.busy = False
             return
         except Exception as exc:
             warn(exc)  # refused before anything was stored: the question goes back
+            chat_state.busy = False
             yield (*view(chat_state, plain=plain), message, chat_state)
             return
         if taken is not None:
@@ -232,7 +235,10 @@ class Chat:
         last_yield = 0.0
         try:
             while True:
-                if update.done or time.monotonic() - last_yield >= redraw_interval(self.studio):
+                # The finished answer is drawn once, by the last update: the stats line under
+                # it then says the tab can ask again.
+                if not update.done and (
+                        time.monotonic() - last_yield >= redraw_interval(self.studio)):
                     last_turn.answer = update  # shown while it streams
                     shown = view(chat_state, streaming=True, plain=plain)
                     last_turn.answer = previous
@@ -245,6 +251,7 @@ class Chat:
             warn(exc)
         if update.error:
             gr.Warning(inert_html(update.error))
+        chat_state.busy = False  # the turn is settled: its answer is in `chat_state`
         yield (*view(chat_state, plain=plain), gr.skip(), chat_state)
 
     def stop(self, chat_state: ChatState, request: gr.Request):

@@ -10,6 +10,7 @@ of `ChatView.outputs`. Nothing here touches the engine or the store.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import gradio as gr
 
@@ -33,6 +34,22 @@ BUSY = ("An answer is still coming: send this when it has finished, or press Sto
         "Your question is still in the box.")
 # How many updates `view` gives: handlers that leave the chat alone skip this many.
 VIEW_SIZE = 6
+
+
+@contextmanager
+def answering(chat_state: ChatState):
+    """Around a handler that streams an answer into a tab that it marked busy.
+
+    The handler frees the tab itself just before its last update, once the turn is settled:
+    freed only after it (when Gradio next resumes the handler), a question sent the moment
+    the finished answer shows would be refused as "still coming". An answer that ends early
+    (an error, or the page stopped reading) frees the tab here.
+    """
+    try:
+        yield
+    except BaseException:
+        chat_state.busy = False
+        raise
 
 
 def redraw_interval(studio: Studio) -> float:

@@ -18,6 +18,7 @@ from studio.turns import ChatState, Studio, TurnUpdate
 from ui.chat import ChatView, SettingsColumn
 from ui.common import (
     BUSY,
+    answering,
     keep_view,
     message_files,
     options,
@@ -109,11 +110,9 @@ class Compare:
                    *[gr.skip()] * 4, *verdicts_off)
             return
         chat_state.busy = True
-        try:
+        with answering(chat_state):
             yield from self._compare(chat_state, text, files, values, mode, message,
                                      verdicts_off, session_key(request, chat_state))
-        finally:
-            chat_state.busy = False
 
     def _compare(self, chat_state, text, files, values, mode, message, verdicts_off, key):
         try:
@@ -123,9 +122,11 @@ class Compare:
             self.uploads.discard(files)
         except Exception as exc:
             warn(exc)
+            chat_state.busy = False
             yield (*keep_view(), message, chat_state, gr.skip(), gr.skip(),
                    gr.skip(), gr.skip(), *verdicts_off)
             return
+        # The chat (the question) is drawn once; later redraws carry only the two answers.
         shown = view(chat_state, streaming=True)
         last_yield = 0.0
         left = chat_state.left
@@ -135,6 +136,7 @@ class Compare:
             if time.monotonic() - last_yield >= redraw_interval(self.studio):
                 yield (*shown, None, chat_state, gr.Group(visible=True), "",
                        _side(pair[0]), _side(pair[1]), *verdicts_off)
+                shown = keep_view()
                 last_yield = time.monotonic()
             try:
                 pair = next(pairs)
@@ -143,6 +145,7 @@ class Compare:
             except Exception as exc:
                 warn(exc)
                 break
+        chat_state.busy = False  # both answers are settled (see `answering`)
         if chat_state.left != left:
             yield (*keep_view(), None, chat_state, *[gr.skip()] * 4, *verdicts_off)
             return

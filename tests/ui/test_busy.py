@@ -1,0 +1,100 @@
+"""A tab may ask again the moment its finished answer shows.
+
+The chat and compare handlers run here as Gradio runs them, one update at a time: Gradio sends
+an update before it resumes the handler, so the tab's state when an update is taken is the
+state the page has when it shows that update. On the real tiny engine, with the page's default
+(thinking on), and a real SQLite file: every update before the last leaves the tab busy, and
+the last one, which draws the finished answer with its stats line, leaves it free; so does a
+refusal that gives the question back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from storage import Store
+from studio.turns import ChatState, Studio
+from ui.chat import Chat
+from ui.compare import Compare
+from ui.uploads import Uploads
+
+# think, thinking budget, max new tokens, temperature, top p, top k, seed, adapter
+SETTINGS = (True, 16, 48, 0.0, 1.0, 0, "1", "Base model")
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "studio.db") as store:
+        yield store
+
+
+def _studio(tiny_engine, store, tmp_path) -> tuple[Studio, Uploads]:
+    studio = Studio(tiny_engine, store)
+    studio.use_scratch(tmp_path / "sessions")
+    return studio, Uploads(tmp_path / "uploads", keep=set())
+
+
+def _busy_at_each_update(updates, state: ChatState) -> tuple[list[bool], object]:
+    busy, seen = [], []
+    for update in updates:
+        busy.append(state.busy)
+        seen[:] = [update]
+    return busy, seen[0] if seen else None
+
+
+def _consented() -> ChatState:
+    state = ChatState()
+    state.consented = True
+    return state
+
+
+def _answers(store) -> list[str]:
+    with sqlite3.connect(store.path) as db:
+        return [row[0] for row in db.execute(
+            "select status from messages where role = 'assistant' order by created_at")]
+
+
+def test_the_update_that_shows_the_finished_answer_frees_the_tab(tiny_engine, store,
+                                                                  tmp_path):
+    studio, uploads = _studio(tiny_engine, store, tmp_path)
+    chat = Chat(studio, uploads)
+    state = _consented()
+
+    busy, last = _busy_at_each_update(
+        chat.ask_directly({"text": "what is this?", "files": []}, state, *SETTINGS, None),
+        state)
+    assert len(busy) >= 2 and busy[-1] is False and all(busy[:-1])
+    assert " tokens · " in str(last[0])  # the last update draws the stats line
+    assert _answers(store) == ["done"]
+
+    busy, last = _busy_at_each_update(chat.regenerate(state, *SETTINGS, None), state)
+    assert len(busy) >= 2 and busy[-1] is False and all(busy[:-1])
+    assert _answers(store) == ["done", "done"]
+
+
+def test_a_refusal_gives_the_question_back_to_a_free_tab(tiny_engine, store, tmp_path):
+    studio, uploads = _studio(tiny_engine, store, tmp_path)
+    chat = Chat(studio, uploads)
+    state = _consented()
+    question = {"text": "and this?", "files": [str(tmp_path / "gone.png")]}
+
+    busy, last = _busy_at_each_update(
+        chat.ask_directly(question, state, *SETTINGS, None), state)
+    assert busy == [False]
+    assert question in last  # back in the box
+    assert _answers(store) == []
+
+
+def test_the_update_that_offers_the_verdict_frees_the_tab(tiny_engine, store, tmp_path):
+    studio, uploads = _studio(tiny_engine, store, tmp_path)
+    compare = Compare(studio, uploads)
+    state = _consented()
+
+    busy, _ = _busy_at_each_update(
+        compare.run_compare({"text": "which?", "files": []}, state, "samples", *SETTINGS,
+                            None), state)
+    assert len(busy) >= 2 and busy[-1] is False and all(busy[:-1])
+    assert state.comparison is not None  # the verdict is offered
+    assert _answers(store) == ["done", "done"]
