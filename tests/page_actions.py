@@ -20,6 +20,23 @@ def give_consent(page) -> None:
     page.wait_for_selector("#consent-note:has-text('Saving on')")
 
 
+def start_new_chat(page) -> None:
+    """"New chat" from the sidebar, waiting until the server has emptied the chat: the next
+    action's event could otherwise reach the server first (both run at once)."""
+    page.locator(SIDEBAR).click()
+    page.locator("#new-chat").click()
+    page.locator(SIDEBAR).click()
+    page.wait_for_function("() => !document.querySelector('#chatbot .message-row')")
+
+
+def wait_for_box(page, text: str) -> None:
+    """Until the question box holds `text`: a refused question comes back in the update
+    after the warning."""
+    page.wait_for_function(
+        "text => document.querySelector('#question textarea').value === text", arg=text,
+        timeout=30_000)
+
+
 def submit_question(page, text: str, image=None) -> None:
     """Type a question (with an image uploaded first, if given) and press Enter."""
     box = page.locator("#question")

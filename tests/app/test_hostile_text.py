@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.page_actions import SIDEBAR, give_consent
+from tests.page_actions import SIDEBAR, give_consent, wait_for_box
 from tests.scripted_server import ScriptedServer, model_listing, send_json, send_stream
 
 pytestmark = pytest.mark.browser
@@ -64,6 +64,7 @@ def test_hostile_server_and_user_text_is_shown_inert(launch_app, page, hostile, 
     assert "<img" in toast.inner_text()
     assert page.locator(".toast-body img").count() == 0
     # The failed question stayed in the box; asked again, it is answered with the lure.
+    wait_for_box(page, f'<img src="http://127.0.0.1:{outside.port}/title.png"> what is it?')
     box.press("Enter")
     page.locator("#chatbot").get_by_text("answer <img").wait_for(timeout=60_000)
     page.locator(SIDEBAR).click()

@@ -16,7 +16,14 @@ from PIL import Image
 
 from testing.processes import free_port
 from tests.conftest import rows, wait_rows
-from tests.page_actions import SIDEBAR, delete_all_data, give_consent, open_page, submit_question
+from tests.page_actions import (
+    SIDEBAR,
+    delete_all_data,
+    give_consent,
+    open_page,
+    start_new_chat,
+    submit_question,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -247,9 +254,7 @@ def test_erasure_reaches_uploads_exports_and_cached_copies(launch_app, page, tmp
     _wait_gone(cache, hashlib.sha256(unsaved.read_bytes()).hexdigest())
 
     # A new conversation first: consent keeps the conversation so far, which would be that one.
-    page.locator(SIDEBAR).click()
-    page.locator("#new-chat").click()
-    page.locator(SIDEBAR).click()
+    start_new_chat(page)
     give_consent(page)
     saved = _image(tmp_path, "saved.jpg", (0, 120, 250))
     submit_question(page, "er: saved then erased", saved)

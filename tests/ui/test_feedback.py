@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import rows, wait_rows
-from tests.page_actions import SIDEBAR, give_consent, open_page, submit_question
+from tests.page_actions import SIDEBAR, give_consent, open_page, start_new_chat, submit_question
 
 pytestmark = pytest.mark.browser
 
@@ -362,9 +362,7 @@ def test_history_is_dated_newest_first_and_can_be_filtered(page, app):
     page.get_by_label("Think before answering").uncheck()
     give_consent(page)
     for question in ("hf: apples", "hf: pears"):
-        page.locator(SIDEBAR).click()
-        page.locator("#new-chat").click()
-        page.locator(SIDEBAR).click()
+        start_new_chat(page)
         submit_question(page, question)
         page.wait_for_selector(f"#conversations :text('{question}')", timeout=90_000)
     page.locator(SIDEBAR).click()

@@ -10,7 +10,15 @@ import pytest
 from PIL import Image
 
 from tests.conftest import rows, wait_rows
-from tests.page_actions import SIDEBAR, give_consent, open_page, set_greedy, submit_question
+from tests.page_actions import (
+    SIDEBAR,
+    give_consent,
+    open_page,
+    set_greedy,
+    start_new_chat,
+    submit_question,
+    wait_for_box,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -144,9 +152,7 @@ def test_compare_and_pick(ready, app):
 def test_history_open_rename_delete(ready, app):
     give_consent(ready)
     _ask(ready, "hs: first conversation")
-    ready.locator(SIDEBAR).click()
-    ready.locator("#new-chat").click()
-    ready.locator(SIDEBAR).click()
+    start_new_chat(ready)
     _ask(ready, "hs: second conversation")
     ready.locator(SIDEBAR).click()
     sidebar = ready.locator("#sidebar")
@@ -193,7 +199,7 @@ def test_a_refused_image_shows_a_message_and_stores_nothing(ready, app, tmp_path
                             ".toast-body:has-text('could not be read'), "
                             ".toast-body:has-text('damaged')", timeout=30_000)
     # Nothing lost: the question is still in the box, and nothing was stored.
-    assert box.locator("textarea").input_value() == "rf: what is this?"
+    wait_for_box(ready, "rf: what is this?")
     assert _rows(app, "select * from messages where text = 'rf: what is this?'") == []
 
 
