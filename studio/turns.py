@@ -378,10 +378,12 @@ class Studio:
         """The tab goes elsewhere (a new or another conversation): what it was generating
         stops and is stored as far as it got, a pending verdict or dislike is dropped, and
         once its answers are closed the tab may ask again at once."""
+        # First: a stream of this tab that ends while `stop` waits must see that its
+        # conversation is no longer on screen, or its last redraw would bring it back.
+        state.left += 1
         stopped = self.stop(session_key)
         state.comparison = None
         state.pending_dislike = None
-        state.left += 1
         if stopped:
             state.busy = False
 

@@ -233,11 +233,13 @@ class Chat:
         last_turn = chat_state.turns[-1]
         previous = last_turn.answer
         last_yield = 0.0
+        left = chat_state.left
         try:
             while True:
                 # The finished answer is drawn once, by the last update: the stats line under
-                # it then says the tab can ask again.
-                if not update.done and (
+                # it then says the tab can ask again. Nothing is drawn once the tab went to
+                # another conversation.
+                if not update.done and chat_state.left == left and (
                         time.monotonic() - last_yield >= redraw_interval(self.studio)):
                     last_turn.answer = update  # shown while it streams
                     shown = view(chat_state, streaming=True, plain=plain)
@@ -252,7 +254,8 @@ class Chat:
         if update.error:
             gr.Warning(inert_html(update.error))
         chat_state.busy = False  # the turn is settled: its answer is in `chat_state`
-        yield (*view(chat_state, plain=plain), gr.skip(), chat_state)
+        shown = keep_view() if chat_state.left != left else view(chat_state, plain=plain)
+        yield (*shown, gr.skip(), chat_state)
 
     def stop(self, chat_state: ChatState, request: gr.Request):
         # The engine ends the answer itself, so it closes as "stopped" with its real

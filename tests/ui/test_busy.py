@@ -5,7 +5,8 @@ an update before it resumes the handler, so the tab's state when an update is ta
 state the page has when it shows that update. On the real tiny engine, with the page's default
 (thinking on), and a real SQLite file: every update before the last leaves the tab busy, and
 the last one, which draws the finished answer with its stats line, leaves it free; so does a
-refusal that gives the question back.
+refusal that gives the question back. And an answer stopped by "New chat" draws nothing
+after the tab left, so the old conversation cannot come back into the new one.
 """
 
 from __future__ import annotations
@@ -98,3 +99,35 @@ def test_the_update_that_offers_the_verdict_frees_the_tab(tiny_engine, store, tm
     assert len(busy) >= 2 and busy[-1] is False and all(busy[:-1])
     assert state.comparison is not None  # the verdict is offered
     assert _answers(store) == ["done", "done"]
+
+
+def test_a_new_chat_while_an_answer_streams_keeps_that_answer_off_the_new_chat(
+        tiny_engine, store, tmp_path):
+    import threading
+
+    import gradio as gr
+
+    from testing.waiting import wait_until
+    from ui.history import History
+
+    studio, uploads = _studio(tiny_engine, store, tmp_path)
+    chat, history = Chat(studio, uploads), History(studio)
+    state = _consented()
+    long = (False, 0, 400, 0.0, 1.0, 0, "1", "Base model")  # greedy: it runs its length
+    updates: list = []
+    answering = threading.Thread(target=lambda: updates.extend(
+        chat.ask_directly({"text": "tell me all", "files": []}, state, *long, None)))
+    answering.start()
+    assert wait_until(lambda: updates, timeout=60)
+
+    new_chat = history.start_new(state, None)  # stops the answer, then empties the tab
+    answering.join(timeout=60)
+    assert not answering.is_alive()
+    assert new_chat[0].value == [] and state.turns == []
+    # The stopped answer's last update came after the tab left: it leaves the chat alone,
+    # whichever of the two reaches the page last.
+    assert updates[-1][0] == gr.skip()
+    assert not state.busy
+    with sqlite3.connect(store.path) as db:  # stored as far as it got
+        assert db.execute("select finish_reason from messages where role = 'assistant'"
+                          ).fetchall() == [("cancelled",)]
