@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ui.uploads import is_upload
+
 log = logging.getLogger(__name__)
 
 # Bounds the memory the limits themselves use: the least recently seen clients are forgotten.
@@ -120,8 +122,7 @@ class UploadGuard:
         self._lock = threading.Lock()
 
     async def __call__(self, scope, receive, send):
-        if (scope.get("type") != "http" or scope.get("method") != "POST"
-                or not scope.get("path", "").rstrip("/").endswith("/upload")):
+        if not is_upload(scope):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")

@@ -9,6 +9,7 @@ file. `UploadTracker`, an ASGI middleware in front of the upload route, counts e
 a file (`Uploads.hold`); a turn that takes the file uses up one count, and the file goes only
 with the last, so one visitor's question never deletes the image another is about to send.
 A file uploaded but never sent keeps its count; a public app's cache clean-up removes it.
+`is_upload(scope)` says which requests are uploads, for this middleware and `ui.limits`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from pathlib import Path
 # Counts kept before those of files already gone are dropped: abandoned uploads stay counted
 # until then, and memory stays bounded.
 MAX_COUNTED = 10_000
+
+
+def is_upload(scope: dict) -> bool:
+    """An ASGI request to Gradio's upload route (under any root path)."""
+    return (scope.get("type") == "http" and scope.get("method") == "POST"
+            and scope.get("path", "").rstrip("/").endswith("/upload"))
 
 
 def sha256(path: Path) -> str:
@@ -86,8 +93,7 @@ class UploadTracker:
         self.uploads = uploads
 
     async def __call__(self, scope, receive, send):
-        if (scope.get("type") != "http" or scope.get("method") != "POST"
-                or not scope.get("path", "").rstrip("/").endswith("/upload")):
+        if not is_upload(scope):
             await self.app(scope, receive, send)
             return
         status = 0
