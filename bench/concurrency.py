@@ -3,8 +3,11 @@
 `python app.py --model PATH` runs in a subprocess; for each answer length (`--max-new-tokens`,
 default 64 and 256) and each user count (1, 4, 8, 16) that many threads, each with its own
 `gradio_client` session, start together and each ask `--questions` questions one after
-another (every question a fresh conversation about the same 640x480 image, greedy, thinking
-off, "Save my data" on unless --no-saving). Each simulated user is a client of the kind
+another (every question a new conversation about the same 640x480 image, greedy, thinking
+off, "Save my data" on unless --no-saving). A user's first question starts a fresh session
+and ticks "Save my data"; each later one starts with the page's "New chat", as a person in a
+browser does, or with a fresh session and the tick again (`--new-conversation new-session`,
+a new visitor per question). Each simulated user is a client of the kind
 `--client` names (`bench.common.app_client`): "lean" (the default) downloads no files and
 reuses its connections, as a browser does; "stock" is gradio_client's default, which opens
 a connection per request and downloads the question's image after every streamed update.
@@ -17,11 +20,11 @@ sending to the server's "process starts" message), time to first token from the 
 queue wait), tokens (from the stats line under the answer) and errors (a failed job, a
 refused request, or an answer that ends with an error). Aggregate tokens/s is all tokens over
 the wall time from the first call to the last answer; a user's turnaround is from one answer's
-end to their next answer's first token (their fresh session, the upload and the time to first
-token): what the engine waits for that user between answers; "new session" is the part of
-it from starting a fresh session to having ticked "Save my data". Each simulated user looks
-for updates every `--client-poll-ms` (20 ms): sixteen users polling faster take CPU from the
-app on a two-core machine.
+end to their next answer's first token (the new conversation, the upload and the time to first
+token): what the engine waits for that user between answers; "new conversation" is the part
+of it spent starting the new conversation. Each simulated user looks for updates every
+`--client-poll-ms` (20 ms): sixteen users polling faster take CPU from the app on a two-core
+machine.
 
 Beside each row, unless --no-in-process, the same users, questions and answer length are
 asked of a `LocalEngine` in this process with the same batch limit (`bench.batching`'s
@@ -84,8 +87,12 @@ from bench.workload import (
     ask_engine,
     chat_arguments,
     fresh_session,
+    new_chat,
     shows_answer,
 )
+
+# How a simulated user starts each question after their first (`run_users`).
+RENEW = ("new-chat", "new-session")
 
 
 @dataclass
@@ -153,21 +160,27 @@ def ask(client, arguments: list, poll_s: float, user: int = 0) -> Request:
 
 
 def run_users(clients: list, questions: int, arguments: list, saving: bool,
-              poll_s: float) -> tuple[list[Request], float]:
-    """One thread per client, released together, each asking `questions` questions."""
+              poll_s: float, renew: str = "new-chat") -> tuple[list[Request], float]:
+    """One thread per client, released together, each asking `questions` questions, each in
+    a new conversation: the first in a fresh session (a visitor arriving, ticking "Save my
+    data" when `saving`), the others after "New chat" (`renew` "new-chat") or each in a fresh
+    session too ("new-session")."""
     results: list[list[Request]] = [[] for _ in clients]
     gate = threading.Barrier(len(clients) + 1)
 
     def user(index: int) -> None:
         client = clients[index]
         gate.wait()
-        for _ in range(questions):
+        for question in range(questions):
             opened = time.time()
             try:
-                fresh_session(client, saving)
+                if question and renew == "new-chat":
+                    new_chat(client)
+                else:
+                    fresh_session(client, saving)
             except Exception as exc:
                 results[index].append(Request(time.time(), done=time.time(),
-                                              error=f"consent: {exc}", user=index))
+                                              error=f"new conversation: {exc}", user=index))
                 continue
             request = ask(client, arguments, poll_s, index)
             request.opened = opened
@@ -248,7 +261,7 @@ HEADERS = ["tokens", "users", "client", "requests", "errors", "aggregate tok/s",
            "TTFT p50 ms (call)", "TTFT p95 ms (call)", "TTFT p50 ms (sent)",
            "TTFT p95 ms (sent)", "in-process TTFT p95 ms", "TTFT p95 ÷ in-process",
            "stream tok/s p50", "wall s", "turnaround p50 ms",
-           "new session p50 ms", "new session p95 ms", "in-process TTFT p50 ms"]
+           "new conversation p50 ms", "new conversation p95 ms", "in-process TTFT p50 ms"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure each row this many times, the in-process engine and "
                              "the app in turn, and summarise the ratios (the machine's speed "
                              "drifts between runs)")
+    parser.add_argument("--new-conversation", default="new-chat", choices=RENEW,
+                        help="how a user starts each question after their first: the page's "
+                             "\"New chat\" (new-chat, as a person does) or a fresh session "
+                             "ticking \"Save my data\" again (new-session)")
     parser.add_argument("--client-poll-ms", type=float, default=20.0,
                         help="how often each simulated user looks for updates; shorter "
                              "polling costs the app CPU on a small machine")
@@ -285,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     saving = not args.no_saving
     poll_s = args.client_poll_ms / 1000
     print(f"- model {args.model} ({path}); {args.questions} questions per user, each a new "
-          f"conversation; greedy, {' and '.join(map(str, args.max_new_tokens))} new tokens, "
+          f"conversation (after the first: {args.new_conversation}); greedy, "
+          f"{' and '.join(map(str, args.max_new_tokens))} new tokens, "
           f"thinking off; saving {'on' if saving else 'off'}; app torch 1 thread; client(s) "
           f"{', '.join(kinds)}, polling every {args.client_poll_ms:g} ms; in-process engine "
           f"{'not asked' if args.no_in_process else 'asked beside each row'}\n", flush=True)
@@ -315,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                                   for _ in range(max(args.users))] for kind in kinds}
                 for kind in kinds:  # warm-up
                     run_users(clients[kind][:1], 2,
-                              chat_arguments(image_path, args.max_new_tokens[0]), saving, poll_s)
+                              chat_arguments(image_path, args.max_new_tokens[0]), saving, poll_s,
+                              args.new_conversation)
                 for tokens in args.max_new_tokens:
                     arguments = chat_arguments(image_path, tokens)
                     for users, _ in product(args.users, range(args.repeats)):
@@ -326,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
                         for kind in kinds:
                             before = load_average()
                             requests, wall = run_users(clients[kind][:users], args.questions,
-                                                       arguments, saving, poll_s)
+                                                       arguments, saving, poll_s,
+                                                       args.new_conversation)
                             figures = summarize(requests, wall)
                             rows.append(row_of(tokens, users, kind, figures, in_process))
                             measured.setdefault((max_batch, tokens, kind), {})[users] = figures

@@ -8,8 +8,9 @@ choice (`bench.models.model_path`); this module imports no other benchmark modul
 - `engine_request(image, n)` is the `GenerationRequest` for an engine's `stream()`,
   `ask_engine` times one such question in-process and `crowd` has several users ask at once;
 - `chat_arguments(image_path, n)` are the inputs of the app's "chat" endpoint for
-  `gradio_client`, `fresh_session(client, saving)` starts a new conversation (consent on or
-  off), `answer_of(output)` reads the answer text out of one streamed output,
+  `gradio_client`, `fresh_session(client, saving)` starts a new session and so a new
+  conversation (consent on or off), `new_chat(client)` a new conversation in the same session,
+  `answer_of(output)` reads the answer text out of one streamed output,
   `shows_question(output)` and `shows_answer(output)` say whether it shows the question and
   any answer text yet, and `STATS_LINE` reads the token count and speed out of the line the
   app writes under a finished answer.
@@ -88,6 +89,12 @@ def fresh_session(client, saving: bool) -> None:
     client.reset_session()
     if saving:
         client.predict(True, api_name="/set_consent")
+
+
+def new_chat(client) -> None:
+    """A new conversation in the same session, as the page's "New chat" button starts one
+    ("Save my data" stays as it was)."""
+    client.predict(api_name="/start_new")
 
 
 def answer_of(output) -> str:
