@@ -232,7 +232,7 @@ class Chat:
             taken.append(True)  # the turn has its images: the uploads can go
         last_turn = chat_state.turns[-1]
         previous = last_turn.answer
-        last_yield = 0.0
+        last_yield, drawn = 0.0, False
         left = chat_state.left
         try:
             while True:
@@ -242,10 +242,10 @@ class Chat:
                 if not update.done and chat_state.left == left and (
                         time.monotonic() - last_yield >= redraw_interval(self.studio)):
                     last_turn.answer = update  # shown while it streams
-                    shown = view(chat_state, streaming=True, plain=plain)
+                    shown = view(chat_state, streaming=True, plain=plain, controls=not drawn)
                     last_turn.answer = previous
                     yield (*shown, gr.skip(), chat_state)
-                    last_yield = time.monotonic()
+                    last_yield, drawn = time.monotonic(), True
                 update = next(turn)
         except StopIteration:
             pass

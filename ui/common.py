@@ -94,9 +94,13 @@ def options(think, budget, max_tokens, temperature, top_p, top_k, seed, adapter)
         adapter=None if adapter in (None, "", "Base model") else adapter)
 
 
-def view(chat_state: ChatState, streaming: bool = False, plain: bool = False) -> tuple:
+def view(chat_state: ChatState, streaming: bool = False, plain: bool = False,
+         controls: bool = True) -> tuple:
     """Updates for the chat and the controls under it (`ChatView.outputs` order). `plain`: the
-    chat as its list of messages (what API clients read), without the thumbs' states."""
+    chat as its list of messages (what API clients read), without the thumbs' states.
+    `controls=False` leaves the controls as they are: a streaming answer's first redraw hides
+    them and they stay hidden until it ends, and every control update costs the server a new
+    component and its configuration, on the thread that serves every visitor."""
     messages, message_slots = render_chat(chat_state)
     last = chat_state.turns[-1] if chat_state.turns else None
     tools = (not streaming and chat_state.comparison is None and last is not None
@@ -106,6 +110,8 @@ def view(chat_state: ChatState, streaming: bool = False, plain: bool = False) ->
     # conversation into the cache again at each redraw; the thumbs change only at the end.
     chat = messages if plain or streaming else gr.Chatbot(
         value=messages, feedback_value=feedback_values(chat_state))
+    if not controls:
+        return (chat, message_slots, *[gr.skip()] * (VIEW_SIZE - 2))
     return (chat, message_slots, gr.Row(visible=tools), label,
             gr.Button(visible=bool(label)), gr.Button(visible=bool(label)))
 

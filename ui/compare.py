@@ -126,18 +126,22 @@ class Compare:
             yield (*keep_view(), message, chat_state, gr.skip(), gr.skip(),
                    gr.skip(), gr.skip(), *verdicts_off)
             return
-        # The chat (the question) is drawn once; later redraws carry only the two answers.
+        # The chat (the question) and the panel are drawn once; later redraws carry only the
+        # two answers.
         shown = view(chat_state, streaming=True)
-        last_yield = 0.0
+        last_yield, drawn = 0.0, False
         left = chat_state.left
         while True:
             if chat_state.left != left:
                 break  # the tab went elsewhere: its page no longer shows this comparison
             if time.monotonic() - last_yield >= redraw_interval(self.studio):
-                yield (*shown, None, chat_state, gr.Group(visible=True), "",
-                       _side(pair[0]), _side(pair[1]), *verdicts_off)
-                shown = keep_view()
-                last_yield = time.monotonic()
+                if not drawn:
+                    yield (*shown, None, chat_state, gr.Group(visible=True), "",
+                           _side(pair[0]), _side(pair[1]), *verdicts_off)
+                else:  # the rest stays as the first redraw left it
+                    yield (*keep_view(), gr.skip(), chat_state, gr.skip(), gr.skip(),
+                           _side(pair[0]), _side(pair[1]), *[gr.skip()] * 4)
+                last_yield, drawn = time.monotonic(), True
             try:
                 pair = next(pairs)
             except StopIteration:
