@@ -1,4 +1,5 @@
-"""A tab may ask again the moment its finished answer shows.
+"""A tab may ask again the moment its finished answer shows; a streaming answer's redraws carry
+the answer alone.
 
 The chat and compare handlers run here as Gradio runs them, one update at a time: Gradio sends
 an update before it resumes the handler, so the tab's state when an update is taken is the
@@ -7,22 +8,31 @@ state the page has when it shows that update. On the real tiny engine, with the 
 the last one, which draws the finished answer with its stats line, leaves it free; so does a
 refusal that gives the question back. And an answer stopped by "New chat" draws nothing
 after the tab left, so the old conversation cannot come back into the new one.
+
+Every control an update names costs the server a new component and its configuration, on the
+thread that serves every visitor, and a streaming answer redraws many times. So the first
+redraw hides the controls under the chat (or shows the comparison's panel with its verdicts
+off), the redraws after it carry the answer alone, and the last one puts the controls back.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
+import gradio as gr
 import pytest
 
 from storage import Store
 from studio.turns import ChatState, Studio
 from ui.chat import Chat
+from ui.common import VIEW_SIZE
 from ui.compare import Compare
 from ui.uploads import Uploads
 
 # think, thinking budget, max new tokens, temperature, top p, top k, seed, adapter
 SETTINGS = (True, 16, 48, 0.0, 1.0, 0, "1", "Base model")
+# Long enough for several redraws at the tiny model's speed.
+LONG = (True, 64, 320, 0.0, 1.0, 0, "1", "Base model")
 
 
 @pytest.fixture
@@ -105,8 +115,6 @@ def test_a_new_chat_while_an_answer_streams_keeps_that_answer_off_the_new_chat(
         tiny_engine, store, tmp_path):
     import threading
 
-    import gradio as gr
-
     from testing.waiting import wait_until
     from ui.history import History
 
@@ -131,3 +139,52 @@ def test_a_new_chat_while_an_answer_streams_keeps_that_answer_off_the_new_chat(
     with sqlite3.connect(store.path) as db:  # stored as far as it got
         assert db.execute("select finish_reason from messages where role = 'assistant'"
                           ).fetchall() == [("cancelled",)]
+
+
+def _controls(update) -> list:
+    return list(update[2:VIEW_SIZE])
+
+
+def test_an_answers_redraws_after_the_first_leave_the_controls_alone(tiny_engine, store,
+                                                                     tmp_path):
+    studio, uploads = _studio(tiny_engine, store, tmp_path)
+    chat = Chat(studio, uploads)
+    state = _consented()
+
+    updates = list(chat.ask_directly({"text": "what is this?", "files": []}, state,
+                                     *LONG, None))
+    assert len(updates) >= 3, "the answer should stream over several redraws"
+    first, middle, last = updates[0], updates[1:-1], updates[-1]
+    row, _, back, forward = _controls(first)
+    assert isinstance(row, gr.Row) and row.visible is False  # hidden while it streams
+    assert back.visible is False and forward.visible is False
+    for update in middle:
+        assert _controls(update) == [gr.skip()] * 4
+        assert "what is this?" in str(update[0])  # the chat itself is redrawn
+    row, label, back, forward = _controls(last)
+    assert row.visible is True  # the thumbs and the correction are back
+    assert back.visible is forward.visible is bool(label)  # arrows once there are versions
+    assert _answers(store) == ["done"]
+
+
+def test_a_comparisons_redraws_after_the_first_carry_the_two_answers_alone(tiny_engine, store,
+                                                                          tmp_path):
+    studio, uploads = _studio(tiny_engine, store, tmp_path)
+    compare = Compare(studio, uploads)
+    state = _consented()
+
+    updates = list(compare.run_compare({"text": "which?", "files": []}, state, "samples",
+                                       *LONG, None))
+    assert len(updates) >= 3, "the comparison should stream over several redraws"
+    first, middle, last = updates[0], updates[1:-1], updates[-1]
+    tail = VIEW_SIZE + 2  # after the chat's outputs, the box and the state
+    panel, note, left, right, *verdicts = first[tail:]
+    assert panel.visible is True and note == "" and left and right
+    assert [button.interactive for button in verdicts] == [False] * 4
+    for update in middle:
+        panel, note, left, right, *verdicts = update[tail:]
+        assert [panel, note, *verdicts] == [gr.skip()] * 6
+        assert left and right  # the two answers, as far as they got
+        assert list(update[:VIEW_SIZE + 1]) == [gr.skip()] * (VIEW_SIZE + 1)
+    assert [button.interactive for button in last[tail + 4:]] == [True] * 4
+    assert _answers(store) == ["done", "done"]
