@@ -18,6 +18,7 @@ from studio.turns import ChatState, Studio
 from ui.common import (
     BUSY,
     answering,
+    checked_here,
     keep_view,
     message_files,
     options,
@@ -287,18 +288,24 @@ def wire(chat: Chat, chat_view: ChatView, box: gr.MultimodalTextbox, api_chat: g
     box.submit(None, [box, chatbot], [chatbot], js=ECHO_JS, queue=False)
     echoed = box.submit(chat.echo, [box, state], [chatbot, box, pending, state],
                         concurrency_limit=None, show_progress="hidden")
-    submit = echoed.then(chat.respond, [pending, state, *settings_inputs], chat_outputs,
+    # The answering events check their inputs in the handler's thread (`checked_here`).
+    here = {"preprocess": False}
+    inputs = [pending, state, *settings_inputs]
+    submit = echoed.then(checked_here(chat.respond, inputs), inputs, chat_outputs,
                          api_visibility="private", concurrency_id="model",
-                         concurrency_limit=model_limit, show_progress="hidden")
+                         concurrency_limit=model_limit, show_progress="hidden", **here)
     # API clients ask in one call, with the question as the first argument.
-    api_chat.click(chat.ask_directly, [box, state, *settings_inputs], chat_outputs,
-                   api_name="chat", concurrency_id="model", concurrency_limit=model_limit)
+    inputs = [box, state, *settings_inputs]
+    api_chat.click(checked_here(chat.ask_directly, inputs), inputs, chat_outputs,
+                   api_name="chat", concurrency_id="model", concurrency_limit=model_limit,
+                   **here)
     submit.then(refresh_history, [state], [conversations])
     # Also when the answering event never ran (a full queue): the tab can ask again.
     submit.then(chat.release, [state], [state], queue=False)
     echoed.then(close_compare, [state], compare_outputs, show_progress="hidden")
-    retry = chatbot.retry(chat.regenerate, [state, *settings_inputs], chat_outputs,
-                          concurrency_id="model", concurrency_limit=model_limit)
+    inputs = [state, *settings_inputs]
+    retry = chatbot.retry(checked_here(chat.regenerate, inputs), inputs, chat_outputs,
+                          concurrency_id="model", concurrency_limit=model_limit, **here)
     retry.then(close_compare, [state], compare_outputs, show_progress="hidden")
     box.stop(chat.stop, [state], None, queue=False)
     chat_view.prev_answer.click(chat.switch_answer(-1), [state], [*view_outputs, state])

@@ -85,3 +85,36 @@ def test_an_oversized_upload_is_refused_and_nothing_is_stored(launch_app, page, 
     assert "exceed the maximum allowed size of 1.0 mb" in message.lower()
     with sqlite3.connect(app.db_path) as db:
         assert db.execute("select count(*) from images").fetchone()[0] == 0
+
+
+def test_settings_the_page_would_not_allow_are_refused_through_the_api(launch_app, tmp_path):
+    """The answering events check their inputs in the handler (`ui.common.checked_here`):
+    the same bounds and file types as the page's own controls, with a clear message."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    app = launch_app("--max-new-tokens-limit", "64")
+    client = Client(app.url, verbose=False)
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not a picture")
+    try:
+        client.predict(True, api_name="/set_consent")
+        _wait_until_answering(client)
+        with sqlite3.connect(app.db_path) as db:
+            stored = db.execute("select count(*) from messages").fetchone()[0]
+        with pytest.raises(AppError, match="greater than maximum value 64"):
+            _ask(client, "a very long answer", 65).result(timeout=60)
+        with pytest.raises(AppError, match="less than minimum value 0.05"):
+            client.predict({"text": "top p of nothing", "files": []}, False, 0, 8, 0.7, 0.0, 0,
+                           1, "Base model", api_name="/chat")
+        with pytest.raises(AppError, match="Invalid file type"):
+            client.predict({"text": "read this", "files": [handle_file(str(text_file))]},
+                           False, 0, 8, 0.0, 1.0, 0, 1, "Base model", api_name="/chat")
+        with sqlite3.connect(app.db_path) as db:
+            assert db.execute("select count(*) from messages").fetchone()[0] == stored
+        # The refusals left the visitor free to ask: this one is answered and kept.
+        assert "tokens ·" in str(_ask(client, "a short one", 64).result(timeout=120))
+        with sqlite3.connect(app.db_path) as db:
+            assert db.execute("select count(*) from messages").fetchone()[0] == stored + 2
+    finally:
+        client.close()
