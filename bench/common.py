@@ -5,6 +5,8 @@
 - `running_app(model, workdir)` starts the real `python app.py` on a free loopback port with a
   database in `workdir`, waits until the page answers and the model is loaded, and stops the
   process on exit (`testing.app`, with the benchmarks' settings).
+- `server_phases(url)`: Gradio's own timing of each event's phases (queue, preprocessing,
+  the handler, postprocessing), from an app started with `PROFILING_ENV`.
 - `tighten_client_polling(ms)`: gradio_client's reader thread looks for new server messages
   every 50 ms, so every time it reports lags the server by up to 50 ms. Streaming latency is
   what the overhead and concurrency benchmarks measure, so they shorten that wait.
@@ -173,14 +175,40 @@ def scene_image(path: Path, size: tuple[int, int] = (640, 480)) -> Path:
 
 @contextmanager
 def running_app(model: str, workdir: Path, *flags: str, threads: int = 1,
-                root: Path = ROOT) -> Iterator[RunningApp]:
+                root: Path = ROOT, env: dict | None = None) -> Iterator[RunningApp]:
     """`python app.py --model MODEL --quantize none` of the checkout at `root` on a free port,
-    with its database under `workdir`, once its model is loaded; stopped on exit."""
-    threads_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with its database under `workdir` and `env` added to its environment, once its model is
+    loaded; stopped on exit."""
+    threads_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                   **(env or {})}
     with testing_app.running_app(workdir, "--quantize", "none", *flags, model=model,
                                  env=threads_env, program=[sys.executable, str(root / "app.py")],
                                  cwd=root, timeout=APP_START_TIMEOUT_S) as app:
         yield app
+
+
+# Gradio times the phases of every event it runs when its environment says so, and serves
+# the times under /gradio_api/profiling (`server_phases`).
+PROFILING_ENV = {"GRADIO_PROFILING": "1"}
+PHASES = ("queue_wait", "preprocess", "fn_call", "postprocess", "total")
+
+
+def server_phases(url: str) -> dict[str, dict]:
+    """Per event name, the median ms of each of Gradio's phases (`PHASES`) and the number of
+    events (`n`), over the events the app started with `PROFILING_ENV` ran since the last
+    call; the record is emptied."""
+    import httpx
+
+    base = url.rstrip("/") + "/gradio_api/profiling"
+    traces = httpx.get(base + "/traces", timeout=CLIENT_TIMEOUT_S).json()
+    httpx.post(base + "/clear", timeout=CLIENT_TIMEOUT_S)
+    by_event: dict[str, list[dict]] = {}
+    for trace in traces:
+        by_event.setdefault(trace.get("fn_name") or "?", []).append(trace)
+    return {name: {"n": len(events),
+                   **{phase: percentile([e.get(f"{phase}_ms", 0.0) for e in events], 50)
+                      for phase in PHASES}}
+            for name, events in by_event.items()}
 
 
 def tighten_client_polling(interval_ms: float) -> None:

@@ -41,6 +41,7 @@ first token from sending).
                                 [--max-batch 1 8] [--max-new-tokens 64 256]
                                 [--client lean stock] [--no-in-process] [--no-saving]
                                 [--app-in-process] [--repeats 1]
+                                [--new-conversation new-chat|new-session] [--server-phases]
 
 The machine's speed drifts by several percent from one minute to the next, which moves a
 single ratio as much as the app does: `--repeats N` measures each row N times, the in-process
@@ -48,7 +49,9 @@ engine and then the app, and a last table gives the ratio of their medians and e
 
 The app runs its model in a process of its own, as it does by default; `--app-in-process`
 runs it in the web server's process instead, for the comparison. (`--no-in-process` is about
-the reference engine this benchmark runs itself.)
+the reference engine this benchmark runs itself.) `--server-phases` has Gradio time every
+event the app runs (its queue, preprocessing the inputs, the handler, postprocessing the
+outputs) and prints the medians per event after each run.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ from statistics import median
 from bench.batching import measure as measure_in_process
 from bench.common import (
     CLIENTS,
+    PHASES,
+    PROFILING_ENV,
     app_client,
     fixed,
     load_average,
@@ -77,6 +82,7 @@ from bench.common import (
     quiet_transformers,
     running_app,
     scene_image,
+    server_phases,
     tighten_client_polling,
     upload_first,
 )
@@ -289,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="how a user starts each question after their first: the page's "
                              "\"New chat\" (new-chat, as a person does) or a fresh session "
                              "ticking \"Save my data\" again (new-session)")
+    parser.add_argument("--server-phases", action="store_true",
+                        help="have Gradio time each event's phases in the app and print their "
+                             "medians per event after each run (costs the app a little)")
     parser.add_argument("--client-poll-ms", type=float, default=20.0,
                         help="how often each simulated user looks for updates; shorter "
                              "polling costs the app CPU on a small machine")
@@ -315,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     # (app, in-process) aggregate tok/s of each repeat, measured one right after the other.
     pairs: dict[tuple[int, int, int, str], list[tuple[float, float]]] = {}
     errors: list[str] = []
+    phases: list[list] = []  # Gradio's timing of the app's events, per run
     with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
         image_path = scene_image(Path(tmp) / "scene.png")
         for max_batch in args.max_batch:
@@ -326,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
                 image = load_image(str(image_path), ImagePolicy())
                 engine = in_process_engine(path, max_batch, image, args.max_new_tokens[0])
             with running_app(path, Path(tmp) / f"app-{max_batch}", "--max-batch",
-                             str(max_batch), *app_flags) as app, ExitStack() as stack:
+                             str(max_batch), *app_flags,
+                             env=PROFILING_ENV if args.server_phases else None
+                             ) as app, ExitStack() as stack:
                 # One client per simulated user, made once: a Client fetches the page's
                 # config, which takes seconds; every question starts a new session anyway.
                 clients = {kind: [stack.enter_context(app_client(app.url, kind))
@@ -335,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                     run_users(clients[kind][:1], 2,
                               chat_arguments(image_path, args.max_new_tokens[0]), saving, poll_s,
                               args.new_conversation)
+                if args.server_phases:
+                    server_phases(app.url)  # the warm-up's events are not counted
                 for tokens in args.max_new_tokens:
                     arguments = chat_arguments(image_path, tokens)
                     for users, _ in product(args.users, range(args.repeats)):
@@ -353,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
                             if in_process is not None:
                                 pairs.setdefault((max_batch, tokens, users, kind), []).append(
                                     (figures["aggregate"], in_process["aggregate"]))
+                            if args.server_phases:
+                                phases += [[max_batch, tokens, users, kind, name, timing["n"],
+                                            *(fixed(timing[p], 1) for p in PHASES)]
+                                           for name, timing in server_phases(app.url).items()]
                             errors += sorted({r.error for r in requests if r.error})
                             if any(r.error for r in requests):
                                 errors += app_complaints(app.log())
@@ -367,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     print("(call: from the call, the image's upload included; sent: from sending the "
           "question, after the upload; in-process: the engine in this process, same batch "
           "limit, users and answer length)\n")
+    if phases:
+        print_table("Server time per event (Gradio's own timing; medians, ms)",
+                    ["max batch", "tokens", "users", "client", "event", "events",
+                     *(p.replace("_", " ") for p in PHASES)], phases)
     if args.repeats > 1 and pairs:
         print_table(f"App ÷ in-process over {args.repeats} interleaved repeats",
                     ["max batch", "tokens", "users", "client", "app tok/s median",
