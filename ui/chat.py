@@ -160,7 +160,9 @@ class Chat:
         messages += [{"role": "user", "content": {"path": path}} for path in files]
         if text.strip():
             messages.append({"role": "user", "content": safe_markdown(text.strip())})
-        return gr.Chatbot(value=messages), None, message, chat_state
+        # The messages alone: a Chatbot update would make the server build a new component
+        # and its configuration for it (see `view`); the thumbs stay as they were.
+        return messages, None, message, chat_state
 
     def respond(self, message, chat_state: ChatState, think, think_budget, max_tokens, temp, p,
                 k, seed_value, variant, request: gr.Request):
