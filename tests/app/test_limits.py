@@ -118,3 +118,38 @@ def test_settings_the_page_would_not_allow_are_refused_through_the_api(launch_ap
             assert db.execute("select count(*) from messages").fetchone()[0] == stored + 2
     finally:
         client.close()
+
+
+def test_an_api_client_asks_with_a_loaded_adapter_and_an_unknown_one_is_refused(
+        launch_app, tmp_path):
+    """The adapter's name is checked by the engine, which knows what is loaded now: the page's
+    variant list starts with the base model alone and is filled in per session."""
+    from gradio_client import Client
+
+    from engine.tiny import ensure_tiny
+    from testing.lora import train_lora
+
+    adapter = train_lora(ensure_tiny("qwen3_5"), tmp_path / "tuned", question="what?",
+                         target="a horse", steps=2)
+    app = launch_app("--adapter", f"tuned={adapter}")
+    client = Client(app.url, verbose=False)
+    settings = (False, 0, 8, 0.0, 1.0, 0, 1)
+    try:
+        client.predict(True, api_name="/set_consent")
+        _wait_until_answering(client)
+        answer = client.predict({"text": "with the adapter", "files": []}, *settings, "tuned",
+                                api_name="/chat")
+        assert "tokens ·" in str(answer)
+        # Refused with the engine's message (tests/engine/test_adapters.py), the question is
+        # given back in the box.
+        refused = client.predict({"text": "with a made-up one", "files": []}, *settings,
+                                 "nope", api_name="/chat")
+        assert refused[-1] == {"text": "with a made-up one", "files": []}
+        with sqlite3.connect(app.db_path) as db:
+            rows = db.execute("select m.adapter from messages m join messages q "
+                              "on q.id = m.parent_id where m.role = 'assistant' "
+                              "and q.text in ('with the adapter', 'with a made-up one')"
+                              ).fetchall()
+        assert rows == [("tuned",)]  # the refused question left nothing behind
+    finally:
+        client.close()
