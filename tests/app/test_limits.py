@@ -20,6 +20,11 @@ def _ask(client, text: str, max_new: int):
                          "Base model", api_name="/chat")
 
 
+def _message_count(app) -> int:
+    with sqlite3.connect(app.db_path) as db:
+        return db.execute("select count(*) from messages").fetchone()[0]
+
+
 def _wait_until_answering(client) -> None:
     """Ask a tiny question until the model (loading behind the page) answers it."""
     deadline = time.monotonic() + 120
@@ -100,8 +105,7 @@ def test_settings_the_page_would_not_allow_are_refused_through_the_api(launch_ap
     try:
         client.predict(True, api_name="/set_consent")
         _wait_until_answering(client)
-        with sqlite3.connect(app.db_path) as db:
-            stored = db.execute("select count(*) from messages").fetchone()[0]
+        stored = _message_count(app)
         with pytest.raises(AppError, match="greater than maximum value 64"):
             _ask(client, "a very long answer", 65).result(timeout=60)
         with pytest.raises(AppError, match="less than minimum value 0.05"):
@@ -110,12 +114,10 @@ def test_settings_the_page_would_not_allow_are_refused_through_the_api(launch_ap
         with pytest.raises(AppError, match="Invalid file type"):
             client.predict({"text": "read this", "files": [handle_file(str(text_file))]},
                            False, 0, 8, 0.0, 1.0, 0, 1, "Base model", api_name="/chat")
-        with sqlite3.connect(app.db_path) as db:
-            assert db.execute("select count(*) from messages").fetchone()[0] == stored
+        assert _message_count(app) == stored
         # The refusals left the visitor free to ask: this one is answered and kept.
         assert "tokens ·" in str(_ask(client, "a short one", 64).result(timeout=120))
-        with sqlite3.connect(app.db_path) as db:
-            assert db.execute("select count(*) from messages").fetchone()[0] == stored + 2
+        assert _message_count(app) == stored + 2
     finally:
         client.close()
 
@@ -150,6 +152,9 @@ def test_an_api_client_asks_with_a_loaded_adapter_and_an_unknown_one_is_refused(
                               "on q.id = m.parent_id where m.role = 'assistant' "
                               "and q.text in ('with the adapter', 'with a made-up one')"
                               ).fetchall()
-        assert rows == [("tuned",)]  # the refused question left nothing behind
+            refused_rows = db.execute("select count(*) from messages "
+                                      "where text = 'with a made-up one'").fetchone()[0]
+        assert rows == [("tuned",)]
+        assert refused_rows == 0  # the refused question left nothing behind
     finally:
         client.close()
