@@ -340,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
                              env=PROFILING_ENV if args.server_phases else None
                              ) as app, ExitStack() as stack:
                 # One client per simulated user, made once: a Client fetches the page's
-                # config, which takes seconds; every question starts a new session anyway.
+                # config, which takes seconds; each user's first question starts a new
+                # session anyway.
                 clients = {kind: [stack.enter_context(app_client(app.url, kind))
                                   for _ in range(max(args.users))] for kind in kinds}
                 for kind in kinds:  # warm-up
