@@ -106,7 +106,18 @@ def machine_lines() -> list[str]:
         f"- python {platform.python_version()}, SQLite {sqlite3.sqlite_version}; "
         + ", ".join(versions),
         f"- load average (1/5/15 min) at start: {load_average()}",
+        f"- accelerator: {_gpu()}",
     ]
+
+
+def _gpu() -> str:
+    """The GPU the engines will use, or "none" (the models then run on the CPU)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "none"
+    props = torch.cuda.get_device_properties(0)
+    return f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
 
 
 def print_machine(title: str) -> None:

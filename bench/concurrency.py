@@ -241,7 +241,8 @@ def in_process_engine(path: str, max_batch: int, image, max_new_tokens: int):
     from engine.batching import BatchLimits
     from engine.local import LocalEngine
 
-    engine = LocalEngine(path, quantize="none", device="cpu",
+    # No device named: the engine picks the GPU when there is one, as the app's does.
+    engine = LocalEngine(path, quantize="none",
                          batch_limits=BatchLimits(max_batch_size=max_batch))
     engine.load()
     for _ in range(2):

@@ -208,7 +208,8 @@ def measure(name: str, reps: int, max_new_tokens: int, clients: list[str], poll_
     path = model_path(name)
     image_path = scene_image(workdir / "scene.png")
     image = load_image(str(image_path), ImagePolicy())
-    engine = LocalEngine(path, quantize="none", device="cpu")
+    # No device named: the engine picks the GPU when there is one, as the app's does.
+    engine = LocalEngine(path, quantize="none")
     engine.load()
     paths = [("", "engine")] + [(kind, variant) for kind in clients
                                 for variant in ("app, saving", "app, not saving")]
