@@ -106,7 +106,8 @@ def default_model_id() -> str:
     """The Qwen3.5 checkpoint sized to the hardware found.
 
     On a GPU the model runs in 4-bit, so the size follows its memory: 9B's 4-bit weights take
-    7.9 GiB (measured), 4B's about 3.5 GB, 2B's 2.2 GiB (measured). On a CPU only the smallest is usable interactively.
+    7.9 GiB (measured), 4B's about 3.5 GB, 2B's 2.2 GiB (measured). On a CPU only the smallest
+    is usable interactively.
     """
     try:
         import torch
