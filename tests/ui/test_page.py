@@ -159,6 +159,12 @@ def test_history_open_rename_delete(ready, app):
     sidebar.get_by_label("hs: second conversation").wait_for()
     sidebar.get_by_label("hs: first conversation").check()
     ready.wait_for_selector("#chatbot :text('hs: first conversation')")
+    # "New chat" deselects it in the list, so that the same conversation opens again.
+    ready.locator("#new-chat").click()
+    ready.wait_for_function("() => !document.querySelector('#chatbot .message-row')")
+    ready.wait_for_function("() => !document.querySelector('#conversations input:checked')")
+    sidebar.get_by_label("hs: first conversation").check()
+    ready.wait_for_selector("#chatbot :text('hs: first conversation')")
     sidebar.locator("#rename-box textarea, #rename-box input").first.fill("Renamed chat")
     ready.locator("#rename").click()
     _wait_rows(app, "select * from conversations where title = 'Renamed chat'")
