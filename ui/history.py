@@ -158,7 +158,9 @@ class History:
     def start_new(self, chat_state: ChatState, request: gr.Request):
         self._leave(chat_state, request)
         chat_state.reset()
-        return (*view(chat_state), chat_state, gr.Radio(value=None), "")
+        # A plain None deselects the conversation list: a `gr.Radio(value=None)` would rebuild
+        # the component with every title as its choices, on the thread that serves everyone.
+        return (*view(chat_state), chat_state, None, "")
 
     def open_conversation(self, conversation_id: str | None, chat_state: ChatState,
                           request: gr.Request):
