@@ -397,11 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     print_machine("GPU: full-size Qwen3.5 configs")
-    cuda = torch.cuda.is_available()
-    if cuda:
-        print(f"- GPU: {torch.cuda.get_device_name(0)}, "
-              f"{torch.cuda.get_device_properties(0).total_memory / GIB:.0f} GiB\n")
-    else:
+    cuda = torch.cuda.is_available()  # the machine lines name the GPU
+    if not cuda:
         print("- no CUDA device: checking the configs only\n", flush=True)
         torch.set_num_threads(1)
     check_configs(args.sizes)

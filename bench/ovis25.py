@@ -204,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-ovis25-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        if cuda:
-            print(f"- GPU: {torch.cuda.get_device_name(0)}\n", flush=True)
+        if cuda:  # the machine lines name the GPU
             measure(configs, args.quantizations, "cuda", workdir, args.reps, args.users,
                     args.max_new_tokens)
         else:
