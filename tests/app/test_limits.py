@@ -64,6 +64,9 @@ def test_a_full_queue_refuses_with_a_clear_message(launch_app):
     question = {"text": "a long answer please", "files": []}
     settings = (False, 0, 4000, 0.0, 1.0, 0, 1, "Base model")
     clients = [Client(app.url, verbose=False) for _ in range(4)]
+    # A question asked while the model still loads is given back at once, which empties the
+    # queue again before it can fill: ask the four once the model answers.
+    _wait_until_answering(clients[0])
     jobs = [client.submit(question, *settings, api_name="/chat") for client in clients]
     errors = []
     for job in jobs:
