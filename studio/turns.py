@@ -11,8 +11,9 @@ One turn (`ask`):
    anything is stored;
 3. the engine's first event arrives: a request it ended before its first token (busy, a
    failed model server) raises `NotAnswered`, again with nothing stored;
-4. with the user's consent, the question and its images are committed, then an answer row is
-   opened, saved as it streams (about once a second) and closed with its stats;
+4. with the user's consent, the question and its images are committed while the engine reads
+   the prompt, then an answer row is opened beside the first update (neither write delays the
+   first token), saved as it streams (about once a second) and closed with its stats;
 5. without consent nothing is written anywhere.
 
 A regenerated answer, an edited answer and the two sides of a comparison are siblings under
@@ -253,6 +254,15 @@ class ChatState:
         return None
 
 
+def _opened(opening: Future, request: GenerationRequest) -> str | None:
+    """The id of an answer row opened in the background, None if it could not be opened."""
+    try:
+        return opening.result()
+    except Exception:  # the answer is already going away; its failure was not the user's
+        log.exception("could not open the answer row of request %s", request.request_id)
+        return None
+
+
 def _encoded(pngs: Sequence[Future], index: int) -> bytes | None:
     """The PNG encoding started for image `index`, once done; None when none was started."""
     return pngs[index].result() if index < len(pngs) else None
@@ -279,6 +289,11 @@ class Studio:
         # engine works towards the first token, not after it: the slowest step of keeping
         # them would otherwise delay every first token.
         self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode-png")
+        # An answer's row is opened beside its first update, not before it: with several
+        # visitors the write waits for the database, and the first token would wait with it.
+        # One thread: the writes queue for the database anyway, and rows open in the order
+        # they were asked for (a comparison's side A before its side B).
+        self._row_opener = ThreadPoolExecutor(max_workers=1, thread_name_prefix="open-answer")
 
     # -- scratch images ------------------------------------------------------------------
 
@@ -426,10 +441,10 @@ class Studio:
     def _answer_turn(self, state: ChatState, turn: Turn, events: Iterator[Event],
                      request: GenerationRequest, session_key: str) -> Iterator[TurnUpdate]:
         """Stream a new answer to `turn`, stored as it goes; it joins the turn's versions."""
-        answer_id = self._open_answer(state, turn.question_id, request)
-        update = self._new_update(answer_id, request)
+        opening = self._open_answer(state, turn.question_id, request)
+        update = self._new_update(None, request)
         try:
-            yield from self._stream(events, update, request, session_key)
+            yield from self._stream(events, update, request, session_key, opening)
         finally:
             # Also when the page stops reading mid-answer: the partial answer, marked
             # cancelled, stays part of the conversation.
@@ -495,12 +510,12 @@ class Studio:
             state, question, image_sources, session_key or "",
             [(left_events, left_request), (right_events, right_request)])
         group = uuid.uuid4().hex
-        left_id = self._open_answer(state, turn.question_id, left_request, group, "A")
-        right_id = self._open_answer(state, turn.question_id, right_request, group, "B")
-        left = self._new_update(left_id, left_request, left_label)
-        right = self._new_update(right_id, right_request, right_label)
-        for _ in self._stream_together([(left_events, left, left_request),
-                                        (right_events, right, right_request)],
+        left_row = self._open_answer(state, turn.question_id, left_request, group, "A")
+        right_row = self._open_answer(state, turn.question_id, right_request, group, "B")
+        left = self._new_update(None, left_request, left_label)
+        right = self._new_update(None, right_request, right_label)
+        for _ in self._stream_together([(left_events, left, left_request, left_row),
+                                        (right_events, right, right_request, right_row)],
                                        session_key or ""):
             yield left, right
         if turn in state.turns:  # not when the user moved on to another conversation
@@ -512,9 +527,9 @@ class Studio:
         A consumer that goes away cancels them all; each still closes its answer row."""
         changed: queue.Queue = queue.Queue()
 
-        def pump(events, update, request) -> None:
+        def pump(events, update, request, opening) -> None:
             try:
-                for _ in self._stream(events, update, request, session_key):
+                for _ in self._stream(events, update, request, session_key, opening):
                     changed.put(False)
             except Exception:
                 log.exception("a compared answer failed")
@@ -534,7 +549,7 @@ class Studio:
                 yield None
         finally:
             if finished < len(threads):
-                for _, _, request in streams:
+                for _, _, request, _ in streams:
                     self.engine.cancel(request.request_id)
             for thread in threads:
                 thread.join(timeout=30)
@@ -698,7 +713,8 @@ class Studio:
                     version.answer_id = self.store.add_edit(state.owner(),
                                                             corrected.answer_id, version.answer)
             elif version.request is not None and version.stats is not None:
-                version.answer_id = self._open_answer(state, turn.question_id, version.request)
+                version.answer_id = self._open_answer(state, turn.question_id, version.request,
+                                                       now=True).result()
                 self._close_answer(version.answer_id, version)
 
     # -- history -------------------------------------------------------------------------
@@ -820,9 +836,14 @@ class Studio:
 
     def _open_answer(self, state: ChatState, question_id: str | None,
                      request: GenerationRequest, group: str | None = None,
-                     side: str | None = None) -> str | None:
+                     side: str | None = None, *, now: bool = False) -> Future:
+        """Open the answer row for `question_id` on a thread of its own (`now`: on this one);
+        the future's result is its id, None when nothing is stored. What it writes is taken
+        from the state here, so a tab that moves on meanwhile changes nothing."""
+        opened: Future = Future()
         if question_id is None or not self.storing(state):
-            return None
+            opened.set_result(None)
+            return opened
         caps = self.engine.capabilities()
         # What the model did, not what was asked: its template may think always, or never.
         thinking = thinking_on(caps.thinking_mode, request.thinking) if caps.thinking else False
@@ -834,8 +855,12 @@ class Studio:
             sampling=asdict(request.sampling),
             seed=request.sampling.seed, compare_group=group, side=side,
         )
-        return self.store.start_answer(state.owner(), state.conversation_id,
-                                       parent_id=question_id, meta=meta)
+        arguments = (state.owner(), state.conversation_id)
+        if not now:
+            return self._row_opener.submit(self.store.start_answer, *arguments,
+                                           parent_id=question_id, meta=meta)
+        opened.set_result(self.store.start_answer(*arguments, parent_id=question_id, meta=meta))
+        return opened
 
     def _new_update(self, answer_id: str | None, request: GenerationRequest,
                     label: str = "") -> TurnUpdate:
@@ -922,13 +947,16 @@ class Studio:
             return sum(len(ids) for ids in self._running.values())
 
     def _stream(self, events: Iterator[Event], update: TurnUpdate, request: GenerationRequest,
-                session_key: str) -> Iterator[TurnUpdate]:
-        """Fill `update` from the engine's events, yielding it after each; save as it goes."""
-        answer_id = update.answer_id
+                session_key: str, opening: Future | None = None) -> Iterator[TurnUpdate]:
+        """Fill `update` from the engine's events, yielding it after each; save as it goes.
+
+        `opening` is the answer's row being opened (`_open_answer`): the first update goes out
+        without waiting for it, every later one after it, so a row that cannot be written
+        (a full disk) stops the answer at its second update, as it would have at its first."""
         self._register_running(session_key, request)
         reasoning_started: float | None = None
         started = last_save = time.monotonic()
-        closed = False
+        closed = sent = False
         try:
             for event in events:
                 now = time.monotonic()
@@ -938,6 +966,10 @@ class Studio:
                 elif event.kind == "answer" and reasoning_started and not update.reasoning_done:
                     update.reasoning_seconds = now - reasoning_started
                 update.take(event)
+                if opening is not None and (sent or update.done):
+                    pending, opening = opening, None
+                    update.answer_id = pending.result()
+                answer_id = update.answer_id
                 if update.done:
                     self._close_answer(answer_id, update)
                     closed = True
@@ -946,13 +978,16 @@ class Studio:
                                             reasoning=update.reasoning)
                     last_save = now
                 yield update
+                sent = True
         finally:
             try:
                 if not closed:
                     # The consumer went away mid-answer (a closed tab): stop the engine as
                     # Stop does and keep what really happened, counts included.
                     self._drain_cancelled(events, update, request, started)
-                    self._close_answer(answer_id, update)
+                    if opening is not None:
+                        update.answer_id = _opened(opening, request)
+                    self._close_answer(update.answer_id, update)
             finally:
                 # Only now is the answer closed: `stop` waits for exactly this.
                 self._forget_running(session_key, request)

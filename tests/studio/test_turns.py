@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import threading
 from dataclasses import replace
 
 import pytest
@@ -398,3 +399,32 @@ def test_stop_returns_once_the_sessions_answer_is_closed_and_stored(studio, stor
     assert 0 < rows[0]["answer_tokens"] < 4000
     consumer.join(timeout=60)
     assert finished[-1].done and studio.stop("tab")  # nothing left: returns at once
+
+
+class _SlowAnswerRows(Store):
+    """A real store whose answer rows open only when the test says so."""
+
+    def __init__(self, path) -> None:
+        super().__init__(path)
+        self.open_rows = threading.Event()
+
+    def start_answer(self, *args, **kwargs):
+        self.open_rows.wait(timeout=60)
+        return super().start_answer(*args, **kwargs)
+
+
+def test_the_first_update_does_not_wait_for_the_answer_row(tiny_engine, tmp_path, image_path):
+    with _SlowAnswerRows(tmp_path / "studio.db") as store:
+        studio = Studio(tiny_engine, store)
+        state = _consented()
+        turn = studio.ask(state, "what colour?", [image_path], FAST, session_key="tab")
+        first = next(turn)
+        # Shown while the row is still waiting to be written; the question is stored.
+        assert first.answer_id is None and not first.done
+        assert [row["role"] for row in _rows(store, "select * from messages")] == ["user"]
+        store.open_rows.set()
+        last = _run(turn)
+        (row,) = _rows(store, "select * from messages where role = 'assistant'")
+        assert last.done and last.answer_id == row["id"]
+        assert (row["text"], row["status"]) == (last.answer, "done")
+        assert state.last_answer_id() == row["id"]

@@ -145,3 +145,30 @@ def test_a_question_the_disk_has_no_room_for_stops_its_answer_and_keeps_the_tab_
     assert updates[-1].done and updates[-1].stats.finish_reason == "cancelled"
     assert [row["text"] for row in _rows(store, "select * from messages where role = 'user'")
             ] == ["and now?"]
+
+
+class _NoRoomForAnswers(Store):
+    """A real store whose disk fills up between a question and its answer."""
+
+    def start_answer(self, *args, **kwargs):
+        from storage import OutOfSpace
+
+        raise OutOfSpace("The server is out of disk space; nothing was saved.")
+
+
+def test_an_answer_whose_row_cannot_be_written_stops_and_says_so(tiny_engine, tmp_path):
+    from storage import OutOfSpace
+
+    with _NoRoomForAnswers(tmp_path / "studio.db") as store:
+        studio = Studio(tiny_engine, store)
+        state = _consented()
+        asking = studio.ask(state, "why?", [], LONG, session_key="tab")
+        first = next(asking)  # goes out while the row is being written
+        assert not first.done
+        with pytest.raises(OutOfSpace, match="out of disk space"):
+            list(asking)
+        assert studio.streaming == 0  # the engine was stopped, not left decoding
+        assert [row["role"] for row in _rows(store, "select * from messages")] == ["user"]
+        # What was shown stays in the tab, stopped and marked as not stored.
+        shown = state.turns[-1].answer
+        assert shown.stats.finish_reason == "cancelled" and shown.answer_id is None
