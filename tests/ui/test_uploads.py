@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from ui.uploads import Uploads, UploadTracker, sha256
@@ -71,3 +72,57 @@ def test_the_tracker_counts_what_the_upload_route_stored(tmp_path):
     assert all((tmp_path / p).exists() for p in stored)
     uploads.discard(stored)
     assert not any((tmp_path / p).exists() for p in stored)
+
+
+def _run_upload(uploads, answers_with: list[str]):
+    """Start an upload through the tracker, in a thread of its own; the route stores its file
+    at once and answers (naming `answers_with`) when the returned event is set."""
+    stored, answer = threading.Event(), threading.Event()
+
+    async def upload_route(scope, receive, send):
+        stored.set()
+        await asyncio.to_thread(answer.wait, 60)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": json.dumps(answers_with).encode()})
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    tracker = UploadTracker(upload_route, uploads=uploads)
+    scope = {"type": "http", "method": "POST", "path": "/gradio_api/upload", "headers": []}
+    pool = ThreadPoolExecutor(1)
+    running = pool.submit(asyncio.run, tracker(scope, receive, send))
+    pool.shutdown(wait=False)
+    assert stored.wait(60)
+    return answer, running
+
+
+def test_a_file_stays_while_an_upload_that_may_have_stored_it_again_is_answered(tmp_path):
+    uploads = Uploads(tmp_path, keep=set())
+    shared = _upload(tmp_path, "cat.png", b"same bytes")
+    uploads.hold([shared])  # the first visitor's upload
+    # The second visitor's upload of the same picture has stored it, and is not counted yet.
+    answer, running = _run_upload(uploads, [shared])
+    uploads.discard([shared])  # the first visitor's question took its count
+    assert (tmp_path / shared).exists()
+    answer.set()
+    running.result()
+    assert (tmp_path / shared).exists()  # the second visitor's, until their question takes it
+    uploads.discard([shared])
+    assert not (tmp_path / shared).exists()
+
+
+def test_a_taken_file_goes_once_the_uploads_under_way_are_answered(tmp_path):
+    uploads = Uploads(tmp_path, keep=set())
+    taken = _upload(tmp_path, "cat.png", b"a cat")
+    other = _upload(tmp_path, "dog.png", b"another picture")
+    uploads.hold([taken])
+    answer, running = _run_upload(uploads, [other])
+    uploads.discard([taken])
+    assert (tmp_path / taken).exists()  # the upload under way might have been this file
+    answer.set()
+    running.result()
+    assert not (tmp_path / taken).exists() and (tmp_path / other).exists()
