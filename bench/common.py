@@ -7,10 +7,9 @@
   process on exit (`testing.app`, with the benchmarks' settings).
 - `server_phases(url)`: Gradio's own timing of each event's phases (queue, preprocessing,
   the handler, postprocessing), from an app started with `PROFILING_ENV`.
-- `wake_client_on_arrival(ms)`: gradio_client's reader thread looks for new server messages
-  every 50 ms, and a caller polls a job's outputs, so every time it reports lags the server.
-  Streaming latency is what the overhead and concurrency benchmarks measure, so their
-  clients wake when a message arrives (`ARRIVALS`, `watch`), as a browser is pushed it.
+- `tighten_client_polling(ms)`: gradio_client's reader thread looks for new server messages
+  every 50 ms, so every time it reports lags the server by up to 50 ms. Streaming latency is
+  what the overhead and concurrency benchmarks measure, so they shorten that wait.
 - `app_client(url, "lean" | "stock")` is the `gradio_client.Client` those benchmarks ask
   with. "stock" is the library's default, which downloads every file named in every
   streamed update (the question's image, once per redraw) and opens a new connection for
@@ -29,7 +28,6 @@ import os
 import platform
 import sqlite3
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
@@ -224,94 +222,27 @@ def server_phases(url: str) -> dict[str, dict]:
             for name, events in by_event.items()}
 
 
-class _Arrivals:
-    """A count of what reached gradio_client (a server message, an output, a finished call),
-    so that a thread waiting for the next one wakes when it comes, as a browser's page is
-    pushed each update, rather than at its next poll."""
+def tighten_client_polling(interval_ms: float) -> None:
+    """Make gradio_client look for server messages every `interval_ms` instead of 50 ms.
 
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self.count = 0
-
-    def arrived(self) -> None:
-        with self._changed:
-            self.count += 1
-            self._changed.notify_all()
-
-    def wait(self, seen: int, timeout_s: float) -> None:
-        """Until something arrives after the count was `seen`, or `timeout_s` passes."""
-        with self._changed:
-            self._changed.wait_for(lambda: self.count != seen, timeout_s)
-
-
-ARRIVALS = _Arrivals()
-
-
-def wake_client_on_arrival(max_wait_ms: float) -> None:
-    """Make gradio_client's threads, and the benchmarks' loops (`watch`), wake as soon as a
-    server message or an output arrives, instead of polling.
-
-    As it comes, its reader thread looks for new server messages every 50 ms and a caller
-    reading a job's outputs polls them, so every time it reports lags the server by up to
-    one poll of each: tens of milliseconds of the first token and of every turnaround that
-    are the client's, not the app's. The event stream's messages, the outputs and the end of
-    each call are counted here as they arrive (`ARRIVALS`), and the waits inside
-    gradio_client.utils wait for the next arrival, at most `max_wait_ms`; nothing else
-    changes. Idempotent.
+    Its reader and cancel-check threads sleep 50 ms whenever no message is waiting, so a token
+    streamed by the server reaches the caller up to 50 ms late. Only the sleeps inside
+    gradio_client.utils are shortened; nothing else changes.
     """
-    import asyncio
-    from collections import deque
-    from dataclasses import dataclass
-
-    import gradio_client.client as client_module
     import gradio_client.utils as client_utils
 
-    global _MAX_WAIT_S
-    _MAX_WAIT_S = max_wait_ms / 1000
-    if getattr(client_module, "_wakes_on_arrival", False):
-        return
-
-    class _NotifyingDeque(deque):
-        """The client's queue of server messages per event (`pending_messages_per_event`)."""
-
-        def append(self, item) -> None:
-            super().append(item)
-            ARRIVALS.arrived()
-
-    class _NotifyingQueue(asyncio.Queue):
-        """A call's updates: put after its outputs and status are recorded."""
-
-        def put_nowait(self, item) -> None:
-            super().put_nowait(item)
-            ARRIVALS.arrived()
-
-    @dataclass
-    class _NotifyingCommunicator(client_utils.Communicator):
-        def __post_init__(self) -> None:
-            self.updates = _NotifyingQueue()
-
     real_time = time
+    limit = interval_ms / 1000
 
-    class _WaitForArrival:
+    class _ShortSleeps:
         def __getattr__(self, name: str):
             return getattr(real_time, name)
 
         @staticmethod
         def sleep(seconds: float) -> None:
-            ARRIVALS.wait(ARRIVALS.count, min(seconds, _MAX_WAIT_S))
+            real_time.sleep(min(seconds, limit))
 
-    client_module.deque = _NotifyingDeque
-    client_module.Communicator = _NotifyingCommunicator
-    client_utils.time = _WaitForArrival()
-    client_module._wakes_on_arrival = True
-
-
-_MAX_WAIT_S = 0.05
-
-
-def watch(job) -> None:
-    """Count `job`'s end as an arrival: a loop waiting on `ARRIVALS` sees it at once."""
-    job.add_done_callback(lambda _: ARRIVALS.arrived())
+    client_utils.time = _ShortSleeps()
 
 
 # -- the app's client ----------------------------------------------------------------------

@@ -22,8 +22,9 @@ refused request, or an answer that ends with an error). Aggregate tokens/s is al
 the wall time from the first call to the last answer; a user's turnaround is from one answer's
 end to their next answer's first token (the new conversation, the upload and the time to first
 token): what the engine waits for that user between answers; "new conversation" is the part
-of it spent starting the new conversation. Each simulated user wakes when an update arrives,
-as a browser is pushed it (`--client-poll-ms`, 20 ms, bounds its waits).
+of it spent starting the new conversation. Each simulated user looks for updates every
+`--client-poll-ms` (20 ms): sixteen users polling faster take CPU from the app on a two-core
+machine.
 
 Beside each row, unless --no-in-process, the same users, questions and answer length are
 asked of a `LocalEngine` in this process with the same batch limit (`bench.batching`'s
@@ -67,7 +68,6 @@ from statistics import median
 
 from bench.batching import measure as measure_in_process
 from bench.common import (
-    ARRIVALS,
     CLIENTS,
     PHASES,
     PROFILING_ENV,
@@ -83,9 +83,8 @@ from bench.common import (
     running_app,
     scene_image,
     server_phases,
+    tighten_client_polling,
     upload_first,
-    wake_client_on_arrival,
-    watch,
 )
 from bench.models import MODELS, model_path
 from bench.workload import (
@@ -129,10 +128,8 @@ def ask(client, arguments: list, poll_s: float, user: int = 0) -> Request:
         sendable = upload_first(client, arguments)
         request.sent = time.time()
         job = client.submit(*sendable, api_name="/chat")
-        watch(job)
         seen = 0
         while True:
-            arrived = ARRIVALS.count  # before reading, so that nothing arriving is missed
             finished = job.done()
             status = job.status()
             if status.log is not None:  # a warning shown to the user, e.g. a refusal
@@ -147,7 +144,7 @@ def ask(client, arguments: list, poll_s: float, user: int = 0) -> Request:
                 seen = len(outputs)
             if finished:
                 break
-            ARRIVALS.wait(arrived, poll_s)
+            time.sleep(poll_s)
         request.done = time.time()
         job.result()
         final = answer_of(outputs[-1]) if outputs else ""
@@ -303,13 +300,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="have Gradio time each event's phases in the app and print their "
                              "medians per event after each run (costs the app a little)")
     parser.add_argument("--client-poll-ms", type=float, default=20.0,
-                        help="the longest a simulated user waits between looks for updates; "
-                             "it wakes as soon as one arrives")
+                        help="how often each simulated user looks for updates; shorter "
+                             "polling costs the app CPU on a small machine")
     args = parser.parse_args(argv)
     kinds = list(dict.fromkeys(args.client))
     pin_threads(1)
     quiet_transformers()
-    wake_client_on_arrival(args.client_poll_ms)
+    tighten_client_polling(args.client_poll_ms)
     print_machine("Concurrency: simulated users against the running app")
     path = model_path(args.model)
     saving = not args.no_saving
@@ -318,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
           f"conversation (after the first: {args.new_conversation}); greedy, "
           f"{' and '.join(map(str, args.max_new_tokens))} new tokens, "
           f"thinking off; saving {'on' if saving else 'off'}; app torch 1 thread; client(s) "
-          f"{', '.join(kinds)}, waking on each update; in-process engine "
+          f"{', '.join(kinds)}, polling every {args.client_poll_ms:g} ms; in-process engine "
           f"{'not asked' if args.no_in_process else 'asked beside each row'}\n", flush=True)
     app_flags = ("--in-process",) if args.app_in_process else ()
     where = "in the web server" if app_flags else "in a process of its own"

@@ -27,9 +27,8 @@ endpoint the app's first update waits for the engine's first event, so the echo 
 first token arrive together unless that event carries no text (the page echoes a question
 by other means: in the browser, and in an event outside the model's queue). Tokens/s is
 (tokens - 1) / (time of the last update - time of the first); the engine's own figure
-(`Stats.tokens_per_s`, which the app shows under each answer) is reported beside it. The
-client wakes when an update arrives, as a browser is pushed it (`--client-poll-ms` bounds
-its waits), so no time includes a poll's delay.
+(`Stats.tokens_per_s`, which the app shows under each answer) is reported beside it. Every
+time from a streamed update includes gradio_client's polling (see `--client-poll-ms`).
 Greedy decoding must give the same answer on all paths; the table says whether it did. A
 second table splits the app's time to first token using the rows the saving runs wrote (when
 the question and the answer rows were created, and the engine's own time to first token).
@@ -38,7 +37,7 @@ Torch is pinned to one thread in this process and in the app (OMP_NUM_THREADS=1)
 engine gets one core and the web server, client and SQLite the other.
 
     python -m bench.overhead [--reps 7] [--max-new-tokens 64] [--models tiny medium]
-                             [--client lean stock] [--client-poll-ms 20] [--app-in-process]
+                             [--client lean stock] [--client-poll-ms 2] [--app-in-process]
 
 The app runs its model in a process of its own, as it does by default; `--app-in-process`
 runs it in the web server's process instead, for the comparison.
@@ -54,7 +53,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
-    ARRIVALS,
     CLIENTS,
     app_client,
     fixed,
@@ -67,9 +65,8 @@ from bench.common import (
     quiet_transformers,
     running_app,
     scene_image,
+    tighten_client_polling,
     upload_first,
-    wake_client_on_arrival,
-    watch,
 )
 from bench.models import MODELS, model_path
 from bench.workload import (
@@ -140,11 +137,9 @@ def ask_app(client, arguments: list, poll_s: float) -> Sample:
     sendable = upload_first(client, arguments)
     sent = time.perf_counter()
     job = client.submit(*sendable, api_name="/chat")
-    watch(job)
     echo = first = None
     seen = 0
     while True:
-        arrived = ARRIVALS.count  # before reading, so that nothing arriving is missed
         finished = job.done()  # read before the outputs, so none is missed at the end
         outputs = job.outputs()
         now = time.perf_counter()
@@ -156,7 +151,7 @@ def ask_app(client, arguments: list, poll_s: float) -> Sample:
             first = now
         if finished:
             break
-        ARRIVALS.wait(arrived, poll_s)
+        time.sleep(poll_s)
     job.result()  # raises what the server raised
     final = answer_of(outputs[-1]) if outputs else ""
     match = STATS_LINE.search(final)
@@ -288,20 +283,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", nargs="+", default=["lean"], choices=CLIENTS,
                         help="gradio_client as a browser behaves (lean) and/or as it comes "
                              "(stock); several are interleaved")
-    parser.add_argument("--client-poll-ms", type=float, default=20.0,
-                        help="the longest the client waits between looks for streamed "
-                             "updates; it wakes as soon as one arrives (stock gradio_client "
-                             "polls every 50 ms)")
+    parser.add_argument("--client-poll-ms", type=float, default=2.0,
+                        help="how often the client looks for streamed updates (stock "
+                             "gradio_client: 50)")
     args = parser.parse_args(argv)
     clients = list(dict.fromkeys(args.client))
     pin_threads(1)
     quiet_transformers()
-    wake_client_on_arrival(args.client_poll_ms)
+    tighten_client_polling(args.client_poll_ms)
     print_machine("Overhead: engine in-process vs the app through gradio_client")
     print(f"- {args.reps} repetitions after 2 warm-ups, greedy, {args.max_new_tokens} new tokens, "
           f"thinking off, one 640x480 PNG; torch 1 thread in every process; the app's model "
           f"{'in the web server' if args.app_in_process else 'in a process of its own'}; client(s) "
-          f"{', '.join(clients)}, waking on each update\n", flush=True)
+          f"{', '.join(clients)}, polling every {args.client_poll_ms:g} ms\n", flush=True)
     rows, steps = [], []
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         for name in args.models:
