@@ -24,6 +24,7 @@ from ui.common import (
     options,
     redraw_interval,
     session_key,
+    tools_shown,
     view,
     warn,
 )
@@ -146,14 +147,17 @@ class Chat:
         self.uploads = uploads
 
     def echo(self, message, chat_state: ChatState):
-        """Show the question at once and empty the box; the answer follows (respond)."""
+        """Show the question at once, hide the tools under the last answer and empty the box;
+        the answer follows (respond). The tools are hidden here rather than by the answer's
+        first redraw, which then carries the chat alone: the first token does not wait for
+        the server to build their updates."""
         text = (message or {}).get("text", "") or ""
         files = message_files(message)
         if not text.strip() and not files:
-            return gr.skip(), gr.skip(), None, chat_state
+            return gr.skip(), gr.skip(), gr.skip(), None, chat_state
         if chat_state.busy:
             gr.Warning(BUSY)
-            return gr.skip(), gr.skip(), None, chat_state
+            return gr.skip(), gr.skip(), gr.skip(), None, chat_state
         chat_state.busy = True
         self.studio.settle_comparison(chat_state)  # asking on retires a pending verdict
         messages, _ = render_chat(chat_state)
@@ -162,7 +166,7 @@ class Chat:
             messages.append({"role": "user", "content": safe_markdown(text.strip())})
         # The messages alone: a Chatbot update would make the server build a new component
         # and its configuration for it (see `view`); the thumbs stay as they were.
-        return messages, None, message, chat_state
+        return messages, gr.Row(visible=False), None, message, chat_state
 
     def respond(self, message, chat_state: ChatState, think, think_budget, max_tokens, temp, p,
                 k, seed_value, variant, request: gr.Request):
@@ -173,6 +177,7 @@ class Chat:
         yield from self._answer(message, chat_state, values, request, plain=False)
 
     def _answer(self, message, chat_state: ChatState, values, request, plain: bool):
+        """Ask and stream: from the page after `echo` hid the tools, or from the API."""
         text = (message or {}).get("text", "") or ""
         files = message_files(message)
         taken: list[bool] = []
@@ -180,7 +185,8 @@ class Chat:
             with answering(chat_state):
                 turn = self.studio.ask(chat_state, text, files, options(*values),
                                        session_key=session_key(request, chat_state))
-                yield from self._stream_turn(turn, chat_state, message, plain, taken)
+                yield from self._stream_turn(turn, chat_state, message, plain, taken,
+                                             tools_hidden=True)
         finally:
             if taken:
                 self.uploads.discard(files)
@@ -196,9 +202,14 @@ class Chat:
         values = (think, think_budget, max_tokens, temp, p, k, seed_value, variant)
         yield from self._answer(message or {}, chat_state, values, request, plain=True)
 
-    def release(self, chat_state: ChatState):
+    def release(self, message, chat_state: ChatState):
+        """After the page's answering event: a question `echo` took whose answer never ran
+        (a full queue) frees the tab and shows the tools it hid. `message` is None when echo
+        took nothing; the tab may then be busy with an earlier question, and stays so."""
+        if message is None or not chat_state.busy:
+            return gr.skip(), chat_state
         chat_state.busy = False
-        return chat_state
+        return gr.Row(visible=tools_shown(chat_state)), chat_state
 
     def regenerate(self, chat_state: ChatState, think, think_budget, max_tokens, temp, p, k,
                    seed_value, variant, request: gr.Request):
@@ -217,10 +228,11 @@ class Chat:
             warn(exc)
 
     def _stream_turn(self, turn, chat_state: ChatState, message, plain: bool = False,
-                     taken: list | None = None):
+                     taken: list | None = None, tools_hidden: bool = False):
         """Stream one answer into the chat. The question box is left alone (the user may be
         typing the next one), except to give a refused question back. The tab is free again
-        before the last update goes out (see `answering`)."""
+        before the last update goes out (see `answering`). The first redraw hides the tools
+        under the last answer unless they are already (`tools_hidden`)."""
         try:
             update = next(turn)
         except StopIteration:
@@ -235,7 +247,7 @@ class Chat:
             taken.append(True)  # the turn has its images: the uploads can go
         last_turn = chat_state.turns[-1]
         previous = last_turn.answer
-        last_yield, drawn = 0.0, False
+        last_yield, drawn = 0.0, tools_hidden
         left = chat_state.left
         try:
             while True:
@@ -288,7 +300,8 @@ def wire(chat: Chat, chat_view: ChatView, box: gr.MultimodalTextbox, api_chat: g
     chat_outputs = [*view_outputs, box, state]
     # The question shows at once, outside the model's queue; the answer follows it.
     box.submit(None, [box, chatbot], [chatbot], js=ECHO_JS, queue=False)
-    echoed = box.submit(chat.echo, [box, state], [chatbot, box, pending, state],
+    echoed = box.submit(chat.echo, [box, state],
+                        [chatbot, chat_view.answer_tools, box, pending, state],
                         concurrency_limit=None, show_progress="hidden")
     # The answering events check their inputs in the handler's thread (`checked_here`).
     here = {"preprocess": False}
@@ -303,7 +316,7 @@ def wire(chat: Chat, chat_view: ChatView, box: gr.MultimodalTextbox, api_chat: g
                    **here)
     submit.then(refresh_history, [state], [conversations])
     # Also when the answering event never ran (a full queue): the tab can ask again.
-    submit.then(chat.release, [state], [state], queue=False)
+    submit.then(chat.release, [pending, state], [chat_view.answer_tools, state], queue=False)
     echoed.then(close_compare, [state], compare_outputs, show_progress="hidden")
     inputs = [state, *settings_inputs]
     retry = chatbot.retry(checked_here(chat.regenerate, inputs), inputs, chat_outputs,

@@ -138,23 +138,29 @@ def options(think, budget, max_tokens, temperature, top_p, top_k, seed, adapter)
 def view(chat_state: ChatState, streaming: bool = False, plain: bool = False,
          controls: bool = True) -> tuple:
     """Updates for the chat and the controls under it (`ChatView.outputs` order). `plain`: the
-    chat as its list of messages (what API clients read), without the thumbs' states.
-    `controls=False` leaves the controls as they are: a streaming answer's first redraw hides
-    them and they stay hidden until it ends, and every control update costs the server a new
+    chat as its list of messages (what API clients read), without the thumbs' states, and
+    the controls left alone, since no page shows them. `controls=False` leaves the controls
+    as they are: they are hidden while an answer streams (by the page's echo of a question,
+    by a regenerated answer's first redraw) and every control update costs the server a new
     component and its configuration, on the thread that serves every visitor."""
     messages, message_slots = render_chat(chat_state)
-    last = chat_state.turns[-1] if chat_state.turns else None
-    tools = (not streaming and chat_state.comparison is None and last is not None
-             and last.answer is not None)
-    label = version_label(chat_state) if tools else ""
     # While streaming, the messages alone: a Chatbot update would copy every image of the
     # conversation into the cache again at each redraw; the thumbs change only at the end.
     chat = messages if plain or streaming else gr.Chatbot(
         value=messages, feedback_value=feedback_values(chat_state))
-    if not controls:
+    if plain or not controls:
         return (chat, message_slots, *[gr.skip()] * (VIEW_SIZE - 2))
+    tools = not streaming and tools_shown(chat_state)
+    label = version_label(chat_state) if tools else ""
     return (chat, message_slots, gr.Row(visible=tools), label,
             gr.Button(visible=bool(label)), gr.Button(visible=bool(label)))
+
+
+def tools_shown(chat_state: ChatState) -> bool:
+    """Whether the tools under the last answer (versions, correct) are shown: when there is
+    an answer and no comparison waits for a verdict."""
+    last = chat_state.turns[-1] if chat_state.turns else None
+    return chat_state.comparison is None and last is not None and last.answer is not None
 
 
 def keep_view() -> list:

@@ -10,9 +10,10 @@ refusal that gives the question back. And an answer stopped by "New chat" draws 
 after the tab left, so the old conversation cannot come back into the new one.
 
 Every control an update names costs the server a new component and its configuration, on the
-thread that serves every visitor, and a streaming answer redraws many times. So the first
-redraw hides the controls under the chat (or shows the comparison's panel with its verdicts
-off), the redraws after it carry the answer alone, and the last one puts the controls back.
+thread that serves every visitor, and a streaming answer redraws many times. So the page's
+echo of a question hides the tools under the chat (a regenerated answer's first redraw does;
+a comparison's first redraw shows its panel with the verdicts off), the redraws carry the
+answer alone, the last one puts the controls back, and API answers never name them.
 """
 
 from __future__ import annotations
@@ -145,26 +146,67 @@ def _controls(update) -> list:
     return list(update[2:VIEW_SIZE])
 
 
-def test_an_answers_redraws_after_the_first_leave_the_controls_alone(tiny_engine, store,
-                                                                     tmp_path):
+def test_the_page_hides_the_tools_with_the_question_and_its_redraws_carry_the_answer_alone(
+        tiny_engine, store, tmp_path):
+    studio, uploads = _studio(tiny_engine, store, tmp_path)
+    chat = Chat(studio, uploads)
+    state = _consented()
+    question = {"text": "what is this?", "files": []}
+
+    chatbot, tools, box, pending, state = chat.echo(question, state)
+    assert isinstance(tools, gr.Row) and tools.visible is False  # hidden with the echo
+    assert box is None and pending == question and state.busy
+    updates = list(chat.respond(pending, state, *LONG, None))
+    assert len(updates) >= 3, "the answer should stream over several redraws"
+    for update in updates[:-1]:
+        assert _controls(update) == [gr.skip()] * 4  # the first token carries no controls
+        assert "what is this?" in str(update[0])  # the chat itself is redrawn
+    row, label, back, forward = _controls(updates[-1])
+    assert row.visible is True  # the thumbs and the correction are back
+    assert back.visible is forward.visible is bool(label)  # arrows once there are versions
+    assert chat.release(pending, state) == (gr.skip(), state)  # nothing left to free
+
+    # A regenerated answer has no echo: its first redraw hides the tools.
+    updates = list(chat.regenerate(state, *LONG, None))
+    row, _, back, forward = _controls(updates[0])
+    assert isinstance(row, gr.Row) and row.visible is False
+    assert back.visible is False and forward.visible is False
+    assert all(_controls(update) == [gr.skip()] * 4 for update in updates[1:-1])
+    row, label, back, forward = _controls(updates[-1])
+    assert row.visible is True and label == "Answer 2 of 2" and back.visible
+    assert _answers(store) == ["done", "done"]
+
+
+def test_an_api_answer_never_updates_the_pages_controls(tiny_engine, store, tmp_path):
     studio, uploads = _studio(tiny_engine, store, tmp_path)
     chat = Chat(studio, uploads)
     state = _consented()
 
     updates = list(chat.ask_directly({"text": "what is this?", "files": []}, state,
                                      *LONG, None))
-    assert len(updates) >= 3, "the answer should stream over several redraws"
-    first, middle, last = updates[0], updates[1:-1], updates[-1]
-    row, _, back, forward = _controls(first)
-    assert isinstance(row, gr.Row) and row.visible is False  # hidden while it streams
-    assert back.visible is False and forward.visible is False
-    for update in middle:
-        assert _controls(update) == [gr.skip()] * 4
-        assert "what is this?" in str(update[0])  # the chat itself is redrawn
-    row, label, back, forward = _controls(last)
-    assert row.visible is True  # the thumbs and the correction are back
-    assert back.visible is forward.visible is bool(label)  # arrows once there are versions
+    assert len(updates) >= 3
+    assert all(_controls(update) == [gr.skip()] * 4 for update in updates)
+    assert " tokens · " in str(updates[-1][0])
     assert _answers(store) == ["done"]
+
+
+def test_a_question_whose_answer_never_ran_gives_the_tools_back(tiny_engine, store, tmp_path):
+    studio, uploads = _studio(tiny_engine, store, tmp_path)
+    chat = Chat(studio, uploads)
+    state = _consented()
+    list(chat.ask_directly({"text": "first", "files": []}, state, *SETTINGS, None))
+
+    _, tools, _, pending, state = chat.echo({"text": "second", "files": []}, state)
+    assert tools.visible is False and state.busy
+    # The queue was full: the answering event never ran, only the release after it.
+    tools, state = chat.release(pending, state)
+    assert tools.visible is True and not state.busy
+
+    # A question echo refused (the tab was busy) leaves the busy tab as it is.
+    state.busy = True
+    _, tools, _, pending, state = chat.echo({"text": "third", "files": []}, state)
+    assert pending is None and tools == gr.skip()
+    assert chat.release(pending, state) == (gr.skip(), state) and state.busy
 
 
 def test_a_comparisons_redraws_after_the_first_carry_the_two_answers_alone(tiny_engine, store,

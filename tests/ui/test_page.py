@@ -311,3 +311,32 @@ def test_on_a_phone_every_control_is_finger_sized_and_nothing_overflows(browser,
     example = page.get_by_text("How many shapes are there").first.bounding_box()
     assert settings["y"] + settings["height"] <= example["y"]
     context.close()
+
+
+def test_asking_again_hides_the_tools_under_the_answer_before_the_next_one_starts(page, app):
+    open_page(page, app)  # the page's defaults: thinking on
+    _ask(page, "tl: first")
+    page.locator("#correct").wait_for(state="visible")
+    # How many answers the chat shows at the moment the tools go: the echo hides them, so
+    # before the new answer's first redraw adds its message.
+    page.evaluate("""() => {
+        const answers = () => document.querySelectorAll('#chatbot .message-row.bot-row').length;
+        const shown = () => {
+            const tools = document.querySelector('#answer-tools');
+            return !!tools && tools.offsetParent !== null;
+        };
+        window.answersBefore = answers();
+        window.answersWhenHidden = null;
+        const observer = new MutationObserver(() => {
+            if (!shown()) {
+                window.answersWhenHidden = answers();
+                observer.disconnect();
+            }
+        });
+        observer.observe(document.body, {subtree: true, childList: true, attributes: true});
+    }""")
+    submit_question(page, "tl: second")
+    _wait_answers(page, 2)
+    before, when_hidden = page.evaluate("() => [window.answersBefore, window.answersWhenHidden]")
+    assert when_hidden == before
+    page.locator("#correct").wait_for(state="visible")  # back under the finished answer
