@@ -150,9 +150,11 @@ def view(chat_state: ChatState, streaming: bool = False, plain: bool = False,
         value=messages, feedback_value=feedback_values(chat_state))
     if plain or not controls:
         return (chat, message_slots, *[gr.skip()] * (VIEW_SIZE - 2))
-    tools = not streaming and tools_shown(chat_state)
-    label = version_label(chat_state) if tools else ""
-    return (chat, message_slots, gr.Row(visible=tools), label,
+    if streaming or not tools_shown(chat_state):
+        # What is inside a hidden row stays as it is: whatever shows it again sets it.
+        return (chat, message_slots, gr.Row(visible=False), *[gr.skip()] * (VIEW_SIZE - 3))
+    label = version_label(chat_state)
+    return (chat, message_slots, gr.Row(visible=True), label,
             gr.Button(visible=bool(label)), gr.Button(visible=bool(label)))
 
 
