@@ -524,15 +524,18 @@ class Studio:
     def _stream_together(self, streams, session_key: str) -> Iterator[None]:
         """Run several `_stream`s at once, each in its own thread; yield after any moves.
 
-        A consumer that goes away cancels them all; each still closes its answer row."""
+        A consumer that goes away cancels them all; each still closes its answer row. A
+        stream that failed (its row could not be written) is raised once all have ended."""
         changed: queue.Queue = queue.Queue()
+        failures: list[Exception] = []
 
         def pump(events, update, request, opening) -> None:
             try:
                 for _ in self._stream(events, update, request, session_key, opening):
                     changed.put(False)
-            except Exception:
+            except Exception as exc:
                 log.exception("a compared answer failed")
+                failures.append(exc)
             finally:
                 changed.put(True)
 
@@ -553,6 +556,8 @@ class Studio:
                     self.engine.cancel(request.request_id)
             for thread in threads:
                 thread.join(timeout=30)
+        if failures:
+            raise failures[0]
 
     @staticmethod
     def _compare_options(options: TurnOptions, mode: CompareMode, caps):

@@ -172,3 +172,16 @@ def test_an_answer_whose_row_cannot_be_written_stops_and_says_so(tiny_engine, tm
         # What was shown stays in the tab, stopped and marked as not stored.
         shown = state.turns[-1].answer
         assert shown.stats.finish_reason == "cancelled" and shown.answer_id is None
+
+
+def test_a_comparison_whose_rows_cannot_be_written_says_so_and_offers_no_verdict(
+        tiny_engine, tmp_path):
+    from storage import OutOfSpace
+
+    with _NoRoomForAnswers(tmp_path / "studio.db") as store:
+        studio = Studio(tiny_engine, store)
+        state = _consented()
+        with pytest.raises(OutOfSpace, match="out of disk space"):
+            list(studio.compare(state, "which?", [], LONG, "samples", session_key="tab"))
+        assert studio.streaming == 0 and state.comparison is None
+        assert [row["role"] for row in _rows(store, "select * from messages")] == ["user"]
