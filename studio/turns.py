@@ -33,6 +33,7 @@ image goes with its erasure (`forget_images`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -442,7 +443,7 @@ class Studio:
                      request: GenerationRequest, session_key: str) -> Iterator[TurnUpdate]:
         """Stream a new answer to `turn`, stored as it goes; it joins the turn's versions."""
         opening = self._open_answer(state, turn.question_id, request)
-        update = self._new_update(None, request)
+        update = self._new_update(request)
         try:
             yield from self._stream(events, update, request, session_key, opening)
         finally:
@@ -512,8 +513,8 @@ class Studio:
         group = uuid.uuid4().hex
         left_row = self._open_answer(state, turn.question_id, left_request, group, "A")
         right_row = self._open_answer(state, turn.question_id, right_request, group, "B")
-        left = self._new_update(None, left_request, left_label)
-        right = self._new_update(None, right_request, right_label)
+        left = self._new_update(left_request, left_label)
+        right = self._new_update(right_request, right_label)
         for _ in self._stream_together([(left_events, left, left_request, left_row),
                                         (right_events, right, right_request, right_row)],
                                        session_key or ""):
@@ -718,8 +719,8 @@ class Studio:
                     version.answer_id = self.store.add_edit(state.owner(),
                                                             corrected.answer_id, version.answer)
             elif version.request is not None and version.stats is not None:
-                version.answer_id = self._open_answer(state, turn.question_id, version.request,
-                                                       now=True).result()
+                row = self._answer_row(state, turn.question_id, version.request)
+                version.answer_id = row() if row is not None else None
                 self._close_answer(version.answer_id, version)
 
     # -- history -------------------------------------------------------------------------
@@ -841,14 +842,20 @@ class Studio:
 
     def _open_answer(self, state: ChatState, question_id: str | None,
                      request: GenerationRequest, group: str | None = None,
-                     side: str | None = None, *, now: bool = False) -> Future:
-        """Open the answer row for `question_id` on a thread of its own (`now`: on this one);
-        the future's result is its id, None when nothing is stored. What it writes is taken
-        from the state here, so a tab that moves on meanwhile changes nothing."""
-        opened: Future = Future()
+                     side: str | None = None) -> Future | None:
+        """Start opening the answer row on the row opener's thread (`_answer_row`); the
+        future's result is its id. None when nothing is stored."""
+        row = self._answer_row(state, question_id, request, group, side)
+        return None if row is None else self._row_opener.submit(row)
+
+    def _answer_row(self, state: ChatState, question_id: str | None,
+                    request: GenerationRequest, group: str | None = None,
+                    side: str | None = None) -> Callable[[], str] | None:
+        """The write that opens the answer row for `question_id`, which returns its id; None
+        when nothing is stored. What it writes is taken from the state now, so a tab that
+        moves on before it runs changes nothing."""
         if question_id is None or not self.storing(state):
-            opened.set_result(None)
-            return opened
+            return None
         caps = self.engine.capabilities()
         # What the model did, not what was asked: its template may think always, or never.
         thinking = thinking_on(caps.thinking_mode, request.thinking) if caps.thinking else False
@@ -860,16 +867,12 @@ class Studio:
             sampling=asdict(request.sampling),
             seed=request.sampling.seed, compare_group=group, side=side,
         )
-        arguments = (state.owner(), state.conversation_id)
-        if not now:
-            return self._row_opener.submit(self.store.start_answer, *arguments,
-                                           parent_id=question_id, meta=meta)
-        opened.set_result(self.store.start_answer(*arguments, parent_id=question_id, meta=meta))
-        return opened
+        return functools.partial(self.store.start_answer, state.owner(), state.conversation_id,
+                                 parent_id=question_id, meta=meta)
 
-    def _new_update(self, answer_id: str | None, request: GenerationRequest,
-                    label: str = "") -> TurnUpdate:
-        return TurnUpdate(answer_id=answer_id, model=self.engine.capabilities().model_id,
+    def _new_update(self, request: GenerationRequest, label: str = "") -> TurnUpdate:
+        """An answer about to stream; `_stream` gives it its row's id once the row is open."""
+        return TurnUpdate(model=self.engine.capabilities().model_id,
                           adapter=request.adapter, label=label, request=request)
 
     def _begin(self, state: ChatState, question: Message, image_sources: Sequence[Any],
