@@ -221,6 +221,10 @@ class ChatState:
     # How many times the tab left the conversation on screen (`Studio.leave`): a stream begun
     # before compares it to tell that what it would draw is no longer shown.
     left: int = 0
+    # The thumbs the page was last sent, without trailing empties (`ui.common.view`): a redraw
+    # that leaves them as they are sends the messages alone. None once a click on the page
+    # changed them there.
+    votes_shown: tuple[str | None, ...] | None = ()
 
     def owner(self) -> str:
         """This tab's client key, made on first use."""

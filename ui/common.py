@@ -146,8 +146,7 @@ def view(chat_state: ChatState, streaming: bool = False, plain: bool = False,
     messages, message_slots = render_chat(chat_state)
     # While streaming, the messages alone: a Chatbot update would copy every image of the
     # conversation into the cache again at each redraw; the thumbs change only at the end.
-    chat = messages if plain or streaming else gr.Chatbot(
-        value=messages, feedback_value=feedback_values(chat_state))
+    chat = messages if plain or streaming else _with_thumbs(chat_state, messages)
     if plain or not controls:
         return (chat, message_slots, *[gr.skip()] * (VIEW_SIZE - 2))
     if streaming or not tools_shown(chat_state):
@@ -156,6 +155,21 @@ def view(chat_state: ChatState, streaming: bool = False, plain: bool = False,
     label = version_label(chat_state)
     return (chat, message_slots, gr.Row(visible=True), label,
             gr.Button(visible=bool(label)), gr.Button(visible=bool(label)))
+
+
+def _with_thumbs(chat_state: ChatState, messages: list):
+    """The chat with its thumbs, or its messages alone when the page shows those thumbs
+    already. A Chatbot update makes the server build a new component and work out its API
+    schema again (about 2 ms on the event loop that serves every visitor), which New chat and
+    every finished answer would otherwise pay for nothing."""
+    votes = feedback_values(chat_state)
+    shown = tuple(votes)
+    while shown and shown[-1] is None:
+        shown = shown[:-1]
+    if shown == chat_state.votes_shown:
+        return messages
+    chat_state.votes_shown = shown
+    return gr.Chatbot(value=messages, feedback_value=votes)
 
 
 def tools_shown(chat_state: ChatState) -> bool:

@@ -62,6 +62,7 @@ class Feedback:
         self.studio = studio
 
     def on_like(self, chat_state: ChatState, message_slots, data: gr.LikeData):
+        chat_state.votes_shown = None  # the page turned the thumb itself, whatever follows
         # Gradio reports the first message of the clicked bubble (the reasoning when the
         # model thought): any message of a turn's answer stands for that answer.
         slot = _slot(message_slots, data.index)

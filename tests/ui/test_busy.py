@@ -132,7 +132,7 @@ def test_a_new_chat_while_an_answer_streams_keeps_that_answer_off_the_new_chat(
     new_chat = history.start_new(state, None)  # stops the answer, then empties the tab
     answering.join(timeout=60)
     assert not answering.is_alive()
-    assert new_chat[0].value == [] and state.turns == []
+    assert new_chat[0] == [] and state.turns == []
     # The stopped answer's last update came after the tab left: it leaves the chat alone,
     # whichever of the two reaches the page last.
     assert updates[-1][0] == gr.skip()
@@ -175,6 +175,37 @@ def test_the_page_hides_the_tools_with_the_question_and_its_redraws_carry_the_an
     row, label, back, forward = _controls(updates[-1])
     assert row.visible is True and label == "Answer 2 of 2" and back.visible
     assert _answers(store) == ["done", "done"]
+
+
+def test_the_chat_carries_its_thumbs_only_when_they_change(tiny_engine, store, tmp_path):
+    """A Chatbot update makes the server build a component and its API schema again, so the
+    finished answer and New chat send the messages alone unless the thumbs change."""
+    from ui.feedback import Feedback
+    from ui.history import History
+
+    studio, uploads = _studio(tiny_engine, store, tmp_path)
+    chat, history, feedback = Chat(studio, uploads), History(studio), Feedback(studio)
+    state = _consented()
+
+    def ask(text: str) -> tuple:
+        *_, pending, _ = chat.echo({"text": text, "files": []}, state)
+        return list(chat.respond(pending, state, *SETTINGS, None))[-1]
+
+    last = ask("first")
+    assert isinstance(last[0], list) and " tokens · " in str(last[0])  # no vote to show
+    message_slots = last[1]
+    answer = next(i for i, slot in enumerate(message_slots) if slot.part == "answer")
+    feedback.on_like(state, message_slots, gr.LikeData(None, {"index": answer, "value": "",
+                                                              "liked": True}))
+    # The page turned the thumb itself; the next answer's end sends the votes as stored.
+    last = ask("second")
+    assert isinstance(last[0], gr.Chatbot) and last[0].feedback_value == ["Like", None]
+    assert isinstance(ask("third")[0], list)  # unchanged since
+    cleared = history.start_new(state, None)[0]
+    assert isinstance(cleared, gr.Chatbot) and cleared.feedback_value == []
+    assert history.start_new(state, None)[0] == []  # nothing to clear this time
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("select count(*) from feedback where kind = 'like'").fetchone() == (1,)
 
 
 def test_an_api_answer_never_updates_the_pages_controls(tiny_engine, store, tmp_path):

@@ -69,6 +69,44 @@ def _answers(app, question):
                          where q.text = ? and a.status = 'done' order by a.id""", question)
 
 
+def _no_thumb_pressed(page):
+    page.locator(BOT).last.hover()
+    page.locator("#chatbot button[aria-label=Like]").last.wait_for()
+    assert page.locator("#chatbot button[aria-label=Liked]").count() == 0
+
+
+def test_each_answer_shows_its_own_vote_across_new_chat_and_reopening(page, app):
+    """The server sends the chat's thumbs only when they change; a vote never shows on
+    another conversation's answer, and a reopened conversation shows its own."""
+    open_page(page, app)
+    give_consent(page)  # thinking on, as the page starts
+    submit_question(page, "tv: liked")
+    _wait_answers(page, 1)
+    liked = _current_answer(app, "tv: liked")
+    _like_last(page)
+    page.locator("#chatbot button[aria-label=Liked]").wait_for(timeout=30_000)
+    assert _wait_rows(app, "select * from feedback where message_id = ? and kind = 'like'",
+                      liked["id"])
+    start_new_chat(page)
+    submit_question(page, "tv: after a like")
+    _wait_answers(page, 1)
+    _no_thumb_pressed(page)
+    # Reopened, the liked answer shows its vote; a new conversation after it does not.
+    page.locator(SIDEBAR).click()
+    page.locator("#sidebar").get_by_label("tv: liked").check()
+    page.wait_for_selector("#chatbot :text('tv: liked')")
+    page.locator(SIDEBAR).click()
+    page.locator("#chatbot button[aria-label=Liked]").wait_for(timeout=30_000)
+    start_new_chat(page)
+    submit_question(page, "tv: after reopening")
+    _wait_answers(page, 1)
+    _no_thumb_pressed(page)
+    votes = _rows(app, """select q.text from feedback f join messages a on f.message_id = a.id
+                          join messages q on a.parent_id = q.id
+                          where q.text like 'tv: %' and f.kind = 'like'""")
+    assert [v["text"] for v in votes] == ["tv: liked"]
+
+
 def test_dislike_on_a_thinking_answer_opens_the_reasons_and_stores_them(page, app):
     open_page(page, app)
     give_consent(page)
