@@ -314,14 +314,15 @@ def wire(chat: Chat, chat_view: ChatView, box: gr.MultimodalTextbox, api_chat: g
     api_chat.click(checked_here(chat.ask_directly, inputs), inputs, chat_outputs,
                    api_name="chat", concurrency_id="model", concurrency_limit=model_limit,
                    **here)
-    submit.then(refresh_history, [state], [conversations])
+    free = {"concurrency_limit": None}  # never waits for the model, nor for anyone else
+    submit.then(refresh_history, [state], [conversations], **free)
     # Also when the answering event never ran (a full queue): the tab can ask again.
     submit.then(chat.release, [pending, state], [chat_view.answer_tools, state], queue=False)
-    echoed.then(close_compare, [state], compare_outputs, show_progress="hidden")
+    echoed.then(close_compare, [state], compare_outputs, show_progress="hidden", **free)
     inputs = [state, *settings_inputs]
     retry = chatbot.retry(checked_here(chat.regenerate, inputs), inputs, chat_outputs,
                           concurrency_id="model", concurrency_limit=model_limit, **here)
-    retry.then(close_compare, [state], compare_outputs, show_progress="hidden")
+    retry.then(close_compare, [state], compare_outputs, show_progress="hidden", **free)
     box.stop(chat.stop, [state], None, queue=False)
-    chat_view.prev_answer.click(chat.switch_answer(-1), [state], [*view_outputs, state])
-    chat_view.next_answer.click(chat.switch_answer(+1), [state], [*view_outputs, state])
+    chat_view.prev_answer.click(chat.switch_answer(-1), [state], [*view_outputs, state], **free)
+    chat_view.next_answer.click(chat.switch_answer(+1), [state], [*view_outputs, state], **free)

@@ -198,7 +198,7 @@ def wire(compare: Compare, chat_view: ChatView, box: gr.MultimodalTextbox,
         compare.run_compare, [box, state, compare_mode, *settings_column.inputs],
         [*view_outputs, box, state, *panel.outputs],
         concurrency_id="model", concurrency_limit=model_limit)
-    compared.then(refresh_history, [state], [conversations])
+    compared.then(refresh_history, [state], [conversations], concurrency_limit=None)
     for button, verdict in zip(panel.picks, VERDICTS, strict=True):
         button.click(compare.make_verdict(verdict), [state],
                      [*view_outputs, state, *panel.outputs], concurrency_limit=None)

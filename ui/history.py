@@ -257,7 +257,7 @@ def wire_load(history: History, demo: gr.Blocks, client_key: gr.BrowserState,
     demo.load(history.init, [client_key, state], [state, client_key, sidebar.conversations],
               queue=False)
     demo.load(history.restore_consent, [consent_memory, state],
-              [consent_box.consent, consent_box.consent_note, state])
+              [consent_box.consent, consent_box.consent_note, state], concurrency_limit=None)
 
 
 def wire_consent(history: History, consent_box: ConsentBox, consent_memory: gr.BrowserState,

@@ -89,4 +89,5 @@ class ModelStatus:
 
 def wire(studio: Studio, timer: gr.Timer, status: gr.Markdown, controls: list) -> None:
     """`controls`: the thinking box, the budget, the variant and the compare mode."""
-    timer.tick(ModelStatus(studio).poll, None, [status, timer, *controls])
+    timer.tick(ModelStatus(studio).poll, None, [status, timer, *controls],
+               concurrency_limit=None)
