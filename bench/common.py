@@ -14,7 +14,8 @@
   with. "stock" is the library's default, which downloads every file named in every
   streamed update (the question's image, once per redraw) and opens a new connection for
   every request; "lean" downloads nothing and keeps its connections open, as a browser does,
-  so that what is timed is the app's work rather than the client's.
+  so that what is timed is the app's work rather than the client's. "push" is not
+  gradio_client but `bench.push.PushClient`, which reads the event stream as a browser does.
 - `upload_first(client, arguments)` uploads the files of a call before it is made, as a
   browser does when an image is attached, so that a timed call starts with the question.
 - `print_machine()` and `print_table()` write Markdown that docs/benchmarks.md quotes as is.
@@ -248,6 +249,8 @@ def tighten_client_polling(interval_ms: float) -> None:
 # -- the app's client ----------------------------------------------------------------------
 
 CLIENTS = ("lean", "stock")
+# `bench.push.PushClient`: pushed each message as a browser is (the concurrency benchmark).
+PUSHED = "push"
 # Every Client fetches the app's page config when it connects, which took 8 s on a busy
 # two-core machine, past httpx's 5 s default. Only a hung request waits this long.
 CLIENT_TIMEOUT_S = 120.0
@@ -355,8 +358,17 @@ def app_client(url: str, kind: str = "lean"):
     import httpx
     from gradio_client import Client
 
+    if kind == PUSHED:
+        from bench.push import PushClient
+
+        client = PushClient(url)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
     if kind not in CLIENTS:
-        raise ValueError(f"client must be one of {CLIENTS}, not {kind!r}")
+        raise ValueError(f"client must be one of {(*CLIENTS, PUSHED)}, not {kind!r}")
     _patch_gradio_client()
     with ExitStack() as stack:
         options: dict = {"timeout": CLIENT_TIMEOUT_S}

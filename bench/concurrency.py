@@ -3,15 +3,18 @@
 `python app.py --model PATH` runs in a subprocess; for each answer length (`--max-new-tokens`,
 default 64 and 256) and each user count (1, 4, 8, 16) that many threads, each with its own
 `gradio_client` session, start together and each ask `--questions` questions one after
-another (every question a new conversation about the same 640x480 image, greedy, thinking
-off, "Save my data" on unless --no-saving). A user's first question starts a fresh session
-and ticks "Save my data"; each later one starts with the page's "New chat", as a person in a
-browser does, or with a fresh session and the tick again (`--new-conversation new-session`,
-a new visitor per question). Each simulated user is a client of the kind
-`--client` names (`bench.common.app_client`): "lean" (the default) downloads no files and
-reuses its connections, as a browser does; "stock" is gradio_client's default, which opens
-a connection per request and downloads the question's image after every streamed update.
-Several kinds are measured one after the other at each setting.
+another (every question a new conversation about the same image, 640x480 unless
+`--image-size` says otherwise, greedy, thinking off, "Save my data" on unless --no-saving).
+A user's first question starts a fresh session and ticks "Save my data"; each later one
+starts with the page's "New chat", as a person in a browser does, or with a fresh session and
+the tick again (`--new-conversation new-session`, a new visitor per question). Each simulated
+user is a client of the kind `--client` names (`bench.common.app_client`): "lean" (the
+default) downloads no files and reuses its connections, as a browser does; "stock" is
+gradio_client's default, which opens a connection per request and downloads the question's
+image after every streamed update; "push" (`bench.push`) is not gradio_client at all but
+reads the event stream as the page's own JavaScript does, so that it sees each message when
+it arrives and takes no CPU between them. Several kinds are measured one after the other at
+each setting.
 
 Each question first uploads its image (`bench.common.upload_first`, as a browser does when
 the image is attached), then is sent. Per request the caller records: queue wait (from
@@ -22,7 +25,7 @@ refused request, or an answer that ends with an error). Aggregate tokens/s is al
 the wall time from the first call to the last answer; a user's turnaround is from one answer's
 end to their next answer's first token (the new conversation, the upload and the time to first
 token): what the engine waits for that user between answers; "new conversation" is the part
-of it spent starting the new conversation. Each simulated user looks for updates every
+of it spent starting the new conversation. Each gradio_client user looks for updates every
 `--client-poll-ms` (20 ms): sixteen users polling faster take CPU from the app on a two-core
 machine.
 
@@ -71,6 +74,7 @@ from bench.common import (
     CLIENTS,
     PHASES,
     PROFILING_ENV,
+    PUSHED,
     app_client,
     fixed,
     load_average,
@@ -123,6 +127,10 @@ def ask(client, arguments: list, poll_s: float, user: int = 0) -> Request:
     """One question, watched until it ends; never raises (errors are recorded)."""
     from gradio_client.utils import Status
 
+    from bench.push import PushClient
+
+    if isinstance(client, PushClient):
+        return ask_pushed(client, arguments, user)
     request = Request(submitted=time.time(), user=user)
     try:
         sendable = upload_first(client, arguments)
@@ -157,6 +165,32 @@ def ask(client, arguments: list, poll_s: float, user: int = 0) -> Request:
             request.error = (f"no finished answer (refused or cut off) after "
                              f"{len(outputs)} updates, warning {request.warning!r}: "
                              f"...{seen_text!r}")
+        else:
+            request.tokens = int(match.group(1))
+    except Exception as exc:  # a benchmark counts failures instead of stopping at the first
+        request.done = request.done or time.time()
+        request.error = f"{type(exc).__name__}: {exc}"
+    return request
+
+
+def ask_pushed(client, arguments: list, user: int = 0) -> Request:
+    """`ask` for a client that is pushed each message: its moments are when they arrived."""
+    request = Request(submitted=time.time(), user=user)
+    try:
+        sendable = client.with_uploads(arguments)
+        request.sent = time.time()
+        call = client.call(*sendable, api_name="/chat", watch=shows_answer)
+        request.started, request.first, request.done = call.started, call.first, call.done
+        request.warning = call.warning
+        final = answer_of(call.outputs)
+        match = STATS_LINE.search(final)
+        if call.error is not None:
+            request.error = call.error
+        elif "**Error:**" in final:
+            request.error = "the answer ended with an error"
+        elif match is None:
+            request.error = (f"no finished answer (refused or cut off), warning "
+                             f"{request.warning!r}: ...{final[-160:]!r}")
         else:
             request.tokens = int(match.group(1))
     except Exception as exc:  # a benchmark counts failures instead of stopping at the first
@@ -271,6 +305,14 @@ HEADERS = ["tokens", "users", "client", "requests", "errors", "aggregate tok/s",
            "new conversation p50 ms", "new conversation p95 ms", "in-process TTFT p50 ms"]
 
 
+def _size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    try:
+        return int(width), int(height)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not WIDTHxHEIGHT: {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.concurrency",
                                      description=__doc__.split("\n\n")[0])
@@ -279,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--max-batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--max-new-tokens", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--client", nargs="+", default=["lean"], choices=CLIENTS,
+    parser.add_argument("--client", nargs="+", default=["lean"], choices=(*CLIENTS, PUSHED),
                         help="gradio_client as a browser behaves (lean) and/or as it comes "
                              "(stock)")
     parser.add_argument("--no-in-process", action="store_true",
@@ -299,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-phases", action="store_true",
                         help="have Gradio time each event's phases in the app and print their "
                              "medians per event after each run (costs the app a little)")
+    parser.add_argument("--image-size", default="640x480", type=_size, metavar="WxH",
+                        help="the question's image; a small one makes the engine's time to "
+                             "the first token short, as on a GPU, so that what the app adds "
+                             "per question weighs as it does there")
     parser.add_argument("--client-poll-ms", type=float, default=20.0,
                         help="how often each simulated user looks for updates; shorter "
                              "polling costs the app CPU on a small machine")
@@ -311,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     path = model_path(args.model)
     saving = not args.no_saving
     poll_s = args.client_poll_ms / 1000
-    print(f"- model {args.model} ({path}); {args.questions} questions per user, each a new "
+    print(f"- model {args.model} ({path}); {args.questions} questions per user about a "
+          f"{args.image_size[0]}x{args.image_size[1]} image, each a new "
           f"conversation (after the first: {args.new_conversation}); greedy, "
           f"{' and '.join(map(str, args.max_new_tokens))} new tokens, "
           f"thinking off; saving {'on' if saving else 'off'}; app torch 1 thread; client(s) "
@@ -327,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     errors: list[str] = []
     phases: list[list] = []  # Gradio's timing of the app's events, per run
     with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
-        image_path = scene_image(Path(tmp) / "scene.png")
+        image_path = scene_image(Path(tmp) / "scene.png", args.image_size)
         for max_batch in args.max_batch:
             rows = tables.setdefault(max_batch, [])
             engine = image = None
