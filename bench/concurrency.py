@@ -179,8 +179,9 @@ def ask_pushed(client, arguments: list, user: int = 0) -> Request:
     try:
         sendable = client.with_uploads(arguments)
         request.sent = time.time()
-        call = client.call(*sendable, api_name="/chat", watch=shows_answer)
-        request.started, request.first, request.done = call.started, call.first, call.done
+        call = client.call(*sendable, api_name="/chat", marks={"first": shows_answer})
+        request.started, request.done = call.started, call.done
+        request.first = call.seen.get("first")
         request.warning = call.warning
         final = answer_of(call.outputs)
         match = STATS_LINE.search(final)

@@ -13,8 +13,9 @@ thinking off and a fixed number of new tokens, is answered
 Each app path is asked through each `--client` (`bench.common.app_client`): "lean" (the
 default) downloads no files and reuses its connections, as a browser does; "stock" is
 gradio_client's default, which opens a connection per request and downloads the question's
-image again after every streamed update. Asking with both shows what the stock client alone
-costs.
+image again after every streamed update; "push" (`bench.push`) reads the event stream as the
+page's own JavaScript does, seeing each message when it arrives. Asking with several shows
+what each client alone costs.
 
 All paths are interleaved, repetition by repetition, so that load from elsewhere on the
 machine hits them alike; each app question runs in a fresh session (a new conversation).
@@ -54,6 +55,7 @@ from pathlib import Path
 
 from bench.common import (
     CLIENTS,
+    PUSHED,
     app_client,
     fixed,
     load_average,
@@ -130,8 +132,11 @@ def ask_engine(engine, image, max_new_tokens: int) -> Sample:
 def ask_app(client, arguments: list, poll_s: float) -> Sample:
     """Upload the image, then send the question and watch its stream; the client must be in
     a fresh session."""
+    from bench.push import PushClient
     from ui.render import plain_text
 
+    if isinstance(client, PushClient):
+        return _ask_pushed(client, arguments)
     submitted_at = time.time()
     started = time.perf_counter()
     sendable = upload_first(client, arguments)
@@ -160,6 +165,27 @@ def ask_app(client, arguments: list, poll_s: float) -> Sample:
     return Sample(first - started, now - started, int(match.group(1)),
                   float(match.group(2) or "nan"), plain_text(final), sent - started,
                   echo - sent if echo is not None else math.nan, submitted_at)
+
+
+def _ask_pushed(client, arguments: list) -> Sample:
+    """`ask_app` for a client pushed each message: its moments are when they arrived."""
+    from ui.render import plain_text
+
+    started = time.time()
+    sendable = client.with_uploads(arguments)
+    sent = time.time()
+    call = client.call(*sendable, api_name="/chat",
+                       marks={"echo": shows_question, "first": shows_answer})
+    if call.error is not None:
+        raise RuntimeError(f"the app refused or failed the question: {call.error}")
+    final = answer_of(call.outputs)
+    match = STATS_LINE.search(final)
+    first, echo = call.seen.get("first"), call.seen.get("echo")
+    if first is None or match is None:
+        raise RuntimeError(f"the app gave no finished answer: {final[-300:]!r}")
+    return Sample(first - started, call.done - started, int(match.group(1)),
+                  float(match.group(2) or "nan"), plain_text(final), sent - started,
+                  echo - sent if echo is not None else math.nan, started)
 
 
 def stored_timeline(db_path: Path, sample: Sample) -> dict[str, float]:
@@ -280,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-in-process", action="store_true",
                         help="run the app with --in-process: its model in the web server's "
                              "process instead of a process of its own")
-    parser.add_argument("--client", nargs="+", default=["lean"], choices=CLIENTS,
+    parser.add_argument("--client", nargs="+", default=["lean"], choices=(*CLIENTS, PUSHED),
                         help="gradio_client as a browser behaves (lean) and/or as it comes "
                              "(stock); several are interleaved")
     parser.add_argument("--client-poll-ms", type=float, default=2.0,

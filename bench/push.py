@@ -10,8 +10,9 @@ when it arrives.
 
 - `PushClient(url)` is one visitor (a session); `reset_session()` makes it a new one.
 - `predict(*args, api_name=...)` runs an event and returns its outputs; `call(...)` also
-  returns when it started, when `watch(outputs)` first held for a streamed update, when it
-  ended, and the warning the server showed, if any (`Call`).
+  returns when it started, when each of its `marks` (a name and a test of the outputs) first
+  held for a streamed update, when it ended, and the warning the server showed, if any
+  (`Call`).
 - `with_uploads(args)` uploads the files named in `args` through the app's upload route, as
   the page does when an image is attached, and returns `args` naming them on the server.
 
@@ -39,7 +40,7 @@ class CallError(RuntimeError):
 class Call:
     submitted: float
     started: float | None = None
-    first: float | None = None  # the first streamed update `watch` accepted
+    seen: dict[str, float] = field(default_factory=dict)  # mark -> its first update
     done: float | None = None
     outputs: list = field(default_factory=list)
     warning: str | None = None
@@ -89,7 +90,7 @@ class PushClient:
             raise CallError(call.error)
         return call.outputs
 
-    def call(self, *args, api_name: str, watch=None) -> Call:
+    def call(self, *args, api_name: str, marks: dict | None = None) -> Call:
         """Run the event `api_name` with `args` (its inputs but the states) to its end."""
         fn_index, is_state = self.endpoints[api_name]
         values = iter(args)
@@ -115,8 +116,9 @@ class PushClient:
                     call.warning = message.get("log")
                 elif kind == "process_generating":
                     call.outputs = _merged(call.outputs, message["output"]["data"])
-                    if call.first is None and watch is not None and watch(call.outputs):
-                        call.first = now
+                    for mark, test in (marks or {}).items():
+                        if mark not in call.seen and test(call.outputs):
+                            call.seen[mark] = now
                 elif kind == "process_completed":
                     call.done = now
                     output = message.get("output") or {}
