@@ -156,21 +156,26 @@ def ask(client, arguments: list, poll_s: float, user: int = 0) -> Request:
         request.done = time.time()
         job.result()
         final = answer_of(outputs[-1]) if outputs else ""
-        match = STATS_LINE.search(final)
-        if "**Error:**" in final:
-            request.error = "the answer ended with an error"
-        elif match is None:
-            # An empty answer says little; the output it came from says what went out.
-            seen_text = final[-160:] if final else repr(outputs[-1] if outputs else None)[:400]
-            request.error = (f"no finished answer (refused or cut off) after "
-                             f"{len(outputs)} updates, warning {request.warning!r}: "
-                             f"...{seen_text!r}")
-        else:
-            request.tokens = int(match.group(1))
+        # An empty answer says little; the output it came from says what went out.
+        seen_text = final[-160:] if final else repr(outputs[-1] if outputs else None)[:400]
+        _settle(request, final, f"after {len(outputs)} updates: ...{seen_text!r}")
     except Exception as exc:  # a benchmark counts failures instead of stopping at the first
         request.done = request.done or time.time()
         request.error = f"{type(exc).__name__}: {exc}"
     return request
+
+
+def _settle(request: Request, final: str, shown: str) -> None:
+    """The request's tokens from its finished answer's stats line, or why there are none
+    (`shown`: what the client last saw)."""
+    match = STATS_LINE.search(final)
+    if "**Error:**" in final:
+        request.error = "the answer ended with an error"
+    elif match is None:
+        request.error = (f"no finished answer (refused or cut off), warning "
+                         f"{request.warning!r}, {shown}")
+    else:
+        request.tokens = int(match.group(1))
 
 
 def ask_pushed(client, arguments: list, user: int = 0) -> Request:
@@ -184,16 +189,10 @@ def ask_pushed(client, arguments: list, user: int = 0) -> Request:
         request.first = call.seen.get("first")
         request.warning = call.warning
         final = answer_of(call.outputs)
-        match = STATS_LINE.search(final)
         if call.error is not None:
             request.error = call.error
-        elif "**Error:**" in final:
-            request.error = "the answer ended with an error"
-        elif match is None:
-            request.error = (f"no finished answer (refused or cut off), warning "
-                             f"{request.warning!r}: ...{final[-160:]!r}")
         else:
-            request.tokens = int(match.group(1))
+            _settle(request, final, f"...{final[-160:]!r}")
     except Exception as exc:  # a benchmark counts failures instead of stopping at the first
         request.done = request.done or time.time()
         request.error = f"{type(exc).__name__}: {exc}"

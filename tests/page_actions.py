@@ -29,6 +29,14 @@ def start_new_chat(page) -> None:
     page.wait_for_function("() => !document.querySelector('#chatbot .message-row')")
 
 
+def open_conversation(page, title: str) -> None:
+    """Open a saved conversation from the sidebar's list, waiting until the chat shows it."""
+    page.locator(SIDEBAR).click()
+    page.locator("#sidebar").get_by_label(title).check()
+    page.wait_for_selector(f"#chatbot :text('{title}')")
+    page.locator(SIDEBAR).click()
+
+
 def wait_for_box(page, text: str) -> None:
     """Until the question box holds `text`: a refused question comes back in the update
     after the warning."""

@@ -9,7 +9,14 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import rows, wait_rows
-from tests.page_actions import SIDEBAR, give_consent, open_page, start_new_chat, submit_question
+from tests.page_actions import (
+    SIDEBAR,
+    give_consent,
+    open_conversation,
+    open_page,
+    start_new_chat,
+    submit_question,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -92,10 +99,7 @@ def test_each_answer_shows_its_own_vote_across_new_chat_and_reopening(page, app)
     _wait_answers(page, 1)
     _no_thumb_pressed(page)
     # Reopened, the liked answer shows its vote; a new conversation after it does not.
-    page.locator(SIDEBAR).click()
-    page.locator("#sidebar").get_by_label("tv: liked").check()
-    page.wait_for_selector("#chatbot :text('tv: liked')")
-    page.locator(SIDEBAR).click()
+    open_conversation(page, "tv: liked")
     page.locator("#chatbot button[aria-label=Liked]").wait_for(timeout=30_000)
     start_new_chat(page)
     submit_question(page, "tv: after reopening")
@@ -244,10 +248,7 @@ def test_consent_is_remembered_after_a_reload_and_feedback_still_lands(page, app
     page.reload()
     open_page(page, app)
     assert page.get_by_label("Save my data").is_checked()
-    page.locator(SIDEBAR).click()
-    page.locator("#sidebar").get_by_label("rl: before reload").check()
-    page.wait_for_selector("#chatbot :text('rl: before reload')")
-    page.locator(SIDEBAR).click()
+    open_conversation(page, "rl: before reload")
     # The stored vote shows on the reopened answer.
     page.locator("#chatbot button[aria-label=Disliked]").wait_for(timeout=30_000)
     _like_last(page)
