@@ -248,9 +248,9 @@ def tighten_client_polling(interval_ms: float) -> None:
 
 # -- the app's client ----------------------------------------------------------------------
 
-CLIENTS = ("lean", "stock")
-# `bench.push.PushClient`: pushed each message as a browser is (the concurrency benchmark).
+# `PUSHED` is not gradio_client but `bench.push.PushClient`, pushed each message as a browser is.
 PUSHED = "push"
+CLIENTS = ("lean", "stock", PUSHED)
 # Every Client fetches the app's page config when it connects, which took 8 s on a busy
 # two-core machine, past httpx's 5 s default. Only a hung request waits this long.
 CLIENT_TIMEOUT_S = 120.0
@@ -368,7 +368,7 @@ def app_client(url: str, kind: str = "lean"):
             client.close()
         return
     if kind not in CLIENTS:
-        raise ValueError(f"client must be one of {(*CLIENTS, PUSHED)}, not {kind!r}")
+        raise ValueError(f"client must be one of {CLIENTS}, not {kind!r}")
     _patch_gradio_client()
     with ExitStack() as stack:
         options: dict = {"timeout": CLIENT_TIMEOUT_S}

@@ -74,7 +74,6 @@ from bench.common import (
     CLIENTS,
     PHASES,
     PROFILING_ENV,
-    PUSHED,
     app_client,
     fixed,
     load_average,
@@ -321,9 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--max-batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--max-new-tokens", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--client", nargs="+", default=["lean"], choices=(*CLIENTS, PUSHED),
-                        help="gradio_client as a browser behaves (lean) and/or as it comes "
-                             "(stock)")
+    parser.add_argument("--client", nargs="+", default=["lean"], choices=CLIENTS,
+                        help="gradio_client as a browser behaves (lean), as it comes "
+                             "(stock), and/or a client pushed each message as a browser is "
+                             "(push)")
     parser.add_argument("--no-in-process", action="store_true",
                         help="skip asking the engine in this process beside each row")
     parser.add_argument("--no-saving", action="store_true")

@@ -55,7 +55,6 @@ from pathlib import Path
 
 from bench.common import (
     CLIENTS,
-    PUSHED,
     app_client,
     fixed,
     load_average,
@@ -133,7 +132,6 @@ def ask_app(client, arguments: list, poll_s: float) -> Sample:
     """Upload the image, then send the question and watch its stream; the client must be in
     a fresh session."""
     from bench.push import PushClient
-    from ui.render import plain_text
 
     if isinstance(client, PushClient):
         return _ask_pushed(client, arguments)
@@ -159,18 +157,24 @@ def ask_app(client, arguments: list, poll_s: float) -> Sample:
         time.sleep(poll_s)
     job.result()  # raises what the server raised
     final = answer_of(outputs[-1]) if outputs else ""
+    return _finished(final, started, sent, echo, first, now, submitted_at)
+
+
+def _finished(final: str, started: float, sent: float, echo: float | None,
+              first: float | None, done: float, submitted_at: float) -> Sample:
+    """The sample of an app answer from its last text and its moments (one clock)."""
+    from ui.render import plain_text
+
     match = STATS_LINE.search(final)
     if first is None or match is None:
         raise RuntimeError(f"the app gave no finished answer: {final[-300:]!r}")
-    return Sample(first - started, now - started, int(match.group(1)),
+    return Sample(first - started, done - started, int(match.group(1)),
                   float(match.group(2) or "nan"), plain_text(final), sent - started,
                   echo - sent if echo is not None else math.nan, submitted_at)
 
 
 def _ask_pushed(client, arguments: list) -> Sample:
     """`ask_app` for a client pushed each message: its moments are when they arrived."""
-    from ui.render import plain_text
-
     started = time.time()
     sendable = client.with_uploads(arguments)
     sent = time.time()
@@ -178,14 +182,8 @@ def _ask_pushed(client, arguments: list) -> Sample:
                        marks={"echo": shows_question, "first": shows_answer})
     if call.error is not None:
         raise RuntimeError(f"the app refused or failed the question: {call.error}")
-    final = answer_of(call.outputs)
-    match = STATS_LINE.search(final)
-    first, echo = call.seen.get("first"), call.seen.get("echo")
-    if first is None or match is None:
-        raise RuntimeError(f"the app gave no finished answer: {final[-300:]!r}")
-    return Sample(first - started, call.done - started, int(match.group(1)),
-                  float(match.group(2) or "nan"), plain_text(final), sent - started,
-                  echo - sent if echo is not None else math.nan, started)
+    return _finished(answer_of(call.outputs), started, sent, call.seen.get("echo"),
+                     call.seen.get("first"), call.done, started)
 
 
 def stored_timeline(db_path: Path, sample: Sample) -> dict[str, float]:
@@ -306,9 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-in-process", action="store_true",
                         help="run the app with --in-process: its model in the web server's "
                              "process instead of a process of its own")
-    parser.add_argument("--client", nargs="+", default=["lean"], choices=(*CLIENTS, PUSHED),
-                        help="gradio_client as a browser behaves (lean) and/or as it comes "
-                             "(stock); several are interleaved")
+    parser.add_argument("--client", nargs="+", default=["lean"], choices=CLIENTS,
+                        help="gradio_client as a browser behaves (lean), as it comes "
+                             "(stock), and/or a client pushed each message as a browser is "
+                             "(push); several are interleaved")
     parser.add_argument("--client-poll-ms", type=float, default=2.0,
                         help="how often the client looks for streamed updates (stock "
                              "gradio_client: 50)")

@@ -68,11 +68,15 @@ class PushClient:
         self.session = uuid.uuid4().hex
 
     def with_uploads(self, args: list) -> list:
-        return [self._uploaded(a) if _is_file(a) else
-                {**a, "files": [self._uploaded(f) if _is_file(f) else f
-                                for f in a.get("files", [])]}
-                if isinstance(a, dict) and "files" in a else a
-                for a in args]
+        return [self._uploaded_in(value) for value in args]
+
+    def _uploaded_in(self, value):
+        """`value` with the files it names (itself, or a message's files) uploaded."""
+        if _is_file(value):
+            return self._uploaded(value)
+        if isinstance(value, dict) and "files" in value:
+            return {**value, "files": [self._uploaded_in(f) for f in value["files"]]}
+        return value
 
     def _uploaded(self, file: dict) -> dict:
         path = Path(file["path"])
