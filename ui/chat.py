@@ -17,10 +17,12 @@ import gradio as gr
 from studio.turns import ChatState, Studio
 from ui.common import (
     BUSY,
+    NEVER_WAITS,
     answering,
     checked_here,
     keep_view,
     message_files,
+    model_lane,
     options,
     redraw_interval,
     session_key,
@@ -302,27 +304,25 @@ def wire(chat: Chat, chat_view: ChatView, box: gr.MultimodalTextbox, api_chat: g
     box.submit(None, [box, chatbot], [chatbot], js=ECHO_JS, queue=False)
     echoed = box.submit(chat.echo, [box, state],
                         [chatbot, chat_view.answer_tools, box, pending, state],
-                        concurrency_limit=None, show_progress="hidden")
+                        show_progress="hidden", **NEVER_WAITS)
     # The answering events check their inputs in the handler's thread (`checked_here`).
     here = {"preprocess": False}
     inputs = [pending, state, *settings_inputs]
     submit = echoed.then(checked_here(chat.respond, inputs), inputs, chat_outputs,
-                         api_visibility="private", concurrency_id="model",
-                         concurrency_limit=model_limit, show_progress="hidden", **here)
+                         api_visibility="private", show_progress="hidden",
+                         **model_lane(model_limit), **here)
     # API clients ask in one call, with the question as the first argument.
     inputs = [box, state, *settings_inputs]
     api_chat.click(checked_here(chat.ask_directly, inputs), inputs, chat_outputs,
-                   api_name="chat", concurrency_id="model", concurrency_limit=model_limit,
-                   **here)
-    free = {"concurrency_limit": None}  # never waits for the model, nor for anyone else
-    submit.then(refresh_history, [state], [conversations], **free)
+                   api_name="chat", **model_lane(model_limit), **here)
+    submit.then(refresh_history, [state], [conversations], **NEVER_WAITS)
     # Also when the answering event never ran (a full queue): the tab can ask again.
     submit.then(chat.release, [pending, state], [chat_view.answer_tools, state], queue=False)
-    echoed.then(close_compare, [state], compare_outputs, show_progress="hidden", **free)
+    echoed.then(close_compare, [state], compare_outputs, show_progress="hidden", **NEVER_WAITS)
     inputs = [state, *settings_inputs]
     retry = chatbot.retry(checked_here(chat.regenerate, inputs), inputs, chat_outputs,
-                          concurrency_id="model", concurrency_limit=model_limit, **here)
-    retry.then(close_compare, [state], compare_outputs, show_progress="hidden", **free)
+                          **model_lane(model_limit), **here)
+    retry.then(close_compare, [state], compare_outputs, show_progress="hidden", **NEVER_WAITS)
     box.stop(chat.stop, [state], None, queue=False)
-    chat_view.prev_answer.click(chat.switch_answer(-1), [state], [*view_outputs, state], **free)
-    chat_view.next_answer.click(chat.switch_answer(+1), [state], [*view_outputs, state], **free)
+    for button, step in ((chat_view.prev_answer, -1), (chat_view.next_answer, +1)):
+        button.click(chat.switch_answer(step), [state], [*view_outputs, state], **NEVER_WAITS)

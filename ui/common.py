@@ -1,11 +1,12 @@
-"""What every panel's handlers share: errors to warnings, Gradio values to studio values, and
-the chat view as Gradio updates.
+"""What every panel's handlers share: errors to warnings, Gradio values to studio values, the
+chat view as Gradio updates, and the queue's lanes.
 
 `warn` shows an error a user can act on as a short warning and logs anything else with its
 traceback behind a one-line apology. `options` turns the settings column's values into
 `TurnOptions`; `view` gives the updates for the chat and the controls under it, in the order
 of `ChatView.outputs`; `checked_here` checks an answering event's inputs in its handler's
-thread. Nothing here touches the engine or the store.
+thread. `NEVER_WAITS` and `model_lane` are the lanes every event is wired into. Nothing here
+touches the engine or the store.
 """
 
 from __future__ import annotations
@@ -37,6 +38,20 @@ BUSY = ("An answer is still coming: send this when it has finished, or press Sto
         "Your question is still in the box.")
 # How many updates `view` gives: handlers that leave the chat alone skip this many.
 VIEW_SIZE = 6
+
+# The queue's two lanes. Gradio runs each queued event one call at a time, shared by every
+# visitor, unless told otherwise (the page keeps that default for the owner's heavy data
+# tab). An event that never waits for the model must not wait for anyone: under that
+# default eight visitors ticking "Save my data", or each redrawing their conversation list
+# after an answer, waited in line for each other. Queued rather than unqueued, because only
+# queued events show their gr.Info / gr.Warning on the page.
+NEVER_WAITS = {"concurrency_limit": None}
+
+
+def model_lane(width: int) -> dict:
+    """The lane of the events that answer: one shared by them all, as wide as the engine's
+    batch (`Engine.concurrency`); a visitor beyond it waits in the queue, with a position."""
+    return {"concurrency_id": "model", "concurrency_limit": width}
 
 
 @contextmanager

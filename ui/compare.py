@@ -18,9 +18,11 @@ from studio.turns import ChatState, Studio, TurnUpdate
 from ui.chat import ChatView, SettingsColumn
 from ui.common import (
     BUSY,
+    NEVER_WAITS,
     answering,
     keep_view,
     message_files,
+    model_lane,
     options,
     redraw_interval,
     session_key,
@@ -200,8 +202,8 @@ def wire(compare: Compare, chat_view: ChatView, box: gr.MultimodalTextbox,
     compared = compare_button.click(
         compare.run_compare, [box, state, compare_mode, *settings_column.inputs],
         [*view_outputs, box, state, *panel.outputs],
-        concurrency_id="model", concurrency_limit=model_limit)
-    compared.then(refresh_history, [state], [conversations], concurrency_limit=None)
+        **model_lane(model_limit))
+    compared.then(refresh_history, [state], [conversations], **NEVER_WAITS)
     for button, verdict in zip(panel.picks, VERDICTS, strict=True):
         button.click(compare.make_verdict(verdict), [state],
-                     [*view_outputs, state, *panel.outputs], concurrency_limit=None)
+                     [*view_outputs, state, *panel.outputs], **NEVER_WAITS)

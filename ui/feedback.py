@@ -15,7 +15,7 @@ import gradio as gr
 from engine.errors import RequestError
 from studio.turns import DISLIKE_REASONS, ChatState, Studio
 from ui.chat import ChatView
-from ui.common import keep_view, view, warn
+from ui.common import NEVER_WAITS, keep_view, view, warn
 
 
 @dataclass
@@ -110,17 +110,16 @@ class Feedback:
 
 def wire(feedback: Feedback, chat_view: ChatView, panels: FeedbackPanels,
          state: gr.State) -> None:
-    # Judgements run in the queue (concurrency_limit=None: they never wait for the model)
-    # because only queued events show their gr.Info / gr.Warning on the page.
+    # Judgements never wait for the model, and run queued to show their gr.Info on the page.
     chat_view.chatbot.like(feedback.on_like, [state, chat_view.slots],
-                           [panels.dislike_panel, state], concurrency_limit=None)
+                           [panels.dislike_panel, state], **NEVER_WAITS)
     panels.send_reasons.click(feedback.on_reasons, [state, panels.reasons, panels.comment],
                               [panels.dislike_panel, panels.reasons, panels.comment],
-                              concurrency_limit=None)
+                              **NEVER_WAITS)
     chat_view.correct.click(feedback.open_editor, [state],
-                            [panels.editor_panel, panels.editor], concurrency_limit=None)
+                            [panels.editor_panel, panels.editor], **NEVER_WAITS)
     panels.cancel_edit.click(lambda: gr.Group(visible=False), None, [panels.editor_panel],
                              queue=False)
     panels.save_edit.click(feedback.save_correction, [state, panels.editor],
                            [*chat_view.outputs, panels.editor_panel, state],
-                           concurrency_limit=None)
+                           **NEVER_WAITS)

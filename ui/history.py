@@ -17,7 +17,7 @@ from datetime import datetime
 import gradio as gr
 
 from studio.turns import CONSENT_TEXT, CONSENT_VERSION, ChatState, Studio, usable_client_key
-from ui.common import VIEW_SIZE, keep_view, session_key, view, warn
+from ui.common import NEVER_WAITS, VIEW_SIZE, keep_view, session_key, view, warn
 
 
 @dataclass
@@ -257,14 +257,14 @@ def wire_load(history: History, demo: gr.Blocks, client_key: gr.BrowserState,
     demo.load(history.init, [client_key, state], [state, client_key, sidebar.conversations],
               queue=False)
     demo.load(history.restore_consent, [consent_memory, state],
-              [consent_box.consent, consent_box.consent_note, state], concurrency_limit=None)
+              [consent_box.consent, consent_box.consent_note, state], **NEVER_WAITS)
 
 
 def wire_consent(history: History, consent_box: ConsentBox, consent_memory: gr.BrowserState,
                  state: gr.State, sidebar: Sidebar) -> None:
     consent_box.consent.input(history.set_consent, [consent_box.consent, state],
                               [consent_box.consent, consent_box.consent_note, consent_memory,
-                               state, sidebar.conversations], concurrency_limit=None)
+                               state, sidebar.conversations], **NEVER_WAITS)
 
 
 def wire(history: History, demo: gr.Blocks, sidebar: Sidebar, chatbot: gr.Chatbot,
@@ -272,35 +272,32 @@ def wire(history: History, demo: gr.Blocks, sidebar: Sidebar, chatbot: gr.Chatbo
     """New, open, rename, filter, delete and erase; and a closed tab's end. Leaving a
     conversation runs `close_compare` to hide its comparison.
 
-    None of these waits for the model, so none waits for another visitor either
-    (`concurrency_limit=None`, as for consent and feedback): under the queue's default of one
-    at a time, eight visitors ticking "Save my data" together waited in line for each other.
+    None of these waits for the model, so none waits for another visitor either.
     """
-    free = {"concurrency_limit": None}
     for event in (sidebar.new_chat.click, chatbot.clear):
         event(history.start_new, [state],
-              [*view_outputs, state, sidebar.conversations, sidebar.title], **free).then(
-            close_compare, [state], compare_outputs, **free)
+              [*view_outputs, state, sidebar.conversations, sidebar.title], **NEVER_WAITS).then(
+            close_compare, [state], compare_outputs, **NEVER_WAITS)
     opened = sidebar.conversations.input(history.open_conversation,
                                          [sidebar.conversations, state],
-                                         [*view_outputs, state, sidebar.title], **free)
-    opened.then(close_compare, [state], compare_outputs, **free)
+                                         [*view_outputs, state, sidebar.title], **NEVER_WAITS)
+    opened.then(close_compare, [state], compare_outputs, **NEVER_WAITS)
     sidebar.rename.click(history.rename_conversation, [sidebar.title, state],
-                         [sidebar.conversations], **free)
+                         [sidebar.conversations], **NEVER_WAITS)
     sidebar.history_filter.change(history._conversation_choices,
                                   [state, sidebar.history_filter], [sidebar.conversations],
-                                  **free)
+                                  **NEVER_WAITS)
     confirm_outputs = [sidebar.confirm_panel, sidebar.confirm_text, sidebar.deleting]
-    sidebar.delete.click(history.ask_delete("one"), [state], confirm_outputs, **free)
-    sidebar.delete_all.click(history.ask_delete("all"), [state], confirm_outputs, **free)
+    sidebar.delete.click(history.ask_delete("one"), [state], confirm_outputs, **NEVER_WAITS)
+    sidebar.delete_all.click(history.ask_delete("all"), [state], confirm_outputs, **NEVER_WAITS)
     sidebar.confirm_delete.click(history.confirmed, [sidebar.deleting, state],
                                  [*view_outputs, state, sidebar.conversations,
                                   sidebar.privacy_note, sidebar.confirm_panel,
-                                  sidebar.deleting], **free)
+                                  sidebar.deleting], **NEVER_WAITS)
     sidebar.cancel_delete.click(lambda: (gr.Group(visible=False), None), None,
-                                [sidebar.confirm_panel, sidebar.deleting], **free)
+                                [sidebar.confirm_panel, sidebar.deleting], **NEVER_WAITS)
     sidebar.erase_by_api.click(history.delete_my_data, [state],
                                [*view_outputs, state, sidebar.conversations,
                                 sidebar.privacy_note],
-                               api_name="delete_my_data", **free)
+                               api_name="delete_my_data", **NEVER_WAITS)
     demo.unload(history.unload)

@@ -11,6 +11,7 @@ import gradio as gr
 
 from engine.protocol import Engine
 from studio.turns import Studio
+from ui.common import NEVER_WAITS
 from ui.render import safe_markdown
 
 # What the checkpoint's template does about thinking, by (mode, default).
@@ -90,4 +91,4 @@ class ModelStatus:
 def wire(studio: Studio, timer: gr.Timer, status: gr.Markdown, controls: list) -> None:
     """`controls`: the thinking box, the budget, the variant and the compare mode."""
     timer.tick(ModelStatus(studio).poll, None, [status, timer, *controls],
-               concurrency_limit=None)
+               **NEVER_WAITS)
