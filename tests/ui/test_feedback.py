@@ -111,6 +111,49 @@ def test_each_answer_shows_its_own_vote_across_new_chat_and_reopening(page, app)
     assert [v["text"] for v in votes] == ["tv: liked"]
 
 
+def test_two_visitors_at_once_each_see_and_store_only_their_own_votes(browser, app):
+    """Each tab keeps the record of the thumbs it shows: one visitor's like never presses a
+    thumb on the other's page, and each vote lands on its own visitor's answer."""
+    contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(2)]
+    try:
+        alice, bob = (context.new_page() for context in contexts)
+        for page, question in ((alice, "tw: alice asks"), (bob, "tw: bob asks")):
+            open_page(page, app)
+            give_consent(page)  # thinking on, as the page starts
+            submit_question(page, question)
+        for page in (alice, bob):
+            _wait_answers(page, 1)
+        _like_last(alice)
+        alice.locator("#chatbot button[aria-label=Liked]").wait_for(timeout=30_000)
+        bob.locator(BOT).last.hover()
+        bob.locator("#chatbot button[aria-label=Dislike]").last.click()
+        bob.locator("#dislike-reasons").wait_for(state="visible", timeout=30_000)
+        bob.locator("#chatbot button[aria-label=Disliked]").wait_for(timeout=30_000)
+        # Each asks again: the next answer of each shows no vote, and the other's vote never
+        # reaches either page.
+        for page, question in ((alice, "tw: alice again"), (bob, "tw: bob again")):
+            submit_question(page, question)
+        for page in (alice, bob):
+            _wait_answers(page, 2)
+        assert alice.locator("#chatbot button[aria-label=Liked]").count() == 1
+        assert alice.locator("#chatbot button[aria-label=Disliked]").count() == 0
+        assert bob.locator("#chatbot button[aria-label=Disliked]").count() == 1
+        assert bob.locator("#chatbot button[aria-label=Liked]").count() == 0
+        votes = _wait_rows(app, """select q.text, f.kind, f.client_hash as voter,
+                                          c.client_hash as owner
+                                   from feedback f join messages a on f.message_id = a.id
+                                   join messages q on a.parent_id = q.id
+                                   join conversations c on c.id = a.conversation_id
+                                   where q.text like 'tw: %' order by q.text""", count=2)
+        assert [(v["text"], v["kind"]) for v in votes] == [("tw: alice asks", "like"),
+                                                            ("tw: bob asks", "dislike")]
+        assert all(v["voter"] == v["owner"] for v in votes)
+        assert votes[0]["voter"] != votes[1]["voter"]
+    finally:
+        for context in contexts:
+            context.close()
+
+
 def test_dislike_on_a_thinking_answer_opens_the_reasons_and_stores_them(page, app):
     open_page(page, app)
     give_consent(page)
