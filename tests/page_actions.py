@@ -56,6 +56,16 @@ def submit_question(page, text: str, image=None) -> None:
     box.locator("textarea").press("Enter")
 
 
+def compare_question(page, text: str) -> None:
+    """Type a question and press Compare, waiting until both answers have finished and the
+    verdict buttons can be pressed."""
+    page.locator("#question textarea").fill(text)
+    page.locator("#compare").click()
+    page.locator("#pick-a").wait_for(state="visible", timeout=60_000)
+    page.wait_for_function("() => !document.querySelector('#pick-a').disabled",
+                           timeout=90_000)
+
+
 def set_greedy(page) -> None:
     """Temperature 0: the tiny model then never ends an answer early, so it streams at length."""
     page.get_by_text("Sampling", exact=True).click()

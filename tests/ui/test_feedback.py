@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import rows, wait_rows
 from tests.page_actions import (
     SIDEBAR,
+    compare_question,
     give_consent,
     open_conversation,
     open_page,
@@ -234,11 +235,7 @@ def test_compare_with_thinking_off_reveals_the_sides_and_the_pick_can_be_rated(p
     open_page(page, app)
     page.get_by_label("Think before answering").uncheck()
     give_consent(page)
-    page.locator("#question textarea").fill("cp2: which one?")
-    page.locator("#compare").click()
-    page.locator("#pick-a").wait_for(state="visible", timeout=60_000)
-    page.wait_for_function("() => !document.querySelector('#pick-a').disabled",
-                           timeout=90_000)
+    compare_question(page, "cp2: which one?")
     # The two answers stream side by side above the question box.
     panel, box = (page.locator(s).bounding_box() for s in ("#compare-a", "#question"))
     assert panel["y"] < box["y"]
@@ -469,11 +466,7 @@ def test_compare_on_a_phone_is_stacked_and_moving_on_retires_the_verdict(browser
         open_page(page, app)
         page.get_by_label("Think before answering").uncheck()
         give_consent(page)
-        page.locator("#question textarea").fill("pc: compare on a phone")
-        page.locator("#compare").click()
-        page.locator("#pick-a").wait_for(state="visible", timeout=60_000)
-        page.wait_for_function("() => !document.querySelector('#pick-a').disabled",
-                               timeout=90_000)
+        compare_question(page, "pc: compare on a phone")
         a, b = (page.locator(s).bounding_box() for s in ("#compare-a", "#compare-b"))
         assert b["y"] >= a["y"] + a["height"] - 1  # one above the other
         assert a["x"] + a["width"] <= 390 and b["x"] + b["width"] <= 390

@@ -12,6 +12,7 @@ from PIL import Image
 from tests.conftest import rows, wait_rows
 from tests.page_actions import (
     SIDEBAR,
+    compare_question,
     give_consent,
     open_page,
     set_greedy,
@@ -130,13 +131,8 @@ def test_like_then_dislike_with_reasons(ready, app):
 
 def test_compare_and_pick(ready, app):
     give_consent(ready)
-    ready.locator("#question textarea").fill("cp: which is better?")
-    ready.locator("#compare").click()
-    pick = ready.locator("#pick-b")
-    pick.wait_for(state="visible", timeout=60_000)
-    ready.wait_for_function("() => !document.querySelector('#pick-b').disabled",
-                            timeout=90_000)
-    pick.click()
+    compare_question(ready, "cp: which is better?")
+    ready.locator("#pick-b").click()
     question = _rows(app, "select id from messages where text = 'cp: which is better?'")[0]
     answers = _rows(app, "select * from messages where parent_id = ? order by side",
                     question["id"])
