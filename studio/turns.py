@@ -212,8 +212,9 @@ class ChatState:
     conversation_id: str | None = None
     turns: list[Turn] = field(default_factory=list)
     comparison: Comparison | None = None
-    # The turn whose answer was just disliked, waiting for reasons.
-    pending_dislike: int | None = None
+    # The answer just disliked, waiting for its reasons: they are about that answer, whatever
+    # the tab shows by the time they are sent (another version, another conversation).
+    pending_dislike: TurnUpdate | None = None
     # An answer is on its way for this tab: another question waits until it is done.
     busy: bool = False
     # Names this tab's folder of images in the studio's scratch folder; made on first use.
@@ -236,7 +237,6 @@ class ChatState:
         self.conversation_id = None
         self.turns = []
         self.comparison = None
-        self.pending_dislike = None
 
     def history(self, upto: int | None = None) -> list[Message]:
         """The branch as the engine sees it (answers without their reasoning)."""
@@ -396,14 +396,14 @@ class Studio:
 
     def leave(self, state: ChatState, session_key: str) -> None:
         """The tab goes elsewhere (a new or another conversation): what it was generating
-        stops and is stored as far as it got, a pending verdict or dislike is dropped, and
-        once its answers are closed the tab may ask again at once."""
+        stops and is stored as far as it got, a pending verdict is dropped, and once its
+        answers are closed the tab may ask again at once. A dislike's reasons can still be
+        sent: they belong to the answer disliked."""
         # First: a stream of this tab that ends while `stop` waits must see that its
         # conversation is no longer on screen, or its last redraw would bring it back.
         state.left += 1
         stopped = self.stop(session_key)
         state.comparison = None
-        state.pending_dislike = None
         if stopped:
             state.busy = False
 
@@ -636,13 +636,22 @@ class Studio:
         return {"like": "Thanks for the feedback.", "clear": "Vote withdrawn.",
                 "dislike": "Thanks: your feedback was saved."}[kind]
 
-    def rate(self, state: ChatState, turn_index: int, liked: bool | None,
-             reasons: Sequence[str] = (), comment: str = "") -> str:
-        """Vote on the answer a turn shows, whichever of its messages was clicked."""
+    def rate(self, state: ChatState, turn_index: int, liked: bool | None) -> str:
+        """Vote on the answer a turn shows, whichever of its messages was clicked. A dislike
+        then waits for its reasons (`explain_dislike`)."""
         answer = self._shown_answer(state, turn_index)
-        note = self.vote(state, answer.answer_id, liked, reasons, comment)
+        note = self.vote(state, answer.answer_id, liked)
         answer.vote = None if liked is None else "like" if liked else "dislike"
+        state.pending_dislike = answer if liked is False else None
         return note
+
+    def explain_dislike(self, state: ChatState, reasons: Sequence[str], comment: str) -> str:
+        """The reasons for the answer last disliked, recorded on that answer."""
+        answer, state.pending_dislike = state.pending_dislike, None
+        if answer is None:
+            raise RequestError("The answer you disliked is no longer here; "
+                               "your reasons were not saved.")
+        return self.vote(state, answer.answer_id, False, reasons, comment)
 
     def select(self, state: ChatState, turn_index: int, step: int) -> TurnUpdate:
         """Show the previous (-1) or next (+1) answer of a turn; the conversation continues
@@ -794,11 +803,13 @@ class Studio:
         counts = self.store.delete_conversation(state.owner(), conversation_id)
         if state.conversation_id == conversation_id:
             state.reset()
+        state.pending_dislike = None  # it may have been an answer of the erased conversation
         return counts
 
     def delete_my_data(self, state: ChatState) -> ErasureCounts:
         counts = self.store.delete_user_data(state.owner()) if self.store else ErasureCounts()
         state.reset()
+        state.pending_dislike = None
         return counts
 
     # -- shared steps --------------------------------------------------------------------

@@ -76,18 +76,13 @@ class Feedback:
             warn(exc)
             return gr.Group(visible=False), chat_state
         gr.Info(note)
-        chat_state.pending_dislike = slot.turn if liked is False else None
         return gr.Group(visible=liked is False), chat_state
 
     def on_reasons(self, chat_state: ChatState, chosen: list[str], text: str):
-        turn_index = chat_state.pending_dislike
-        if turn_index is None:
-            return gr.Group(visible=False), [], ""
         try:
-            gr.Info(self.studio.rate(chat_state, turn_index, False, chosen or (), text or ""))
+            gr.Info(self.studio.explain_dislike(chat_state, chosen or (), text or ""))
         except Exception as exc:
             warn(exc)
-        chat_state.pending_dislike = None
         return gr.Group(visible=False), [], ""
 
     def open_editor(self, chat_state: ChatState):

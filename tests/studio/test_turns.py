@@ -267,16 +267,49 @@ def test_any_message_of_a_shown_answer_rates_that_answer(studio, store, image_pa
     second = _run(studio.regenerate(state, FAST))
     studio.rate(state, 0, True)
     studio.select(state, 0, -1)
-    studio.rate(state, 0, False, ["Incomplete"], "short")
-    rows = _rows(store, "select message_id, kind from feedback order by id")
+    studio.rate(state, 0, False)
+    studio.explain_dislike(state, ["Incomplete"], "short")
+    rows = _rows(store, "select message_id, kind, reasons from feedback order by id")
     assert [(r["message_id"], r["kind"]) for r in rows] == [
-        (second.answer_id, "like"), (first.answer_id, "dislike")]
+        (second.answer_id, "like"), (first.answer_id, "dislike"), (first.answer_id, "dislike")]
+    assert "Incomplete" in rows[2]["reasons"]
     assert state.turns[0].answer is first and first.vote == "dislike"
     # The next question continues from the answer shown.
     _run(studio.ask(state, "And then?", [], FAST))
     conversation = store.get_conversation(state.client_key, state.conversation_id)
     follow_up = [m for m in conversation.messages if m.text == "And then?"][0]
     assert follow_up.parent_id == first.answer_id
+
+
+def test_a_dislikes_reasons_stay_with_the_answer_disliked(studio, store, image_path):
+    """The reasons are sent after the dislike: by then the tab may show another answer of the
+    turn, or another conversation. They are recorded on the answer that was disliked."""
+    state = _consented()
+    first = _run(studio.ask(state, "Describe it", [image_path], FAST))
+    conversation_id = state.conversation_id
+    studio.rate(state, 0, False)
+    second = _run(studio.regenerate(state, FAST))  # now showing the second answer
+    studio.explain_dislike(state, ["Incomplete"], "regenerated meanwhile")
+    studio.rate(state, 0, False)
+    studio.select(state, 0, -1)  # back to the first
+    studio.explain_dislike(state, ["Wrong"], "paged back meanwhile")
+    studio.rate(state, 0, False)
+    studio.leave(state, "tab")
+    state.reset()  # "New chat"
+    studio.explain_dislike(state, ["Unsafe"], "left meanwhile")
+    rows = _rows(store, "select message_id, reasons, comment from feedback order by rowid")
+    assert [(r["message_id"], r["comment"]) for r in rows] == [
+        (first.answer_id, None), (first.answer_id, "regenerated meanwhile"),
+        (second.answer_id, None), (second.answer_id, "paged back meanwhile"),
+        (first.answer_id, None), (first.answer_id, "left meanwhile")]
+    # Sent twice, or after the answer was erased: said, not stored.
+    with pytest.raises(RequestError, match="no longer here"):
+        studio.explain_dislike(state, ["Unsafe"], "again")
+    studio.open_conversation(state, conversation_id)
+    studio.rate(state, 0, False)
+    studio.delete_conversation(state, conversation_id)
+    with pytest.raises(RequestError, match="no longer here"):
+        studio.explain_dislike(state, ["Unsafe"], "after erasure")
 
 
 def test_an_untouched_seed_gives_a_new_stored_sample_each_time(studio, store, image_path):

@@ -204,6 +204,45 @@ def test_after_regenerate_feedback_lands_on_the_answer_shown(page, app):
                  second["id"]) == []
 
 
+def test_a_dislikes_reasons_go_to_the_answer_disliked_after_regenerate_and_new_chat(
+        page, app):
+    """The reasons panel stays open while the user regenerates, or starts a new conversation;
+    what is sent from it is about the answer that was disliked."""
+    open_page(page, app)
+    give_consent(page)  # thinking on, as the page starts
+    submit_question(page, "rs: why not")
+    _wait_answers(page, 1)
+    first = _current_answer(app, "rs: why not")
+    page.locator(BOT).last.hover()
+    page.locator("#chatbot button[aria-label=Dislike]").last.click()
+    reasons = page.locator("#dislike-reasons")
+    reasons.wait_for(state="visible", timeout=30_000)
+    page.locator(BOT).last.hover()
+    page.locator("#chatbot button[aria-label=Retry]").last.click()
+    page.wait_for_selector("#answer-version:has-text('Answer 2 of 2')", timeout=90_000)
+    second = _current_answer(app, "rs: why not")
+    assert second["id"] != first["id"]
+    reasons.get_by_label("Incomplete").check()
+    page.locator("#dislike-comment textarea").fill("the first one")
+    page.locator("#send-reasons").click()
+    _toast(page, "your feedback was saved")
+    page.locator(BOT).last.hover()
+    page.locator("#chatbot button[aria-label=Dislike]").last.click()
+    reasons.wait_for(state="visible", timeout=30_000)
+    start_new_chat(page)
+    reasons.get_by_label("Unsafe").check()
+    page.locator("#send-reasons").click()
+    rows = _wait_rows(app, """select f.message_id, f.reasons, f.comment from feedback f
+                              where f.kind = 'dislike' and f.message_id in (?, ?)
+                              order by f.created_at, f.id""", first["id"], second["id"],
+                      count=4)
+    explained = [(r["message_id"], r["comment"]) for r in rows if r["reasons"]]
+    assert [(r["message_id"]) for r in rows] == [first["id"], first["id"], second["id"],
+                                                 second["id"]]
+    assert explained == [(first["id"], "the first one"), (second["id"], None)]
+    assert "Unsafe" in rows[3]["reasons"]
+
+
 def test_a_correction_is_one_editor_and_one_event_and_can_be_rated(page, app):
     open_page(page, app)
     give_consent(page)
