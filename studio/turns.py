@@ -744,11 +744,20 @@ class Studio:
         return self.store.list_conversations(state.owner())
 
     def open_conversation(self, state: ChatState, conversation_id: str) -> None:
-        """Load a stored conversation along its latest branch, ready to continue."""
+        """Load a stored conversation along the branch it last went on from, ready to
+        continue: at each turn the answer whose follow-up question came last (the user may
+        have paged back to an earlier answer and asked on from it), and at the last turn its
+        newest answer."""
         conversation = self.store.get_conversation(state.owner(), conversation_id)
         by_parent: dict[str | None, list] = {}
         for message in conversation.messages:
             by_parent.setdefault(message.parent_id, []).append(message)
+        order = {message.id: index for index, message in enumerate(conversation.messages)}
+
+        def last_asked(answer: TurnUpdate) -> int:
+            asked = [order[m.id] for m in by_parent.get(answer.answer_id, [])
+                     if m.role == "user"]
+            return max(asked, default=-1)
         turns: list[Turn] = []
         parent: str | None = None
         while True:
@@ -769,6 +778,9 @@ class Studio:
                                                    or m.stats.finish_reason != "error")]
             for answer in answers:
                 turn.add_version(self._stored_update(answer))
+            followed = max(turn.versions, key=last_asked, default=None)
+            if followed is not None and last_asked(followed) >= 0:
+                turn.answer = followed
             turns.append(turn)
             if turn.answer is None:
                 break

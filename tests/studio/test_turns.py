@@ -312,6 +312,29 @@ def test_a_dislikes_reasons_stay_with_the_answer_disliked(studio, store, image_p
         studio.explain_dislike(state, ["Unsafe"], "after erasure")
 
 
+def test_a_reopened_conversation_follows_the_branch_it_went_on_from(studio, store,
+                                                                    image_path):
+    """Paged back to the first answer and asked on from it: reopened, the conversation shows
+    that answer and the follow-up, and continues from there."""
+    state = _consented()
+    first = _run(studio.ask(state, "Describe it", [image_path], FAST))
+    _run(studio.regenerate(state, FAST))
+    studio.select(state, 0, -1)
+    follow_up = _run(studio.ask(state, "And then?", [], FAST))
+    conversation_id = state.conversation_id
+    studio.leave(state, "tab")
+    state.reset()
+    studio.open_conversation(state, conversation_id)
+    assert [t.question.text for t in state.turns] == ["Describe it", "And then?"]
+    assert state.turns[0].answer.answer_id == first.answer_id
+    assert state.turns[0].position() == 0 and len(state.turns[0].versions) == 2
+    assert state.turns[1].answer.answer_id == follow_up.answer_id
+    last = _run(studio.ask(state, "And after that?", [], FAST))
+    stored = store.get_conversation(state.client_key, conversation_id)
+    asked = [m for m in stored.messages if m.text == "And after that?"][0]
+    assert asked.parent_id == follow_up.answer_id and last.answer_id
+
+
 def test_an_untouched_seed_gives_a_new_stored_sample_each_time(studio, store, image_path):
     state = _consented()
     options = TurnOptions(sampling=Sampling(max_new_tokens=12, temperature=1.0, seed=None))
