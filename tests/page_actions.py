@@ -79,7 +79,7 @@ def delete_all_data(page, conversations: int) -> None:
     """In the open sidebar, press "Delete my data", confirm, and wait for the page to say so."""
     page.locator("#delete-all").click()
     page.locator("#confirm-delete").click()
-    page.wait_for_selector(f"#privacy-note:has-text('Deleted {conversations} conversations')")
+    page.wait_for_selector(f"#privacy-note:has-text('Deleted {conversations} conversation')")
 
 
 def wait_for_finished_answer(page, timeout_ms: int = 120_000) -> None:

@@ -202,8 +202,10 @@ class History:
         except Exception as exc:
             warn(exc)
             return (*keep_view(), chat_state, gr.skip(), gr.skip())
-        note = (f"Deleted {counts.conversations} conversations, {counts.messages} messages, "
-                f"{counts.feedback} feedback events and {counts.images} images.")
+        note = (f"Deleted {counted(counts.conversations, 'conversation')}, "
+                f"{counted(counts.messages, 'message')}, "
+                f"{counted(counts.feedback, 'feedback event')} and "
+                f"{counted(counts.images, 'image')}.")
         gr.Info(note)
         return (*view(chat_state), chat_state, self._conversation_choices(chat_state), note)
 
@@ -221,15 +223,15 @@ class History:
                     gr.Warning("Open a saved conversation first.")
                     return gr.skip(), gr.skip(), None
                 text = (f"Delete “{current[0].title or 'Untitled'}” and its "
-                        f"{current[0].message_count} messages, with their feedback and "
+                        f"{counted(current[0].message_count, 'message')}, with their feedback and "
                         "the images only it uses? This cannot be undone.")
             else:
                 if not items:
                     gr.Info("Nothing of yours is stored.")
                     return gr.skip(), gr.skip(), None
                 messages = sum(c.message_count for c in items)
-                text = (f"Delete all your data: {len(items)} conversation"
-                        f"{'s' if len(items) != 1 else ''} with {messages} messages, "
+                text = (f"Delete all your data: {counted(len(items), 'conversation')} with "
+                        f"{counted(messages, 'message')}, "
                         "their images and all your feedback? This cannot be undone.")
             return gr.Group(visible=True), text, what
         return ask
@@ -247,6 +249,11 @@ class History:
         if key:
             self.studio.cancel(key)  # a closed tab: stop generating for it
             self.studio.end_session(key)
+
+
+def counted(number: int, noun: str) -> str:
+    """"1 message", "2 messages": a count as a person writes it."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def wire_load(history: History, demo: gr.Blocks, client_key: gr.BrowserState,

@@ -183,7 +183,7 @@ def test_delete_my_data(ready, app, tmp_path):
     ready.wait_for_selector("#confirm-text:has-text('1 conversation with 2 messages')")
     assert _rows(app, "select * from messages where text = 'dl: remove me'")
     ready.locator("#confirm-delete").click()
-    ready.wait_for_selector("#privacy-note:has-text('Deleted 1 conversations')")
+    ready.wait_for_selector("#privacy-note:has-text('Deleted 1 conversation,')")
     assert _rows(app, "select * from messages where text = 'dl: remove me'") == []
 
 
