@@ -48,6 +48,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -60,7 +61,7 @@ from engine.protocol import Engine
 from engine.sampling import pick_seed
 from engine.thinking import thinking_on
 from engine.types import Event, GenerationRequest, Message, Sampling, Stats
-from storage import AnswerMeta, AnswerStats, ErasureCounts, ImageBlob, Store
+from storage import AnswerMeta, AnswerStats, ErasureCounts, ImageBlob, NotFound, Store
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ SWEEP_EVERY_S = 600
 # at its next token, so this is only reached by an engine that does not answer at all.
 STOP_WAIT_S = 10.0
 NO_CONSENT_FEEDBACK = "Feedback is only kept when “Save my data” is ticked."
+CONVERSATION_GONE = ("This conversation was deleted, perhaps in another tab. Anything you "
+                     "were sending is still in its box: send it again to start a new one.")
 
 # A browser's key is a random bearer credential: whoever holds it is that person, and the
 # store keeps only its sha256. Keys made by earlier versions (32 hex digits) still qualify.
@@ -449,7 +452,8 @@ class Studio:
         opening = self._open_answer(state, turn.question_id, request)
         update = self._new_update(request)
         try:
-            yield from self._stream(events, update, request, session_key, opening)
+            with self._in_its_conversation(state):
+                yield from self._stream(events, update, request, session_key, opening)
         finally:
             # Also when the page stops reading mid-answer: the partial answer, marked
             # cancelled, stays part of the conversation.
@@ -594,13 +598,14 @@ class Studio:
         chosen = right if verdict == "B" else left
         stored = self.storing(state) and left.answer_id and right.answer_id
         if stored:
-            if verdict in ("A", "B"):
-                other = left if verdict == "B" else right
-                self.store.add_pick(state.owner(), chosen.answer_id, other.answer_id,
-                                    left.answer_id)
-            else:
-                self.store.add_feedback(state.owner(), left.answer_id, verdict,
-                                        other_message_id=right.answer_id)
+            with self._in_its_conversation(state):
+                if verdict in ("A", "B"):
+                    other = left if verdict == "B" else right
+                    self.store.add_pick(state.owner(), chosen.answer_id, other.answer_id,
+                                        left.answer_id)
+                else:
+                    self.store.add_feedback(state.owner(), left.answer_id, verdict,
+                                            other_message_id=right.answer_id)
         self._keep_sides(turn, comparison, chosen)
         state.comparison = None
         messages = {"A": "Thanks: the left answer was preferred.",
@@ -629,10 +634,11 @@ class Studio:
         if not self.storing(state) or not answer_id:
             return NO_CONSENT_FEEDBACK
         kind = "clear" if liked is None else "like" if liked else "dislike"
-        self.store.add_feedback(state.owner(), answer_id, kind,
-                                reasons=list(reasons) if kind == "dislike" else (),
-                                comment=(valid_text(comment).strip() or None)
-                                if kind == "dislike" else None)
+        with self._in_its_conversation(state):
+            self.store.add_feedback(state.owner(), answer_id, kind,
+                                    reasons=list(reasons) if kind == "dislike" else (),
+                                    comment=(valid_text(comment).strip() or None)
+                                    if kind == "dislike" else None)
         return {"like": "Thanks for the feedback.", "clear": "Vote withdrawn.",
                 "dislike": "Thanks: your feedback was saved."}[kind]
 
@@ -683,7 +689,8 @@ class Studio:
             return "Nothing changed."
         edit_id = None
         if self.storing(state) and turn.answer.answer_id:
-            edit_id = self.store.add_edit(state.owner(), turn.answer.answer_id, text)
+            with self._in_its_conversation(state):
+                edit_id = self.store.add_edit(state.owner(), turn.answer.answer_id, text)
         turn.add_version(TurnUpdate(answer=text, done=True, answer_id=edit_id, label="Edited",
                                     model="your correction", corrects=turn.answer))
         return ("Saved your correction." if edit_id else
@@ -863,9 +870,31 @@ class Studio:
             title = question.text[:TITLE_LENGTH] or "Image question"
             state.conversation_id = self.store.create_conversation(
                 state.owner(), title, consent_version=CONSENT_VERSION)
-        return self.store.add_user_message(
-            state.owner(), state.conversation_id, text=question.text, image_shas=shas,
-            parent_id=parent_id)
+        with self._in_its_conversation(state):
+            return self.store.add_user_message(
+                state.owner(), state.conversation_id, text=question.text, image_shas=shas,
+                parent_id=parent_id)
+
+    @contextmanager
+    def _in_its_conversation(self, state: ChatState):
+        """Around a write to the tab's conversation. One deleted meanwhile (by the same
+        browser's other tab: erasure reaches every tab's data) is said so once, and the tab
+        starts afresh: asking on would otherwise fail the same way every time."""
+        try:
+            yield
+        except NotFound:
+            if state.conversation_id is None or self._still_stored(state):
+                raise
+            state.reset()
+            state.pending_dislike = None
+            raise RequestError(CONVERSATION_GONE) from None
+
+    def _still_stored(self, state: ChatState) -> bool:
+        try:
+            self.store.get_conversation(state.owner(), state.conversation_id)
+        except NotFound:
+            return False
+        return True
 
     def _open_answer(self, state: ChatState, question_id: str | None,
                      request: GenerationRequest, group: str | None = None,

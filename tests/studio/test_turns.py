@@ -335,6 +335,27 @@ def test_a_reopened_conversation_follows_the_branch_it_went_on_from(studio, stor
     assert asked.parent_id == follow_up.answer_id and last.answer_id
 
 
+def test_a_tab_whose_conversation_was_deleted_in_another_tab_is_told_and_starts_afresh(
+        studio, store, image_path):
+    """Two tabs of one browser share its data: one deletes it, and the other, still showing
+    the conversation, is told so once instead of failing at every question."""
+    shown, other = _consented(), _consented()
+    other.client_key = shown.owner()
+    for action in (lambda: studio.rate(shown, 0, True),
+                   lambda: studio.edit(shown, 0, "A correction."),
+                   lambda: _run(studio.regenerate(shown, FAST)),
+                   lambda: _run(studio.ask(shown, "And then?", [], FAST))):
+        _run(studio.ask(shown, "Describe it", [image_path], FAST))
+        studio.delete_my_data(other)
+        with pytest.raises(RequestError, match="deleted"):
+            action()
+        assert shown.turns == [] and shown.conversation_id is None
+        assert _count(store, "messages") == 0
+    _run(studio.ask(shown, "A new start?", [], FAST))
+    assert [r["text"] for r in _rows(store, "select text from messages where role = 'user'")
+            ] == ["A new start?"]
+
+
 def test_an_untouched_seed_gives_a_new_stored_sample_each_time(studio, store, image_path):
     state = _consented()
     options = TurnOptions(sampling=Sampling(max_new_tokens=12, temperature=1.0, seed=None))

@@ -13,6 +13,7 @@ from tests.conftest import rows, wait_rows
 from tests.page_actions import (
     SIDEBAR,
     compare_question,
+    delete_all_data,
     give_consent,
     open_page,
     set_greedy,
@@ -185,6 +186,35 @@ def test_delete_my_data(ready, app, tmp_path):
     ready.locator("#confirm-delete").click()
     ready.wait_for_selector("#privacy-note:has-text('Deleted 1 conversation,')")
     assert _rows(app, "select * from messages where text = 'dl: remove me'") == []
+
+
+def test_a_conversation_deleted_in_another_tab_is_said_once_and_the_tab_starts_afresh(
+        browser, app):
+    """Two tabs of one browser share its data. One deletes it all; the other, still showing
+    the conversation, is told so when it asks on, keeps the question in its box, and the
+    question then starts a new conversation."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        first, second = context.new_page(), context.new_page()
+        open_page(first, app)
+        give_consent(first)  # thinking on, as the page starts
+        _ask(first, "dt: soon deleted")
+        open_page(second, app)
+        second.locator(SIDEBAR).click()
+        second.locator("#conversations").get_by_text("dt: soon deleted").wait_for()
+        delete_all_data(second, 1)
+        assert _rows(app, "select * from messages where text like 'dt: %'") == []
+        submit_question(first, "dt: asked on")
+        first.wait_for_selector(".toast-body:has-text('was deleted')", timeout=30_000)
+        wait_for_box(first, "dt: asked on")
+        first.wait_for_function("() => !document.querySelector('#chatbot .bot-row')")
+        first.locator("#question textarea").press("Enter")
+        _wait_answers(first, 1)
+        asked = _wait_rows(app, "select text, parent_id from messages where role = 'user'"
+                                " and text like 'dt: %'")
+        assert [(r["text"], r["parent_id"]) for r in asked] == [("dt: asked on", None)]
+    finally:
+        context.close()
 
 
 def test_a_refused_image_shows_a_message_and_stores_nothing(ready, app, tmp_path):
