@@ -19,9 +19,11 @@ from ui.data_tab import build_data_tab
 from ui.examples import example_inputs
 from ui.uploads import Uploads, sha256
 
-# Gradio encrypts browser-stored values with this, and sends it to every visitor in the page
-# config: it protects nothing, so it is fixed, which lets a browser read its key back after
-# the server restarts. The key itself is the credential; the store keeps only its hash.
+# Gradio encrypts browser-stored values (the client key, the remembered consent) with this,
+# and sends it to every visitor in the page config: it protects nothing, so it is fixed, which
+# lets a browser read its values back after the server restarts (Gradio's default is a new
+# random secret at each start). The key itself is the credential; the store keeps only its
+# hash.
 BROWSER_STATE_SECRET = "vqa-studio-browser-state"
 # Tab from the top of the page reaches the question box first: a positive tabindex puts it
 # ahead of every other control, which then follow in page order (the sidebar toggle, the
@@ -109,7 +111,8 @@ def build_page(studio: Studio, settings, uploads: Uploads | None = None) -> gr.B
                                      secret=BROWSER_STATE_SECRET)
         # Consent is remembered per browser apart from the identity key, with the version of
         # the text agreed to.
-        consent_memory = gr.BrowserState(None, storage_key="vqa-studio-consent")
+        consent_memory = gr.BrowserState(None, storage_key="vqa-studio-consent",
+                                         secret=BROWSER_STATE_SECRET)
         # A session's state goes when Gradio drops it (a closed tab, after a while); its
         # images are on disk, not in it, and go with it.
         # With ZeroGPU's `spaces` package the page never answered while a state had a delete

@@ -1,9 +1,9 @@
 """Each visitor's data is theirs alone and erasable at any time, against the real app.
 
 Two API clients and two browser profiles at once never see, rename or erase each other's
-conversations; a browser keeps its identity across a restart of the server, so its history
-is listed and "Delete my data" still removes everything (rows and image files). Every
-judgement is checked in the SQLite file.
+conversations; a browser keeps its identity and its consent across a restart of the server,
+so its history is listed, what it asks next is kept, and "Delete my data" still removes
+everything (rows and image files). Every judgement is checked in the SQLite file.
 """
 
 from __future__ import annotations
@@ -190,7 +190,17 @@ def test_two_visitors_who_upload_the_same_picture_both_get_their_answer(launch_a
             context.close()
 
 
-def test_history_and_erasure_survive_a_restart(launch_app, browser, tmp_path):
+def _wait_consent_restored(page) -> None:
+    """The page ticks "Save my data" by itself once it has read the browser's consent."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_selector("#consent input[type=checkbox]:checked", timeout=30_000)
+    except PlaywrightTimeout:
+        pytest.fail("the consent this browser gave was forgotten")
+
+
+def test_consent_history_and_erasure_survive_a_restart(launch_app, browser, tmp_path):
     port = free_port()
     app = launch_app("--max-new-tokens-limit", "48", port=port)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -211,9 +221,21 @@ def test_history_and_erasure_survive_a_restart(launch_app, browser, tmp_path):
         assert restarted.db_path == app.db_path
         page = context.new_page()
         _ready(page, restarted)
+        # Consent is remembered too: what is asked now is kept, under the same identity.
+        _wait_consent_restored(page)
+        submit_question(page, "rs: asked after the restart")
+        _wait_answer(page)
+        asked = _wait_rows(restarted, """select c.client_hash from messages m
+                                         join conversations c on c.id = m.conversation_id
+                                         where m.text = ?""", "rs: asked after the restart")
+        assert len(asked) == 1, "the question asked after the restart was not stored"
+        before = _rows(restarted, """select c.client_hash from messages m
+                                     join conversations c on c.id = m.conversation_id
+                                     where m.text = 'rs: remember me'""")
+        assert asked[0]["client_hash"] == before[0]["client_hash"]
         page.locator(SIDEBAR).click()
         page.locator("#conversations").get_by_text("rs: remember me").wait_for(timeout=30_000)
-        delete_all_data(page, 1)
+        delete_all_data(page, 2)
         for table in ("conversations", "messages", "message_images", "feedback", "images"):
             assert _rows(restarted, f"select * from {table}") == [], table
         assert [p for p in images_dir.rglob("*") if p.is_file()] == []
@@ -281,3 +303,4 @@ def test_erasure_reaches_uploads_exports_and_cached_copies(launch_app, page, tmp
     assert not [p for p in _files_under(cache) if p.name.split(".")[0] in stored]
     assert _files_under(app.db_path.parent / "images") == []
     assert not set(stored) & _digests(app.db_path.parent / "sessions")
+
