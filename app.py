@@ -373,8 +373,11 @@ def serve(settings: Settings) -> None:
     # last snapshot below is taken.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        # No Gradio run history: it would keep every event's inputs (questions, corrections)
+        # in the browser, without consent and out of reach of "Delete my data"; the studio
+        # keeps its own history, with consent.
         demo.launch(server_name=settings.host or None, server_port=settings.port or None,
-                    share=settings.share,
+                    share=settings.share, run_history=False,
                     max_file_size=f"{settings.max_upload_mb}mb", show_error=False, css=CSS,
                     app_kwargs={"middleware": [upload_guard(settings),
                                                upload_tracker(uploads)]})

@@ -55,6 +55,16 @@ KEYBOARD_JS = """
   }
 }
 """
+# The app runs without Gradio's run history (see `serve`), but a browser that used it before
+# still holds every question it sent then, under keys Gradio names per start of the server;
+# the page clears them at load, since "Delete my data" cannot reach them otherwise.
+FORGET_RUNS_JS = """
+() => {
+  for (const key of Object.keys(localStorage)) {
+    if (key.startsWith('gradio:run-history')) localStorage.removeItem(key);
+  }
+}
+"""
 CSS = """
 .verdict-row button { min-width: 0; }
 #answer-tools { align-items: center; gap: 8px; }
@@ -179,4 +189,5 @@ def build_page(studio: Studio, settings, uploads: Uploads | None = None) -> gr.B
                      sidebar_handlers._conversation_choices, sidebar.conversations)
         history.wire(sidebar_handlers, demo, sidebar, chat_view.chatbot, chat_view.outputs,
                      state, compare.close_compare, compare_panel.outputs)
+        demo.load(None, None, None, js=FORGET_RUNS_JS)
     return demo

@@ -3,7 +3,8 @@
 Two API clients and two browser profiles at once never see, rename or erase each other's
 conversations; a browser keeps its identity and its consent across a restart of the server,
 so its history is listed, what it asks next is kept, and "Delete my data" still removes
-everything (rows and image files). Every judgement is checked in the SQLite file.
+everything (rows and image files), leaving nothing the visitor typed in the browser's own
+storage either. Every judgement is checked in the SQLite file.
 """
 
 from __future__ import annotations
@@ -304,3 +305,25 @@ def test_erasure_reaches_uploads_exports_and_cached_copies(launch_app, page, tmp
     assert _files_under(app.db_path.parent / "images") == []
     assert not set(stored) & _digests(app.db_path.parent / "sessions")
 
+
+def test_erasure_leaves_no_typed_text_in_the_browser(launch_app, page):
+    app = launch_app("--max-new-tokens-limit", "48")
+    _ready(page, app)
+    # What Gradio's run history kept in this browser, had it used the app before that was
+    # turned off, goes at the next load.
+    page.evaluate("() => localStorage.setItem('gradio:run-history:v2:1', 'bs: from before')")
+    _ready(page, app)
+    give_consent(page)
+    question = "bs: my private words for this browser"
+    submit_question(page, question)
+    _wait_answer(page)
+    assert _wait_rows(app, "select * from messages where text = ?", question)
+
+    page.locator(SIDEBAR).click()
+    delete_all_data(page, 1)
+    assert _rows(app, "select * from messages") == []
+    stored = page.evaluate("""() => Object.fromEntries([localStorage, sessionStorage].flatMap(
+        storage => Object.keys(storage).map(key => [key, storage.getItem(key)])))""")
+    assert "vqa-studio-client" in stored  # the page's own storage, as the studio uses it
+    assert [key for key, value in stored.items()
+            if question in (value or "") or "bs: from before" in (value or "")] == []
