@@ -24,6 +24,7 @@ from ui.common import (
     message_files,
     model_lane,
     options,
+    received,
     redraw_interval,
     session_key,
     tools_shown,
@@ -153,16 +154,24 @@ class Chat:
         the answer follows (respond). The tools are hidden here rather than by the answer's
         first redraw, which then carries the chat alone: the first token does not wait for
         the server to build their updates."""
-        text = (message or {}).get("text", "") or ""
-        files = message_files(message)
+        message = received(message)
+        text, files = message["text"], message_files(message)
         if not text.strip() and not files:
             return gr.skip(), gr.skip(), gr.skip(), None, chat_state
         if chat_state.busy:
             gr.Warning(BUSY)
             return gr.skip(), gr.skip(), gr.skip(), None, chat_state
         chat_state.busy = True
-        self.studio.settle_comparison(chat_state)  # asking on retires a pending verdict
-        messages, _ = render_chat(chat_state)
+        try:
+            self.studio.settle_comparison(chat_state)  # asking on retires a pending verdict
+            messages, _ = render_chat(chat_state)
+        except Exception as exc:
+            # Gradio runs the answering event even after a failed echo, with whatever
+            # `pending` held: the last question, asked again, or None, which leaves the tab
+            # busy for good. Nothing was asked, so the tab is free and nothing follows.
+            chat_state.busy = False
+            warn(exc)
+            return gr.skip(), gr.skip(), gr.skip(), None, chat_state
         messages += [{"role": "user", "content": {"path": path}} for path in files]
         if text.strip():
             messages.append({"role": "user", "content": safe_markdown(text.strip())})
@@ -202,7 +211,7 @@ class Chat:
             return
         chat_state.busy = True
         values = (think, think_budget, max_tokens, temp, p, k, seed_value, variant)
-        yield from self._answer(message or {}, chat_state, values, request, plain=True)
+        yield from self._answer(received(message), chat_state, values, request, plain=True)
 
     def release(self, message, chat_state: ChatState):
         """After the page's answering event: a question `echo` took whose answer never ran

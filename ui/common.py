@@ -3,7 +3,8 @@ chat view as Gradio updates, and the queue's lanes.
 
 `warn` shows an error a user can act on as a short warning and logs anything else with its
 traceback behind a one-line apology. `options` turns the settings column's values into
-`TurnOptions`; `view` gives the updates for the chat and the controls under it, in the order
+`TurnOptions`; `received` makes the question box's text valid before any of it is sent
+back; `view` gives the updates for the chat and the controls under it, in the order
 of `ChatView.outputs`; `checked_here` checks an answering event's inputs in its handler's
 thread. `NEVER_WAITS` and `model_lane` are the lanes every event is wired into. Nothing here
 touches the engine or the store.
@@ -21,7 +22,7 @@ import gradio as gr
 from engine.errors import RequestError, StudioError
 from engine.types import Sampling
 from storage import StorageError
-from studio.turns import ChatState, Studio, TurnOptions
+from studio.turns import ChatState, Studio, TurnOptions, valid_text
 from ui.render import feedback_values, inert_html, render_chat, version_label
 
 # Named as before the page was split, so log filters that pick out its failures still do.
@@ -122,6 +123,16 @@ def warn(exc: Exception) -> None:
 
 def session_key(request: gr.Request | None, state: ChatState) -> str:
     return getattr(request, "session_hash", None) or state.owner()
+
+
+def received(message: dict | None) -> dict:
+    """The question box's value with its text made valid (`valid_text`). What the box sent
+    goes back out before the studio has seen it (the page's echo of the question, a refused
+    question given back to the box), and Gradio cannot send a lone UTF-16 surrogate, which a
+    browser can send (pasted text): the update would be lost with the page's connection."""
+    message = dict(message or {})
+    message["text"] = valid_text(message.get("text") or "")
+    return message
 
 
 def message_files(message: dict | None) -> list[str]:

@@ -24,6 +24,7 @@ from ui.common import (
     message_files,
     model_lane,
     options,
+    received,
     redraw_interval,
     session_key,
     view,
@@ -103,8 +104,8 @@ class Compare:
     def run_compare(self, message, chat_state: ChatState, mode: str, think, think_budget,
                     max_tokens, temp, p, k, seed_value, variant, request: gr.Request):
         values = (think, think_budget, max_tokens, temp, p, k, seed_value, variant)
-        text = (message or {}).get("text", "") or ""
-        files = message_files(message)
+        message = received(message)
+        text, files = message["text"], message_files(message)
         verdicts_off = [gr.Button(interactive=False)] * 4
         if chat_state.busy:
             gr.Warning(BUSY)
