@@ -1,101 +1,33 @@
 """A question holding a lone UTF-16 surrogate (a browser can send one: pasted text) is shown,
 answered and stored with U+FFFD in its place, and the tab asks on afterwards.
 
-The page's events run here as Gradio runs them (`Blocks.process_api`: each input through its
-component, then the handler, then each output through its component), on the real tiny
-engine and a real SQLite file. Every update must be one Gradio can send: it writes them with
-orjson, which refuses a lone surrogate, and the page then loses the update and its connection
-to the server. The question goes back out before the studio has seen it in the page's echo,
-and whenever a refused question is given back to the box (the page, the API, compare).
+The page's events run here as Gradio runs them (`tests.page_events`), on the real tiny
+engine and a real SQLite file; every update must be one Gradio can send, and orjson, which it
+writes them with, refuses a lone surrogate. The question goes back out before the studio has
+seen it in the page's echo, and whenever a refused question is given back to the box (the
+page, the API, compare).
 In Chromium, the same question pasted into the box is answered, and so is the next one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import sqlite3
 
-import orjson
 import pytest
-from gradio.state_holder import SessionState
 
-import app
-from storage import Store
-from studio.turns import ChatState, Studio
 from tests.conftest import wait_rows
 from tests.page_actions import give_consent, open_page, submit_question
-from ui.common import VIEW_SIZE
-from ui.page import build_page
+from tests.page_events import BOX, SETTINGS, open_tab
+from tests.page_events import finished as _finished
 
 QUESTION = "lone \ud83d surrogate"
 SHOWN = "lone \ufffd surrogate"
-# think, thinking budget, max new tokens, temperature, top p, top k, seed, adapter
-SETTINGS = [True, 16, 48, 0.0, 1.0, 0, "1", "Base model"]
-BOX = VIEW_SIZE  # the question box comes right after the chat view in the answering outputs
-
-
-class Tab:
-    """The built page and one tab's session on it, whose events run through Gradio."""
-
-    def __init__(self, studio: Studio, settings) -> None:
-        self.studio, self.db_path = studio, settings.db_path
-        self.demo = build_page(studio, settings)
-        self.session = SessionState(self.demo)
-        self.state_id = self._event("echo").inputs[1]._id
-        state = ChatState()
-        state.consented = True
-        self.session[self.state_id] = state
-
-    @property
-    def state(self) -> ChatState:
-        return self.session[self.state_id]
-
-    def _event(self, name: str):
-        return next(fn for fn in self.demo.fns.values() if fn.name == name)
-
-    def run(self, name: str, *inputs) -> list[list]:
-        """Every update the event sends, each written as Gradio's event stream writes it."""
-        event = self._event(name)
-
-        async def updates() -> list[list]:
-            sent, iterator = [], None
-            while True:
-                out = await self.demo.process_api(event, list(inputs), self.session,
-                                                  iterator=iterator)
-                orjson.dumps(out["data"], default=str)
-                sent.append(out["data"])
-                iterator = out["iterator"]
-                if not out["is_generating"]:
-                    return sent
-
-        return asyncio.run(updates())
-
-    def ask(self, text: str) -> list[list]:
-        """Enter in the box: the echo, the answer, then the release, as the page chains them;
-        the answer's updates."""
-        self.run("echo", {"text": text, "files": []}, None)
-        answered = self.run("respond", None, None, *SETTINGS)
-        self.run("release", None, None)
-        return answered
-
-    def questions(self) -> list[str]:
-        with sqlite3.connect(self.db_path) as db:
-            return [row[0] for row in db.execute(
-                "select text from messages where role = 'user' order by created_at")]
 
 
 @pytest.fixture
 def tab(tiny_engine, tmp_path):
-    settings = app.settings_from(["--db", str(tmp_path / "studio.db")], {})
-    with Store(settings.db_path) as store:
-        yield Tab(Studio(tiny_engine, store), settings)
-
-
-def _finished(updates: list[list]) -> str:
-    """The chat as the update that draws the finished answer (its stats line) shows it."""
-    chats = [str(update[0]) for update in updates if " tokens · " in str(update[0])]
-    return chats[-1] if chats else ""
+    with open_tab(tiny_engine, tmp_path) as tab:
+        yield tab
 
 
 def test_a_lone_surrogate_is_echoed_answered_and_stored_as_a_replacement(tab):
