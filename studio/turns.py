@@ -58,7 +58,7 @@ from PIL import Image
 from engine.errors import RequestError, StudioError
 from engine.images import ImagePolicy, encode_png, load_image
 from engine.protocol import Engine
-from engine.sampling import pick_seed
+from engine.sampling import SEED_RANGE, pick_seed
 from engine.thinking import thinking_on
 from engine.types import Event, GenerationRequest, Message, Sampling, Stats
 from storage import AnswerMeta, AnswerStats, ErasureCounts, ImageBlob, NotFound, Store
@@ -586,7 +586,7 @@ class Studio:
         return (("Sample 1", replace(options, sampling=replace(
                     sampling, temperature=temperature, seed=seed))),
                 ("Sample 2", replace(options, sampling=replace(
-                    sampling, temperature=temperature, seed=seed + 1))))
+                    sampling, temperature=temperature, seed=(seed + 1) % SEED_RANGE))))
 
     def judge(self, state: ChatState, verdict: Verdict) -> str:
         """Record the verdict on the pending comparison; the chosen answer continues."""

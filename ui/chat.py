@@ -194,13 +194,19 @@ class Chat:
         taken: list[bool] = []
         try:
             with answering(chat_state):
-                turn = self.studio.ask(chat_state, text, files, options(*values),
-                                       session_key=session_key(request, chat_state))
+                turn = self._asked(chat_state, text, files, values, request)
                 yield from self._stream_turn(turn, chat_state, message, plain, taken,
                                              tools_hidden=True)
         finally:
             if taken:
                 self.uploads.discard(files)
+
+    def _asked(self, chat_state: ChatState, text: str, files: list, values, request):
+        """The turn's updates, its settings read at the first one: a setting that cannot be
+        used (a seed that is no number) is then refused like any question the studio
+        refuses, with its message, the question given back to the box."""
+        yield from self.studio.ask(chat_state, text, files, options(*values),
+                                   session_key=session_key(request, chat_state))
 
     def ask_directly(self, message, chat_state: ChatState, think, think_budget, max_tokens,
                      temp, p, k, seed_value, variant, request: gr.Request):

@@ -1,0 +1,61 @@
+"""A setting that cannot be used is refused like any question: with its message, the question
+given back to the box, nothing stored, and the tab free to ask on.
+
+The page's events run as Gradio runs them (`tests.page_events`) on the real tiny engine and a
+real SQLite file: the page's Enter (echo, answer, release), the "chat" API endpoint, and
+compare. A seed that is no number, or one outside what every backend takes, once gave a bare
+"Error" and lost the question, or failed the model itself.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from tests.page_events import BOX, SEED, SETTINGS, finished, open_tab
+
+
+@pytest.fixture
+def tab(tiny_engine, tmp_path):
+    with open_tab(tiny_engine, tmp_path) as tab:
+        yield tab
+
+
+def _with_seed(seed: str) -> list:
+    settings = list(SETTINGS)
+    settings[SEED] = seed
+    return settings
+
+
+@pytest.mark.parametrize("seed", ["abc", "99999999999999999999", "1e30", "-1"])
+def test_a_seed_that_cannot_be_used_gives_the_question_back(tab, seed):
+    asked = {"text": "what colour is it?", "files": []}
+    tab.run("echo", asked, None)
+    refused = tab.run("respond", None, None, *_with_seed(seed))
+    tab.run("release", None, None)
+    assert refused[0][BOX]["text"] == "what colour is it?"
+    assert not finished(refused)
+    assert not tab.state.busy and tab.state.turns == []
+
+    refused = tab.run("ask_directly", asked, None, *_with_seed(seed))  # the "chat" endpoint
+    assert refused[0][BOX]["text"] == "what colour is it?"
+    refused = tab.run("run_compare", asked, None, "samples", *_with_seed(seed))
+    assert refused[0][BOX]["text"] == "what colour is it?"
+
+    assert tab.questions() == []
+    assert not tab.state.busy
+    assert finished(tab.ask("and with the usual seed?"))
+
+
+def test_the_largest_seed_compares_two_samples(tab):
+    """The second sample takes the next seed, which wraps around within the range."""
+    asked = {"text": "which is better?", "files": []}
+    tab.run("run_compare", asked, None, "samples", *_with_seed("2147483647"))
+    assert tab.questions() == ["which is better?"]
+    assert not tab.state.busy and tab.state.comparison is not None
+    with sqlite3.connect(tab.db_path) as db:
+        answers = db.execute("select status, seed from messages where role = 'assistant'"
+                             ).fetchall()
+    assert sorted(answers) == [("done", 0), ("done", 2147483647)]
+
