@@ -247,7 +247,8 @@ class Chat:
     def _stream_turn(self, turn, chat_state: ChatState, message, plain: bool = False,
                      taken: list | None = None, tools_hidden: bool = False):
         """Stream one answer into the chat. The question box is left alone (the user may be
-        typing the next one), except to give a refused question back. The tab is free again
+        typing the next one), except to give back a question refused, or whose first answer
+        failed. The tab is free again
         before the last update goes out (see `answering`). The first redraw hides the tools
         under the last answer unless they are already (`tools_hidden`)."""
         try:
@@ -286,8 +287,13 @@ class Chat:
         if update.error:
             gr.Warning(inert_html(update.error))
         chat_state.busy = False  # the turn is settled: its answer is in `chat_state`
-        shown = keep_view() if chat_state.left != left else view(chat_state, plain=plain)
-        yield (*shown, gr.skip(), chat_state)
+        if chat_state.left != left:
+            yield (*keep_view(), gr.skip(), chat_state)
+            return
+        # A first answer that failed midway leaves the chat with its question (see
+        # `Studio._settle`): the question goes back to the box, as for a refusal.
+        dropped = last_turn not in chat_state.turns
+        yield (*view(chat_state, plain=plain), message if dropped else gr.skip(), chat_state)
 
     def stop(self, chat_state: ChatState, request: gr.Request):
         # The engine ends the answer itself, so it closes as "stopped" with its real

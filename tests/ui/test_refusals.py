@@ -4,16 +4,20 @@ given back to the box, nothing stored, and the tab free to ask on.
 The page's events run as Gradio runs them (`tests.page_events`) on the real tiny engine and a
 real SQLite file: the page's Enter (echo, answer, release), the "chat" API endpoint, and
 compare. A seed that is no number, or one outside what every backend takes, once gave a bare
-"Error" and lost the question, or failed the model itself.
+"Error" and lost the question, or failed the model itself. A first answer that fails midway
+(a model server hanging up) gives its question back too.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
 
+from engine.remote import RemoteEngine
 from tests.page_events import BOX, SEED, SETTINGS, finished, open_tab
+from tests.scripted_server import ScriptedServer, model_listing, send_json
 
 
 @pytest.fixture
@@ -59,3 +63,35 @@ def test_the_largest_seed_compares_two_samples(tab):
                              ).fetchall()
     assert sorted(answers) == [("done", 0), ("done", 2147483647)]
 
+
+def _breaks_off(handler) -> None:
+    """A model server that lists its model, then sends two pieces of an answer and hangs up."""
+    if handler.command == "GET":
+        send_json(handler, 200, model_listing("m"))
+        return
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.end_headers()
+    for text in ("A red", " square"):
+        chunk = {"object": "chat.completion.chunk",
+                 "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+        handler.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    handler.wfile.flush()
+
+
+def test_a_first_answer_that_breaks_off_gives_the_question_back(tmp_path):
+    server = ScriptedServer(_breaks_off)
+    remote = RemoteEngine(server.url, "m", timeout_s=30)
+    try:
+        remote.load()
+        with open_tab(remote, tmp_path) as tab:
+            asked = {"text": "what shape is it?", "files": []}
+            tab.run("echo", asked, None)
+            answered = tab.run("respond", None, None, *SETTINGS)
+            tab.run("release", None, None)
+            assert answered[-2][BOX]["text"] == "what shape is it?"
+            assert "what shape is it?" not in str(answered[-2][0])
+            assert not tab.state.busy and tab.state.turns == []
+    finally:
+        remote.close()
+        server.close()
