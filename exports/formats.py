@@ -608,6 +608,8 @@ def main(argv: list[str] | None = None, *, default_db: str | Path | None = None)
     db = args.db or default_db
     if db is None:
         parser.error("--db PATH is required")
+    if not Path(db).exists():  # opening it would make an empty one, and export nothing
+        parser.error(f"no database at {db}")
     if not args.counts and (args.format is None or args.out is None):
         parser.error("--format and --out are required (or --counts)")
     filters = {

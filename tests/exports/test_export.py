@@ -497,3 +497,16 @@ def test_the_command_line_counts_and_exports_without_recovering(built, tmp_path,
     assert len((out / "train.jsonl").read_text().splitlines()) == 12
     with pytest.raises(SystemExit):
         main(["--format", "swift-kto", "--out", str(out)], default_db=store.path)  # not empty
+
+
+def test_the_command_line_refuses_a_database_that_is_not_there(tmp_path, capsys):
+    """A mistyped --db is said so; opening it would make an empty database and report zero
+    examples as if that were the data."""
+    from exports.formats import main
+
+    missing = tmp_path / "typo.db"
+    for argv in (["--counts"], ["--format", "trl-dpo", "--out", str(tmp_path / "out")]):
+        with pytest.raises(SystemExit):
+            main(["--db", str(missing), *argv])
+        assert f"no database at {missing}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
