@@ -488,7 +488,11 @@ class Studio:
         if caps.thinking:
             modes["thinking"] = "Thinking on vs off"
         if caps.adapters:
-            modes["adapter"] = f"Base vs adapter ({caps.adapters[0]})"
+            # The adapter side is the variant chosen in the settings, or the first adapter
+            # when the base model is (`_compare_options`); the label says which with several.
+            first = caps.adapters[0]
+            modes["adapter"] = (f"Base vs adapter ({first})" if len(caps.adapters) == 1 else
+                                f"Base vs adapter (the variant chosen, else {first})")
         return modes
 
     def compare(self, state: ChatState, text: str, image_sources: Sequence[Any],

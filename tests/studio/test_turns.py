@@ -244,11 +244,13 @@ def test_compare_base_against_an_adapter_records_which_is_which(store, tmp_path,
 
     adapter_dir = tmp_path / "tuned"
     train_lora(ensure_tiny("qwen3_5"), adapter_dir, question="What is it?", target="A cat.")
+    # Two variants: the one chosen in the settings is the adapter side, else the first.
     engine = LocalEngine("tiny-random", quantize="none", device="cpu",
-                         adapters={"tuned": adapter_dir})
+                         adapters={"tuned": adapter_dir, "again": adapter_dir})
     engine.load()
     studio = Studio(engine, store)
-    assert "adapter" in studio.compare_modes()
+    assert studio.compare_modes()["adapter"] == (
+        "Base vs adapter (the variant chosen, else tuned)")
     state = _consented()
     left, right = _run(studio.compare(state, "What is it?", [image_path], FAST, "adapter"))
     studio.judge(state, "A")
