@@ -22,7 +22,9 @@ What is read: server-sent events. Reasoning arrives in `reasoning_content` or `r
 deltas when the server separates it (vLLM and SGLang with a reasoning parser, transformers
 serve for the families it knows), or between `<think>` tags in the content when it does not;
 both go through one ThinkingParser, so whitespace and tags are treated as in the local engine.
-Token counts come from the usage the server reports, else from the chunks seen.
+Token counts come from the usage the server reports, else from the chunks seen. A server that
+sends more than max_tokens chunks, or an answer longer than MAX_CHARS_PER_TOKEN characters per
+token asked for, is cut off there (hung up on), and the answer ends as "length".
 
 Failures (server down, timeouts, HTTP error statuses, a stream broken off) end the stream with a
 "done" event whose finish reason is "error" and whose message says what happened; nothing is
@@ -76,6 +78,9 @@ DEFAULT_TIMEOUT_S = 120.0
 CONNECT_TIMEOUT_S = 10.0
 # Server error texts are shown to the user; a stack trace in a 500 body is cut short.
 MAX_DETAIL_CHARS = 300
+# A server may ignore max_tokens, or pack a whole answer into one chunk: an answer is cut at
+# this many characters per token asked for, generous for any tokenizer's longest token.
+MAX_CHARS_PER_TOKEN = 32
 
 # Put on a request's queue by `cancel` so that a waiting consumer wakes at once.
 _WAKE = object()
@@ -87,6 +92,8 @@ class _Call:
 
     request_id: str
     seed: int
+    # The max_tokens sent: the most chunks (and, times MAX_CHARS_PER_TOKEN, characters) read.
+    max_tokens: int = 1
     out: queue.Queue = field(default_factory=queue.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     started: float = 0.0
@@ -110,12 +117,13 @@ class _Call:
     def stats(self, finish: FinishReason) -> Stats:
         reasoning, answer = self.reasoning_chunks, self.answer_chunks
         completion = (self.usage or {}).get("completion_tokens")
-        if isinstance(completion, int) and completion >= 0:
+        if _count(completion):
             # Servers stream about one token per chunk; the reported total is exact, and the
-            # reasoning share is taken from the server when it reports one.
+            # reasoning share is taken from the server when it reports one. A share outside
+            # 0..total is no count at all: the chunks seen are the better guess.
             details = (self.usage or {}).get("completion_tokens_details") or {}
             reported = details.get("reasoning_tokens") if isinstance(details, dict) else None
-            reasoning = min(reported if isinstance(reported, int) else reasoning, completion)
+            reasoning = min(reported if _count(reported) else reasoning, completion)
             answer = completion - reasoning
         first = self.first_token_at
         return Stats(
@@ -126,6 +134,11 @@ class _Call:
             finish_reason=finish,
             seed=self.seed,
         )
+
+
+def _count(value) -> bool:
+    """Whether a usage figure from the server is a token count (bool is an int to Python)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _shutdown(response: httpx.Response) -> None:
@@ -149,11 +162,22 @@ def _data_url(image) -> str:
 
 
 def _detail(response: httpx.Response) -> str:
-    """The server's own words about an error: FastAPI `detail`, OpenAI `error.message`, text."""
+    """The server's own words about an error, in one short line: FastAPI `detail`, OpenAI
+    `error.message`, or a line of a text body.
+
+    A text body is often a whole stack trace, with the server's file paths in it: it goes to
+    the log, and the user sees its last line, where Python names the exception (of an HTML
+    page, the status's reason).
+    """
     try:
         body = response.json()
     except ValueError:
-        text = response.text.strip()
+        log.warning("the model server answered %s %s with HTTP %d: %s", response.request.method,
+                    response.request.url, response.status_code, response.text)
+        lines = [line for line in response.text.splitlines() if line.strip()]
+        # An HTML error page (a proxy's 502) says no more than its status does.
+        html = response.text.lstrip().startswith("<")
+        text = lines[-1] if lines and not html else response.reason_phrase
     else:
         text = ""
         if isinstance(body, dict):
@@ -264,7 +288,10 @@ class RemoteEngine:
             self._progress = LoadProgress("loading",
                                           f"Contacting the model server at {self.base_url}")
         try:
-            entries = self._list_models()
+            # Entries that are not models (no string id) are passed over, like other fields
+            # of a shape this engine does not know.
+            listed = {e["id"]: e for e in self._list_models()
+                      if isinstance(e, dict) and isinstance(e.get("id"), str)}
         except Exception as exc:
             if not self.ready:  # an engine that works keeps working; requests report failures
                 message = (str(exc) if isinstance(exc, ModelLoadError)
@@ -272,7 +299,6 @@ class RemoteEngine:
                 self._load_error = message
                 self._progress = LoadProgress("failed", message)
             raise
-        listed = {e.get("id"): e for e in entries if isinstance(e, dict)}
         entry = listed.get(self.model)
         if entry is None:
             # transformers serve lists the models in its download cache, not the one it was
@@ -283,7 +309,7 @@ class RemoteEngine:
             length = entry.get("max_model_len")  # vLLM and SGLang report the context window
             self.context_length = length if isinstance(length, int) else 0
         # vLLM lists each LoRA adapter it serves with the base model as its parent.
-        self.adapters = tuple(str(name) for name, e in listed.items()
+        self.adapters = tuple(name for name, e in listed.items()
                               if name != self.model and e.get("parent") == self.model)
         self._load_error = None
         self._progress = LoadProgress("ready", f"Served by {self.base_url}")
@@ -387,7 +413,7 @@ class RemoteEngine:
         sampling = request.sampling
         seed = pick_seed(sampling.seed)
         body = self._body(request, seed)
-        call = _Call(request.request_id, seed)
+        call = _Call(request.request_id, seed, max_tokens=body["max_tokens"])
         self._calls[request.request_id] = call
         return self._run(body, call)
 
@@ -532,6 +558,13 @@ class RemoteEngine:
                     continue
                 reader.take(choice.get("delta") or {})
                 finish = choice.get("finish_reason") or finish
+            if reader.full:
+                # The server sends more than was asked for: stop reading, and closing the
+                # response hangs up, so that it stops generating too.
+                log.warning("the model server at %s went on past the %d tokens asked for; "
+                            "the answer was cut there", self.base_url, call.max_tokens)
+                reader.flush()
+                return "cancelled" if call.cancelled.is_set() else "length"
         reader.flush()
         if call.cancelled.is_set():
             return "cancelled"
@@ -573,20 +606,41 @@ class _DeltaReader:
     A server that separates reasoning sends it in its own field; the tags it removed are put
     back around it before the text reaches the ThinkingParser, so that both ways of streaming
     go through the same rules (tags only at the start, whitespace around them dropped).
+
+    No more than the call's max_tokens chunks, nor MAX_CHARS_PER_TOKEN times as many
+    characters, are taken; text past either is dropped and `full` says so.
     """
 
     def __init__(self, call: _Call) -> None:
         self.call = call
         self.parser = ThinkingParser(OPEN_TAG, CLOSE_TAG)
         self.phase = "start"  # start -> reasoning (a reasoning field was seen) -> answer
+        self.chars_left = call.max_tokens * MAX_CHARS_PER_TOKEN
+        self.full = False
 
     def take(self, delta: dict) -> None:
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         content = delta.get("content")
         if isinstance(reasoning, str) and reasoning:
-            self._reasoning(reasoning)
+            reasoning = self._admit(reasoning)
+            if reasoning:
+                self._reasoning(reasoning)
         if isinstance(content, str) and content:
-            self._content(content)
+            content = self._admit(content)
+            if content:
+                self._content(content)
+
+    def _admit(self, text: str) -> str:
+        """The part of `text` that fits in what is left of the answer's allowance."""
+        if self.full or self.call.reasoning_chunks + self.call.answer_chunks >= (
+                self.call.max_tokens):
+            self.full = True
+            return ""
+        if len(text) >= self.chars_left:
+            text = text[:self.chars_left]
+            self.full = True
+        self.chars_left -= len(text)
+        return text
 
     def flush(self) -> None:
         self._emit(self.parser.flush())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import itertools
 import json
 import socket
 import threading
@@ -319,13 +320,25 @@ def test_closing_the_stream_closes_the_connection(served, relay):
 
 
 class Scripted:
-    """An HTTP server that answers GET /v1/models with a vLLM-style listing and every chat
-    completion with the reply set in `reply` (status, body lines); it keeps what it was sent."""
+    """An HTTP server that answers GET /v1/models with `listing` (vLLM-style unless a test
+    sets another) and every chat completion with the reply set in `reply` (status, body
+    lines); it keeps what it was sent.
+
+    Body lines given as an iterator rather than a list are written one by one with no length,
+    the end of the body being the end of the connection; `hangups` counts the replies the
+    client stopped reading before they were all written.
+    """
 
     def __init__(self) -> None:
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
         self.reply: tuple[int, list[str]] = (200, [])
+        self.listing: dict = {"object": "list", "data": [
+            {"id": "served-model", "object": "model", "owned_by": "vllm",
+             "max_model_len": 32768, "parent": None},
+            {"id": "support-lora", "object": "model", "owned_by": "vllm",
+             "parent": "served-model"}]}
+        self.hangups = 0
         scripted = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -336,12 +349,7 @@ class Scripted:
                 if self.path != "/v1/models":
                     self._send(404, "application/json", ['{"detail": "Not Found"}'])
                     return
-                listing = {"object": "list", "data": [
-                    {"id": "served-model", "object": "model", "owned_by": "vllm",
-                     "max_model_len": 32768, "parent": None},
-                    {"id": "support-lora", "object": "model", "owned_by": "vllm",
-                     "parent": "served-model"}]}
-                self._send(200, "application/json", [json.dumps(listing)])
+                self._send(200, "application/json", [json.dumps(scripted.listing)])
 
             def do_POST(self):
                 length = int(self.headers["Content-Length"])
@@ -352,12 +360,26 @@ class Scripted:
                 self._send(status, kind, lines)
 
             def _send(self, status, kind, lines):
+                if not isinstance(lines, list):
+                    self._send_unsized(status, kind, lines)
+                    return
                 payload = "".join(lines).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def _send_unsized(self, status, kind, lines):
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.end_headers()
+                try:
+                    for line in lines:
+                        self.wfile.write(line.encode())
+                except OSError:
+                    scripted.hangups += 1
+                self.close_connection = True
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
@@ -502,6 +524,72 @@ def test_server_failures_arrive_as_error_events(scripted, scripted_engine, reply
     scripted.reply = (200, _sse(_delta(content="Fine."), _delta(finish="stop")))
     texts, _, done = collect(scripted_engine.stream(_request()))
     assert done.error is None and texts["answer"] == "Fine."
+
+
+def test_a_server_that_ignores_max_tokens_is_cut_off_and_hung_up_on(scripted, scripted_engine):
+    # Far more than any socket buffers hold, so that the server notices the client leaving.
+    many = (f"data: {json.dumps(_delta(content=f'w{i} '))}\n\n" for i in range(300_000))
+    scripted.reply = (200, itertools.chain(many, _sse(_delta(finish="stop"), "[DONE]")))
+    texts, kinds, done = collect(scripted_engine.stream(_request(max_new=24)))
+    assert done.error is None and done.stats.finish_reason == "length"
+    assert kinds == ["answer"] * 24
+    assert texts["answer"] == "".join(f"w{i} " for i in range(24))
+    assert (done.stats.reasoning_tokens, done.stats.answer_tokens) == (0, 24)
+    wait_until(lambda: scripted.hangups == 1, EVENT_TIMEOUT_S)
+    scripted.reply = (200, _sse(_delta(content="Fine."), _delta(finish="stop")))
+    texts, _, done = collect(scripted_engine.stream(_request()))
+    assert done.error is None and texts["answer"] == "Fine."
+
+
+def test_a_giant_chunk_is_cut_to_a_bounded_answer(scripted, scripted_engine):
+    scripted.reply = (200, _sse(_delta(reasoning="R" * 5_000_000),
+                                _delta(content="A" * 5_000_000), _delta(finish="stop"), "[DONE]"))
+    texts, _, done = collect(scripted_engine.stream(_request(thinking=True, max_new=24)))
+    assert done.error is None and done.stats.finish_reason == "length"
+    # A generous allowance per token asked for, and not a character more.
+    assert 24 <= len(texts.get("reasoning", "")) + len(texts.get("answer", "")) <= 24 * 64
+    assert set(texts["reasoning"]) == {"R"}
+
+
+def test_impossible_usage_counts_are_not_reported(scripted, scripted_engine):
+    usage = {"completion_tokens": 3, "completion_tokens_details": {"reasoning_tokens": -40}}
+    scripted.reply = (200, _sse(
+        _delta(content="short"), _delta(finish="stop"),
+        {"object": "chat.completion.chunk", "choices": [], "usage": usage}, "[DONE]"))
+    _, _, done = collect(scripted_engine.stream(_request()))
+    assert (done.stats.reasoning_tokens, done.stats.answer_tokens) == (0, 3)
+
+
+def test_a_stack_trace_from_the_server_is_shown_as_one_line(scripted, scripted_engine, caplog):
+    trace = ('Traceback (most recent call last):\n  File "/srv/secret/app.py", line 1, in run\n'
+             "    generate()\nRuntimeError: CUDA out of memory\n\n")
+    scripted.reply = (500, [trace])
+    with caplog.at_level("WARNING", logger="engine.remote"):
+        _, _, done = collect(scripted_engine.stream(_request()))
+    assert done.stats.finish_reason == "error"
+    assert done.error.endswith("(HTTP 500: RuntimeError: CUDA out of memory).")
+    assert "/srv/secret" not in done.error and "Traceback" not in done.error
+    assert "/srv/secret/app.py" in caplog.text  # what the server said stays in the log
+    scripted.reply = (500, ["x" * 5000 + "\n"])
+    _, _, done = collect(scripted_engine.stream(_request()))
+    assert len(done.error) < 600
+    scripted.reply = (502, ["<html><body>\n<h1>502 Bad Gateway</h1>\n</body></html>\n"])
+    _, _, done = collect(scripted_engine.stream(_request()))
+    assert done.error.endswith("(HTTP 502: Bad Gateway).")
+
+
+def test_listing_entries_that_are_not_models_are_passed_over(scripted):
+    scripted.listing = {"data": [
+        1, "x", {"id": ["l"], "parent": "served-model"}, {"id": None},
+        {"id": "served-model", "max_model_len": "big"},
+        {"id": "support-lora", "parent": "served-model"}]}
+    remote = RemoteEngine(scripted.url, "served-model")
+    try:
+        caps = remote.load()
+        assert remote.progress.stage == "ready"
+        assert caps.adapters == ("support-lora",) and caps.context_length == 0
+    finally:
+        remote.close()
 
 
 def test_load_says_what_is_wrong_with_the_address(scripted):
