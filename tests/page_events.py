@@ -9,6 +9,7 @@ with orjson, and the page loses an update it cannot write, and its connection wi
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import sqlite3
 
@@ -61,7 +62,10 @@ class Tab:
                 if not out["is_generating"]:
                     return sent
 
-        return asyncio.run(updates())
+        # On a thread of its own: Playwright's sync API, once a browser test has run, keeps
+        # an event loop running in the main thread, where asyncio.run cannot start another.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, updates()).result()
 
     def ask(self, text: str) -> list[list]:
         """Enter in the box: the echo, the answer, then the release, as the page chains them;
