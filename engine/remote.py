@@ -563,8 +563,8 @@ class RemoteEngine:
                 # response hangs up, so that it stops generating too.
                 log.warning("the model server at %s went on past the %d tokens asked for; "
                             "the answer was cut there", self.base_url, call.max_tokens)
-                reader.flush()
-                return "cancelled" if call.cancelled.is_set() else "length"
+                finish, ended = "length", True
+                break
         reader.flush()
         if call.cancelled.is_set():
             return "cancelled"
