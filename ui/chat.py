@@ -248,9 +248,9 @@ class Chat:
                      taken: list | None = None, tools_hidden: bool = False):
         """Stream one answer into the chat. The question box is left alone (the user may be
         typing the next one), except to give back a question refused, or whose first answer
-        failed. The tab is free again
-        before the last update goes out (see `answering`). The first redraw hides the tools
-        under the last answer unless they are already (`tools_hidden`)."""
+        failed. The tab is free again before the last update goes out (see `answering`). The
+        first redraw hides the tools under the last answer unless they are already
+        (`tools_hidden`)."""
         try:
             update = next(turn)
         except StopIteration:
