@@ -18,6 +18,7 @@ import gradio as gr
 
 from studio.turns import CONSENT_TEXT, CONSENT_VERSION, ChatState, Studio, usable_client_key
 from ui.common import NEVER_WAITS, VIEW_SIZE, keep_view, session_key, view, warn
+from ui.render import counted
 
 
 @dataclass
@@ -249,11 +250,6 @@ class History:
         if key:
             self.studio.cancel(key)  # a closed tab: stop generating for it
             self.studio.end_session(key)
-
-
-def counted(number: int, noun: str) -> str:
-    """"1 message", "2 messages": a count as a person writes it."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def wire_load(history: History, demo: gr.Blocks, client_key: gr.BrowserState,

@@ -12,7 +12,7 @@ import gradio as gr
 from engine.protocol import Engine
 from studio.turns import Studio
 from ui.common import NEVER_WAITS
-from ui.render import safe_markdown
+from ui.render import counted, safe_markdown
 
 # What the checkpoint's template does about thinking, by (mode, default).
 _THINKING_TEXT = {
@@ -34,7 +34,7 @@ def status_text(engine: Engine) -> str:
         cost = f" (about {caps.image_tokens} tokens each)" if caps.image_tokens else ""
         return (f"**{safe_markdown(caps.model_id)}** · {safe_markdown(caps.family)} · "
                 f"{safe_markdown(caps.quantization)} · {thinking} · "
-                f"up to {caps.max_images} image{'s' if caps.max_images != 1 else ''}{cost}"
+                f"up to {counted(caps.max_images, 'image')}{cost}"
                 f"{adapters}")
     if engine.load_error:
         return (f"⚠️ **The model could not be loaded.** {safe_markdown(engine.load_error)}\n\n"

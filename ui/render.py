@@ -5,7 +5,7 @@ inert and turns image syntax into plain text, so an answer can neither inject ma
 the browser fetch a URL; code is left as written, so it shows and copies unchanged.
 `answer_messages` builds the chatbot messages for one answer: a
 collapsible reasoning message (pending while it streams, then "Thought for N s") and the answer
-with a short line of stats.
+with a short line of stats. `counted` writes a count with its noun, as a person would.
 
 Every redraw of a streaming answer renders the whole conversation again, so what does not
 change (questions, finished answers) is made safe once and then read from a small cache; the
@@ -211,3 +211,8 @@ def version_label(state) -> str:
     if len(turn.versions) < 2:
         return ""
     return f"Answer {turn.position() + 1} of {len(turn.versions)}"
+
+
+def counted(number: int, noun: str) -> str:
+    """"1 message", "2 messages": a count as a person writes it."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
