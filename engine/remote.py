@@ -23,8 +23,9 @@ deltas when the server separates it (vLLM and SGLang with a reasoning parser, tr
 serve for the families it knows), or between `<think>` tags in the content when it does not;
 both go through one ThinkingParser, so whitespace and tags are treated as in the local engine.
 Token counts come from the usage the server reports, else from the chunks seen. A server that
-sends more than max_tokens chunks, or an answer longer than MAX_CHARS_PER_TOKEN characters per
-token asked for, is cut off there (hung up on), and the answer ends as "length".
+sends more than max_tokens chunks, an answer longer than MAX_CHARS_PER_TOKEN characters per
+token asked for, or endless lines that carry no token, is cut off there (hung up on), and the
+answer ends as "length".
 
 Failures (server down, timeouts, HTTP error statuses, a stream broken off) end the stream with a
 "done" event whose finish reason is "error" and whose message says what happened; nothing is
@@ -81,6 +82,12 @@ MAX_DETAIL_CHARS = 300
 # A server may ignore max_tokens, or pack a whole answer into one chunk: an answer is cut at
 # this many characters per token asked for, generous for any tokenizer's longest token.
 MAX_CHARS_PER_TOKEN = 32
+# Lines may carry no token at all (empty deltas, keep-alive comments, the blank line after
+# each event), so a server could stream them forever without a read ever timing out. Real
+# servers send about two lines per token plus a few around the answer: this many lines per
+# token asked for, plus LINES_SLACK, are read before the server is hung up on.
+MAX_LINES_PER_TOKEN = 8
+LINES_SLACK = 256
 
 # Put on a request's queue by `cancel` so that a waiting consumer wakes at once.
 _WAKE = object()
@@ -529,9 +536,18 @@ class RemoteEngine:
         reader = _DeltaReader(call)
         finish: str | None = None
         ended = False
+        lines_left = call.max_tokens * MAX_LINES_PER_TOKEN + LINES_SLACK
         for line in response.iter_lines():
             if call.cancelled.is_set():
                 return "cancelled"
+            lines_left -= 1
+            if lines_left < 0:
+                log.warning("the model server at %s sent %d lines without finishing %d tokens; "
+                            "the answer was cut there", self.base_url,
+                            call.max_tokens * MAX_LINES_PER_TOKEN + LINES_SLACK,
+                            call.max_tokens)
+                finish, ended = "length", True
+                break
             if not line.startswith("data:"):
                 continue  # blank separators, comments, event names
             data = line[len("data:"):].strip()

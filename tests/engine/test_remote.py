@@ -541,6 +541,18 @@ def test_a_server_that_ignores_max_tokens_is_cut_off_and_hung_up_on(scripted, sc
     assert done.error is None and texts["answer"] == "Fine."
 
 
+@pytest.mark.parametrize("filler", [f"data: {json.dumps(_delta())}\n\n", ": keep-alive\n\n"])
+def test_endless_lines_without_tokens_are_cut_off_and_hung_up_on(scripted, scripted_engine,
+                                                                   filler):
+    # Empty deltas or comments, each read well within the timeout, forever.
+    scripted.reply = (200, itertools.chain(_sse(_delta(content="Hi")),
+                                           itertools.repeat(filler, 3_000_000)))
+    texts, _, done = collect(scripted_engine.stream(_request(max_new=24)))
+    assert done.error is None and done.stats.finish_reason == "length"
+    assert texts["answer"] == "Hi"
+    wait_until(lambda: scripted.hangups == 1, EVENT_TIMEOUT_S)
+
+
 def test_a_giant_chunk_is_cut_to_a_bounded_answer(scripted, scripted_engine):
     scripted.reply = (200, _sse(_delta(reasoning="R" * 5_000_000),
                                 _delta(content="A" * 5_000_000), _delta(finish="stop"), "[DONE]"))
