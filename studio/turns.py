@@ -241,6 +241,14 @@ class ChatState:
         self.turns = []
         self.comparison = None
 
+    def erased(self, conversation_id: str | None = None) -> None:
+        """Stored data went: the conversation `conversation_id`, or all of the browser's when
+        None. The tab leaves it if it is shown, and a dislike waiting for its reasons is
+        dropped, since it may have been of an erased answer."""
+        if conversation_id is None or conversation_id == self.conversation_id:
+            self.reset()
+        self.pending_dislike = None
+
     def history(self, upto: int | None = None) -> list[Message]:
         """The branch as the engine sees it (answers without their reasoning)."""
         messages: list[Message] = []
@@ -824,15 +832,12 @@ class Studio:
 
     def delete_conversation(self, state: ChatState, conversation_id: str) -> ErasureCounts:
         counts = self.store.delete_conversation(state.owner(), conversation_id)
-        if state.conversation_id == conversation_id:
-            state.reset()
-        state.pending_dislike = None  # it may have been an answer of the erased conversation
+        state.erased(conversation_id)
         return counts
 
     def delete_my_data(self, state: ChatState) -> ErasureCounts:
         counts = self.store.delete_user_data(state.owner()) if self.store else ErasureCounts()
-        state.reset()
-        state.pending_dislike = None
+        state.erased()
         return counts
 
     # -- shared steps --------------------------------------------------------------------
@@ -889,8 +894,7 @@ class Studio:
         except NotFound:
             if state.conversation_id is None or self._still_stored(state):
                 raise
-            state.reset()
-            state.pending_dislike = None
+            state.erased(state.conversation_id)
             raise RequestError(CONVERSATION_GONE) from None
 
     def _still_stored(self, state: ChatState) -> bool:
