@@ -666,10 +666,15 @@ class Studio:
     def explain_dislike(self, state: ChatState, reasons: Sequence[str], comment: str) -> str:
         """The reasons for the answer last disliked, recorded on that answer."""
         answer, state.pending_dislike = state.pending_dislike, None
+        gone = RequestError("The answer you disliked is no longer here; "
+                            "your reasons were not saved.")
         if answer is None:
-            raise RequestError("The answer you disliked is no longer here; "
-                               "your reasons were not saved.")
-        return self.vote(state, answer.answer_id, False, reasons, comment)
+            raise gone
+        try:
+            return self.vote(state, answer.answer_id, False, reasons, comment)
+        except NotFound:
+            # Deleted from another tab while this one shows another conversation.
+            raise gone from None
 
     def select(self, state: ChatState, turn_index: int, step: int) -> TurnUpdate:
         """Show the previous (-1) or next (+1) answer of a turn; the conversation continues

@@ -312,6 +312,19 @@ def test_a_dislikes_reasons_stay_with_the_answer_disliked(studio, store, image_p
     studio.delete_conversation(state, conversation_id)
     with pytest.raises(RequestError, match="no longer here"):
         studio.explain_dislike(state, ["Unsafe"], "after erasure")
+    # Erased by the browser's other tab while this one went on to another conversation.
+    other = _consented()
+    other.client_key = state.owner()
+    _run(studio.ask(state, "Describe it", [image_path], FAST))
+    disliked_in = state.conversation_id
+    studio.rate(state, 0, False)
+    studio.leave(state, "tab")
+    state.reset()
+    _run(studio.ask(state, "Something else", [image_path], FAST))
+    studio.delete_conversation(other, disliked_in)
+    with pytest.raises(RequestError, match="no longer here"):
+        studio.explain_dislike(state, ["Unsafe"], "erased elsewhere")
+    assert state.turns and state.conversation_id is not None
 
 
 def test_a_reopened_conversation_follows_the_branch_it_went_on_from(studio, store,
