@@ -156,6 +156,9 @@ class Turn:
     # Every answer to this question, oldest first (regenerated, corrected, compared): the
     # user can page between them, and the one shown is `answer`.
     versions: list[TurnUpdate] = field(default_factory=list)
+    # A new answer (or two, compared) is streaming for this question: the page shows it in
+    # place of `answer`, which is not the one on screen until it is done.
+    answering: bool = False
 
     @property
     def earlier(self) -> list[TurnUpdate]:
@@ -218,6 +221,9 @@ class ChatState:
     # The answer just disliked, waiting for its reasons: they are about that answer, whatever
     # the tab shows by the time they are sent (another version, another conversation).
     pending_dislike: TurnUpdate | None = None
+    # The answer the correction editor was opened on: a correction is of that answer, and
+    # is refused once it is no longer the last question's.
+    editing: TurnUpdate | None = None
     # An answer is on its way for this tab: another question waits until it is done.
     busy: bool = False
     # Names this tab's folder of images in the studio's scratch folder; made on first use.
@@ -248,6 +254,7 @@ class ChatState:
         if conversation_id is None or conversation_id == self.conversation_id:
             self.reset()
         self.pending_dislike = None
+        self.editing = None
 
     def history(self, upto: int | None = None) -> list[Message]:
         """The branch as the engine sees it (answers without their reasoning)."""
@@ -459,12 +466,14 @@ class Studio:
         """Stream a new answer to `turn`, stored as it goes; it joins the turn's versions."""
         opening = self._open_answer(state, turn.question_id, request)
         update = self._new_update(request)
+        turn.answering = True
         try:
             with self._in_its_conversation(state):
                 yield from self._stream(events, update, request, session_key, opening)
         finally:
             # Also when the page stops reading mid-answer: the partial answer, marked
             # cancelled, stays part of the conversation.
+            turn.answering = False
             self._settle(state, turn, update)
 
     def settle_comparison(self, state: ChatState) -> None:
@@ -535,10 +544,14 @@ class Studio:
         right_row = self._open_answer(state, turn.question_id, right_request, group, "B")
         left = self._new_update(left_request, left_label)
         right = self._new_update(right_request, right_label)
-        for _ in self._stream_together([(left_events, left, left_request, left_row),
-                                        (right_events, right, right_request, right_row)],
-                                       session_key or ""):
-            yield left, right
+        turn.answering = True
+        try:
+            for _ in self._stream_together([(left_events, left, left_request, left_row),
+                                            (right_events, right, right_request, right_row)],
+                                           session_key or ""):
+                yield left, right
+        finally:
+            turn.answering = False
         if turn in state.turns:  # not when the user moved on to another conversation
             state.comparison = Comparison(state.turns.index(turn), left, right, mode, group)
 
@@ -656,7 +669,10 @@ class Studio:
 
     def rate(self, state: ChatState, turn_index: int, liked: bool | None) -> str:
         """Vote on the answer a turn shows, whichever of its messages was clicked. A dislike
-        then waits for its reasons (`explain_dislike`)."""
+        then waits for its reasons (`explain_dislike`). An answer still streaming is refused:
+        the vote would go to the answer it replaces on screen."""
+        if 0 <= turn_index < len(state.turns) and state.turns[turn_index].answering:
+            raise RequestError("Wait until this answer has finished, then rate it.")
         answer = self._shown_answer(state, turn_index)
         note = self.vote(state, answer.answer_id, liked)
         answer.vote = None if liked is None else "like" if liked else "dislike"
@@ -695,6 +711,33 @@ class Studio:
         if not 0 <= turn_index < len(state.turns) or state.turns[turn_index].answer is None:
             raise RequestError("That answer is no longer shown; rate the one on screen.")
         return state.turns[turn_index].answer
+
+    def open_editor(self, state: ChatState) -> str:
+        """The text of the last answer shown, which a correction saved later is of
+        (`save_correction`), whatever the tab shows by then."""
+        last = state.turns[-1] if state.turns else None
+        if state.busy or last is None or last.answer is None or last.answering:
+            raise RequestError("There is no finished answer to correct yet.")
+        state.editing = last.answer
+        return last.answer.answer
+
+    def save_correction(self, state: ChatState, text: str) -> str:
+        """Correct the answer the editor was opened on. Paged away from (or regenerated
+        since), it is shown again with its correction; gone from the last question (another
+        conversation, a new question), the correction is refused rather than put on another
+        answer."""
+        if state.busy:
+            raise RequestError("Wait until the answer has finished, then save your correction.")
+        target, turn = state.editing, state.turns[-1] if state.turns else None
+        version = None if target is None or turn is None else next(
+            (v for v in turn.versions if v is target
+             or (target.answer_id is not None and v.answer_id == target.answer_id)), None)
+        if version is None or state.comparison is not None:
+            raise RequestError("The answer you were correcting is no longer the last one "
+                               "shown, so your correction was not saved.")
+        turn.answer = version
+        state.editing = None
+        return self.edit(state, len(state.turns) - 1, text)
 
     def edit(self, state: ChatState, turn_index: int, text: str) -> str:
         """Replace a turn's answer with the user's correction (kept as a sibling answer)."""

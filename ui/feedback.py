@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from engine.errors import RequestError
 from studio.turns import DISLIKE_REASONS, ChatState, Studio
 from ui.chat import ChatView
 from ui.common import NEVER_WAITS, keep_view, view, warn
@@ -86,19 +85,18 @@ class Feedback:
         return gr.Group(visible=False), [], ""
 
     def open_editor(self, chat_state: ChatState):
-        last = chat_state.turns[-1] if chat_state.turns else None
-        if chat_state.busy or last is None or last.answer is None:
-            gr.Warning("There is no finished answer to correct yet.")
-            return gr.skip(), gr.skip()
-        return gr.Group(visible=True), last.answer.answer
+        try:
+            text = self.studio.open_editor(chat_state)
+        except Exception as exc:
+            warn(exc)
+            return gr.skip(), gr.skip(), chat_state
+        return gr.Group(visible=True), text, chat_state
 
     def save_correction(self, chat_state: ChatState, text: str):
         try:
-            if chat_state.busy or not chat_state.turns:
-                raise RequestError("There is no finished answer to correct yet.")
-            gr.Info(self.studio.edit(chat_state, len(chat_state.turns) - 1, text or ""))
+            gr.Info(self.studio.save_correction(chat_state, text or ""))
         except Exception as exc:
-            warn(exc)
+            warn(exc)  # the editor stays open with the text typed
             return (*keep_view(), gr.skip(), chat_state)
         return (*view(chat_state), gr.Group(visible=False), chat_state)
 
@@ -112,7 +110,7 @@ def wire(feedback: Feedback, chat_view: ChatView, panels: FeedbackPanels,
                               [panels.dislike_panel, panels.reasons, panels.comment],
                               **NEVER_WAITS)
     chat_view.correct.click(feedback.open_editor, [state],
-                            [panels.editor_panel, panels.editor], **NEVER_WAITS)
+                            [panels.editor_panel, panels.editor, state], **NEVER_WAITS)
     panels.cancel_edit.click(lambda: gr.Group(visible=False), None, [panels.editor_panel],
                              queue=False)
     panels.save_edit.click(feedback.save_correction, [state, panels.editor],

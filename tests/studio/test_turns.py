@@ -127,6 +127,59 @@ def test_edit_stores_the_correction_and_continues_from_it(studio, store, image_p
     assert state.history()[-1].text == "A red rectangle."
 
 
+def test_a_correction_is_of_the_answer_the_editor_was_opened_on(studio, store, image_path):
+    """The editor holds one answer's text; paging or regenerating meanwhile does not move
+    the correction to another answer, and leaving the question refuses it."""
+    state = _consented()
+    first = _run(studio.ask(state, "Describe it", [image_path], FAST))
+    assert studio.open_editor(state) == first.answer
+    _run(studio.regenerate(state, FAST))  # a second answer is shown now
+    assert studio.save_correction(state, "A red rectangle.") == "Saved your correction."
+    turn = state.turns[0]
+    conversation = store.get_conversation(state.client_key, state.conversation_id)
+    assert conversation.message(turn.answer.answer_id).corrects_id == first.answer_id
+    second = turn.versions[1]
+    studio.open_editor(state)  # on the correction, then paged back to the second answer
+    studio.select(state, 0, -1)
+    studio.save_correction(state, "A red square.")
+    conversation = store.get_conversation(state.client_key, state.conversation_id)
+    assert conversation.message(turn.answer.answer_id).corrects_id == turn.versions[2].answer_id
+    assert turn.versions[2].answer_id != second.answer_id
+    # Opened, then the tab went on to another question, or another conversation.
+    studio.open_editor(state)
+    _run(studio.ask(state, "And then?", [], FAST))
+    with pytest.raises(RequestError, match="no longer the last one shown"):
+        studio.save_correction(state, "Not this one.")
+    studio.open_editor(state)
+    studio.leave(state, "tab")
+    state.reset()
+    _run(studio.ask(state, "Something else", [image_path], FAST))
+    with pytest.raises(RequestError, match="no longer the last one shown"):
+        studio.save_correction(state, "Not this one.")
+    texts = [r["text"] for r in _rows(store, "select text from messages where origin = 'edit'")]
+    assert texts == ["A red rectangle.", "A red square."]
+
+
+def test_an_answer_still_streaming_cannot_be_rated(studio, store, image_path):
+    """The page shows the streaming answer where the turn's last answer was: a vote then
+    would go to that one, or be refused as not shown."""
+    state = _consented()
+    streaming = studio.ask(state, "Describe it", [image_path], FAST)
+    next(streaming)
+    with pytest.raises(RequestError, match="Wait until this answer has finished"):
+        studio.rate(state, 0, True)
+    first = _run(streaming)
+    streaming = studio.regenerate(state, FAST)
+    next(streaming)
+    with pytest.raises(RequestError, match="Wait until this answer has finished"):
+        studio.rate(state, 0, False)
+    second = _run(streaming)
+    studio.rate(state, 0, True)
+    rows = _rows(store, "select message_id, kind from feedback")
+    assert [(r["message_id"], r["kind"]) for r in rows] == [(second.answer_id, "like")]
+    assert first.answer_id != second.answer_id
+
+
 def test_votes_are_recorded_and_a_change_of_mind_kept(studio, store, image_path):
     state = _consented()
     answer = _run(studio.ask(state, "Describe it", [image_path], FAST))
