@@ -30,7 +30,7 @@ from ui.common import (
     view,
     warn,
 )
-from ui.render import answer_messages, safe_markdown
+from ui.render import answer_messages
 from ui.uploads import Uploads
 
 VERDICTS = ("A", "B", "tie", "both_bad")
@@ -89,11 +89,10 @@ def build_controls() -> tuple[gr.Radio, gr.Button]:
     return compare_mode, compare
 
 
-def _side(update: TurnUpdate, reveal: bool = False) -> list[dict]:
-    messages = answer_messages(update)
-    if reveal and update.label:
-        messages.insert(0, {"role": "assistant", "content": f"*{safe_markdown(update.label)}*"})
-    return messages
+def _side(update: TurnUpdate, verdict_given: bool = False) -> list[dict]:
+    # Until the verdict the stats line does not name the model or adapter of a side:
+    # with "Base vs adapter" it would tell which is which.
+    return answer_messages(update, name_model=verdict_given)
 
 
 class Compare:
@@ -181,7 +180,7 @@ class Compare:
             reveal = (f"**{note}** Answer A: *{comparison.left.label}* · "
                       f"Answer B: *{comparison.right.label}*")
             return (*view(chat_state), chat_state, gr.Group(visible=True), reveal,
-                    _side(comparison.left), _side(comparison.right), *off)
+                    _side(comparison.left, True), _side(comparison.right, True), *off)
         return judge
 
 

@@ -114,14 +114,16 @@ def inert_html(text: str) -> str:
     return html.escape(text)
 
 
-def stats_line(stats: Stats | None, model: str, adapter: str | None = None) -> str:
+def stats_line(stats: Stats | None, model: str | None, adapter: str | None = None) -> str:
+    """Tokens, speed, time, the model (left out when None) and how the answer ended."""
     if stats is None:
         return ""
     parts = [f"{stats.total_tokens} tokens"]
     if stats.tokens_per_s:
         parts.append(f"{stats.tokens_per_s:.1f} tok/s")
     parts.append(f"{stats.duration_s:.1f} s")
-    parts.append(model + (f" + {adapter}" if adapter else ""))
+    if model is not None:
+        parts.append(model + (f" + {adapter}" if adapter else ""))
     if stats.finish_reason == "length":
         parts.append("stopped at the token limit")
     elif stats.finish_reason == "cancelled":
@@ -131,8 +133,9 @@ def stats_line(stats: Stats | None, model: str, adapter: str | None = None) -> s
     return " · ".join(parts)
 
 
-def answer_messages(update) -> list[dict]:
-    """Chatbot messages (dicts) for one streaming or finished `TurnUpdate`."""
+def answer_messages(update, name_model: bool = True) -> list[dict]:
+    """Chatbot messages (dicts) for one streaming or finished `TurnUpdate`; its stats line
+    names the model that answered unless `name_model` is off."""
     messages = []
     # Text still streaming is different at every redraw: not worth remembering.
     safe = safe_markdown if update.done else make_safe
@@ -148,7 +151,8 @@ def answer_messages(update) -> list[dict]:
     body = safe(update.answer)
     if update.error:
         body = (body + "\n\n" if body else "") + f"**Error:** {safe_markdown(update.error)}"
-    line = stats_line(update.stats, update.model, update.adapter) if update.done else ""
+    line = stats_line(update.stats, update.model if name_model else None,
+                      update.adapter) if update.done else ""
     if update.label == "Edited":
         line = "your correction"
     if line:
