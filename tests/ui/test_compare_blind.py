@@ -13,8 +13,8 @@ import pytest
 
 from engine.local import LocalEngine
 from engine.tiny import ensure_tiny
-from tests.page_events import SETTINGS, open_tab
 from testing.lora import train_lora
+from tests.page_events import SETTINGS, open_tab
 
 # The compare panel's outputs come last (`ui.compare.ComparePanel.outputs`): the panel, its
 # note, side A, side B, then the four verdict buttons.
