@@ -75,6 +75,15 @@ def set_greedy(page) -> None:
     page.get_by_text("Sampling", exact=True).click()
 
 
+def set_max_new_tokens(page, count: int) -> None:
+    """Set "Max new tokens" in the Sampling settings."""
+    page.get_by_text("Sampling", exact=True).click()
+    field = page.locator("#max-new input[type=number]")
+    field.fill(str(count))
+    field.press("Enter")
+    page.get_by_text("Sampling", exact=True).click()
+
+
 def delete_all_data(page, conversations: int) -> None:
     """In the open sidebar, press "Delete my data", confirm, and wait for the page to say so."""
     page.locator("#delete-all").click()

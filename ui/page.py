@@ -51,7 +51,9 @@ KEYBOARD_JS = """
     sync();
   }
   if (window.matchMedia('(min-width: 721px)').matches) {
-    document.querySelector('#question textarea')?.focus();
+    // Without preventScroll the browser scrolls the box into view, and a short window
+    // opens with the title, the tabs and "Save my data" above its top.
+    document.querySelector('#question textarea')?.focus({preventScroll: true});
   }
 }
 """
@@ -71,9 +73,17 @@ CSS = """
 #answer-tools button { min-width: 44px; min-height: 40px; flex-grow: 0; }
 #answer-version { flex: 0 0 auto; min-width: 7em; }
 #answer-tools #correct { flex: 0 0 auto; }
+/* A title with no spaces (a pasted address) wraps inside the sidebar instead of leaving it. */
+#conversations label { overflow-wrap: anywhere; }
 @media (max-width: 720px) {
   #settings-column { min-width: 100% !important; }
+  /* Stacked, each side keeps its own height (and scrolls) rather than growing to its
+     answer's length, which put the verdict buttons far below. */
   #compare-row { flex-direction: column; }
+  #compare-row > * { flex: 0 0 auto; }
+  /* ‹ "Answer 2 of 3" › and Correct stay on one line. */
+  #answer-tools { flex-wrap: nowrap; }
+  #answer-version { width: auto; min-width: 0; }
   /* A finger needs about 40 px each way: every button, the icons in the chat and the
      question box, and the whole line of a checkbox or radio choice, not just its box. */
   button { min-height: 40px; }

@@ -15,6 +15,8 @@ from tests.page_actions import (
     give_consent,
     open_conversation,
     open_page,
+    set_greedy,
+    set_max_new_tokens,
     start_new_chat,
     submit_question,
 )
@@ -401,6 +403,12 @@ def test_feedback_on_a_phone(browser, app):
         page.locator("#save-edit").click()
         assert _wait_rows(app, "select * from messages where origin = 'edit'"
                                " and corrects_id = ?", answer["id"])
+        # ‹ "Answer 2 of 2" › and Correct on one line, as on a wide screen.
+        page.wait_for_selector("#answer-version:has-text('Answer 2 of 2')")
+        boxes = [page.locator(s).bounding_box()
+                 for s in ("#prev-answer", "#answer-version", "#next-answer", "#correct")]
+        middles = [box["y"] + box["height"] / 2 for box in boxes]
+        assert max(middles) - min(middles) < 20
     finally:
         context.close()
 
@@ -431,8 +439,6 @@ def slow_app(app_launcher, tmp_path_factory):
 
 def test_the_box_stays_the_users_while_an_answer_streams_and_stop_keeps_the_count(
         page, slow_app):
-    from tests.page_actions import set_greedy
-
     open_page(page, slow_app)
     page.get_by_label("Think before answering").uncheck()
     give_consent(page)
@@ -468,9 +474,12 @@ def test_the_box_stays_the_users_while_an_answer_streams_and_stop_keeps_the_coun
 
 
 def test_on_a_wide_screen_the_question_box_has_the_focus_once_loaded(page, app):
+    page.set_viewport_size({"width": 1280, "height": 720})  # a small laptop's window
     open_page(page, app)
     page.wait_for_function("() => document.activeElement.matches('#question textarea')",
                            timeout=10_000)
+    # Taking the focus does not scroll the title, the tabs and "Save my data" away.
+    assert page.evaluate("window.scrollY") == 0
 
 
 def test_history_is_dated_newest_first_and_can_be_filtered(page, app):
@@ -497,29 +506,36 @@ def test_history_is_dated_newest_first_and_can_be_filtered(page, app):
     assert _rows(app, "select * from conversations where title = 'hf: apples'")
 
 
-def test_compare_on_a_phone_is_stacked_and_moving_on_retires_the_verdict(browser, app):
+def test_compare_on_a_phone_is_stacked_and_moving_on_retires_the_verdict(browser, slow_app):
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
                                   has_touch=True)
     page = context.new_page()
     try:
-        open_page(page, app)
+        open_page(page, slow_app)
         page.get_by_label("Think before answering").uncheck()
+        set_greedy(page)  # long answers: each side scrolls in its own box
+        set_max_new_tokens(page, 300)
         give_consent(page)
         compare_question(page, "pc: compare on a phone")
         a, b = (page.locator(s).bounding_box() for s in ("#compare-a", "#compare-b"))
         assert b["y"] >= a["y"] + a["height"] - 1  # one above the other
         assert a["x"] + a["width"] <= 390 and b["x"] + b["width"] <= 390
+        # Each side as tall as on a wide screen, whatever its length: the verdict buttons
+        # follow close below rather than thousands of pixels down.
+        assert a["height"] <= 400 and b["height"] <= 400
+        assert page.locator("#pick-a").bounding_box()["y"] <= b["y"] + b["height"] + 200
         # Asking on without a verdict: the verdict buttons go, nothing is recorded.
         submit_question(page, "pc: next question")
         page.locator("#pick-a").wait_for(state="hidden", timeout=60_000)
         _wait_answers(page, 2)
-        question = _rows(app, "select id from messages where text = ?",
+        question = _rows(slow_app, "select id from messages where text = ?",
                          "pc: compare on a phone")[0]["id"]
-        assert _rows(app, """select f.* from feedback f join messages m on m.id = f.message_id
-                             where m.parent_id = ?""", question) == []
-        follow = _rows(app, "select parent_id from messages where text = ?",
+        assert _rows(slow_app, """select f.* from feedback f
+                                  join messages m on m.id = f.message_id
+                                  where m.parent_id = ?""", question) == []
+        follow = _rows(slow_app, "select parent_id from messages where text = ?",
                        "pc: next question")[0]
-        sides = {r["id"]: r["side"] for r in _answers(app, "pc: compare on a phone")}
+        sides = {r["id"]: r["side"] for r in _answers(slow_app, "pc: compare on a phone")}
         assert sides.get(follow["parent_id"]) in ("A", "B")
     finally:
         context.close()
