@@ -235,6 +235,8 @@ class ChatState:
     # that leaves them as they are sends the messages alone. None once a click on the page
     # changed them there.
     votes_shown: tuple[str | None, ...] | None = ()
+    # The words the tab's list of conversations is filtered by (`ui.history`).
+    list_filter: str = ""
 
     def owner(self) -> str:
         """This tab's client key, made on first use."""

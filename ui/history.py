@@ -104,16 +104,20 @@ class History:
             chat_state.client_key = key
         return chat_state, chat_state.owner(), self._conversation_choices(chat_state)
 
-    # The conversation list, filtered by the words of `query`. The name keeps its underscore
+    # The conversation list, filtered by the words of `query` when the filter box sends
+    # them, else by the tab's last ones: the list is redrawn after each answer, rename and
+    # deletion, and the words still in the box go on applying. The name keeps its underscore
     # and this says so in a comment, not a docstring: Gradio names an endpoint after its
     # function and describes it with its docstring, and API clients may know it as it was.
-    def _conversation_choices(self, chat_state: ChatState, query: str = ""):
+    def _conversation_choices(self, chat_state: ChatState, query: str | None = None):
+        if query is not None:
+            chat_state.list_filter = query
         try:
             items = self.studio.conversations(chat_state)
         except Exception as exc:
             warn(exc)
             items = []
-        words = (query or "").lower().split()
+        words = chat_state.list_filter.lower().split()
         items = [c for c in items if all(w in (c.title or "").lower() for w in words)]
         shown = chat_state.conversation_id in {c.id for c in items}
         return gr.Radio(choices=[(_history_label(c), c.id) for c in items],

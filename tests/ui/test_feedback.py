@@ -504,6 +504,11 @@ def test_history_is_dated_newest_first_and_can_be_filtered(page, app):
     page.locator("#cancel-delete").click()
     page.locator("#confirm-text").wait_for(state="hidden")
     assert _rows(app, "select * from conversations where title = 'hf: apples'")
+    # Renamed, the list is drawn again with the words still in the filter box.
+    page.locator("#rename-box textarea, #rename-box input").first.fill("hf: apple pie")
+    page.locator("#rename").click()
+    page.wait_for_selector("#conversations :text('hf: apple pie')")
+    assert "pears" not in page.locator("#conversations").inner_text()
 
 
 def test_compare_on_a_phone_is_stacked_and_moving_on_retires_the_verdict(browser, slow_app):
