@@ -167,6 +167,16 @@ class History:
         # the component with every title as its choices, on the thread that serves everyone.
         return (*view(chat_state), chat_state, None, "")
 
+    def clear_chat(self, chat_state: ChatState, request: gr.Request):
+        """The chat's own bin starts a new chat, as the sidebar's button does. It deletes
+        nothing, which the page says when there was something saved."""
+        saved = chat_state.conversation_id is not None
+        drawn = self.start_new(chat_state, request)
+        if saved:
+            gr.Info("New chat. The last conversation is still saved: the sidebar lists it, "
+                    "and can delete it.")
+        return drawn
+
     def open_conversation(self, conversation_id: str | None, chat_state: ChatState,
                           request: gr.Request):
         if not conversation_id or conversation_id == chat_state.conversation_id:
@@ -281,10 +291,10 @@ def wire(history: History, demo: gr.Blocks, sidebar: Sidebar, chatbot: gr.Chatbo
 
     None of these waits for the model, so none waits for another visitor either.
     """
-    for event in (sidebar.new_chat.click, chatbot.clear):
-        event(history.start_new, [state],
-              [*view_outputs, state, sidebar.conversations, sidebar.title], **NEVER_WAITS).then(
-            close_compare, [state], compare_outputs, **NEVER_WAITS)
+    for event, handler in ((sidebar.new_chat.click, history.start_new),
+                           (chatbot.clear, history.clear_chat)):
+        event(handler, [state], [*view_outputs, state, sidebar.conversations, sidebar.title],
+              **NEVER_WAITS).then(close_compare, [state], compare_outputs, **NEVER_WAITS)
     opened = sidebar.conversations.input(history.open_conversation,
                                          [sidebar.conversations, state],
                                          [*view_outputs, state, sidebar.title], **NEVER_WAITS)

@@ -112,6 +112,11 @@ def test_each_answer_shows_its_own_vote_across_new_chat_and_reopening(page, app)
                           join messages q on a.parent_id = q.id
                           where q.text like 'tv: %' and f.kind = 'like'""")
     assert [v["text"] for v in votes] == ["tv: liked"]
+    # The chat's own bin starts a new chat, and says that it deleted nothing.
+    page.locator("#chatbot button[aria-label=Clear]").click()
+    _toast(page, "still saved")
+    page.wait_for_function("() => !document.querySelector('#chatbot .message-row')")
+    assert _rows(app, "select * from conversations where title = 'tv: after reopening'")
 
 
 def test_two_visitors_at_once_each_see_and_store_only_their_own_votes(browser, app):
