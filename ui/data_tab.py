@@ -15,6 +15,7 @@ own), the unzipped files are removed at once, and the zip is removed after
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -128,7 +129,11 @@ def evaluation_frames(store) -> tuple[pd.DataFrame, pd.DataFrame]:
 def build_data_tab(studio, settings, tab: gr.Tab) -> None:
     """Render the tab's components inside `tab`, refreshing whenever it is selected."""
     store = studio.store
-    shelf = ExportShelf(Path(gr.utils.get_upload_folder()) / "vqa-studio-exports")
+    # A folder per database: Gradio's cache folder is one per machine, and each app clears
+    # its shelf at start-up and on erasure, which must not take another app's exports.
+    database = str(Path(settings.db_path).resolve())
+    shelf = ExportShelf(Path(gr.utils.get_upload_folder()) / "vqa-studio-exports"
+                        / hashlib.sha256(database.encode()).hexdigest()[:16])
     if store is not None:
         store.on_erasure(shelf.clear)
     password = getattr(settings, "admin_password", "") or ""

@@ -62,6 +62,11 @@ def test_counts_pairs_and_export_download(app_launcher, tmp_path, page):
         rows = [line for name in names if name.endswith(".jsonl") and "provenance" not in name
                 for line in archive.read(name).decode().splitlines()]
     assert len(rows) == 3
+    # Another app on the same machine, with a database of its own, leaves the export be.
+    app_launcher(tmp_path / "other")
+    with page.expect_download() as download_info:
+        link.click()
+    assert zipfile.is_zipfile(download_info.value.path())
 
 
 def test_public_app_without_password_hides_the_data(app_launcher, tmp_path, page):
