@@ -68,20 +68,33 @@ def compare_question(page, text: str) -> None:
 
 def set_greedy(page) -> None:
     """Temperature 0: the tiny model then never ends an answer early, so it streams at length."""
-    page.get_by_text("Sampling", exact=True).click()
-    field = page.locator("#temperature input[type=number]")
-    field.fill("0")
-    field.press("Enter")
-    page.get_by_text("Sampling", exact=True).click()
+    _set_sampling(page, "temperature", "0")
 
 
 def set_max_new_tokens(page, count: int) -> None:
     """Set "Max new tokens" in the Sampling settings."""
-    page.get_by_text("Sampling", exact=True).click()
-    field = page.locator("#max-new input[type=number]")
-    field.fill(str(count))
-    field.press("Enter")
-    page.get_by_text("Sampling", exact=True).click()
+    _set_sampling(page, "max-new", str(count))
+
+
+def _set_sampling(page, elem_id: str, value: str) -> None:
+    """Type `value` into a slider's number field in the Sampling settings, and close them.
+
+    A value typed in the instant the accordion first opens can be overwritten by the slider's
+    initial value (seen about once in twenty runs on a loaded machine, with the field and its
+    range both showing the old value afterwards), so the value is typed again until both
+    show it once the settings are closed: what they show is what the next event sends."""
+    shown = ("id => ['number', 'range'].map(kind => document.querySelector("
+             "`#${id} input[type=${kind}]`).value)")
+    for _ in range(3):
+        page.get_by_text("Sampling", exact=True).click()
+        field = page.locator(f"#{elem_id} input[type=number]")
+        field.fill(value)
+        field.press("Enter")
+        page.get_by_text("Sampling", exact=True).click()
+        if page.evaluate(shown, elem_id) == [value, value]:
+            return
+    raise AssertionError(f"the setting #{elem_id} kept {page.evaluate(shown, elem_id)}, "
+                         f"not {value}")
 
 
 def delete_all_data(page, conversations: int) -> None:
