@@ -273,10 +273,14 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
         parser.error("--max-new-tokens-limit must be at least 16")
     if settings.max_batch < 1 or settings.max_batch_tokens < 1:
         parser.error("--max-batch and --max-batch-tokens must be at least 1")
+    named: set[str] = set()
     for item in settings.adapter:
         name, _, path = item.partition("=")
         if not name or not path:
             parser.error(f"--adapter takes NAME=PATH, not {item!r}")
+        if name in named:  # one would silently replace the other
+            parser.error(f"two adapters are named {name!r}: give each its own name")
+        named.add(name)
     return settings
 
 
@@ -322,7 +326,7 @@ def serve(settings: Settings) -> None:
         enable()
     from engine.errors import StudioError
     from engine.images import ImagePolicy
-    from storage import Store
+    from storage import StorageError, Store
     from studio.turns import Studio
     from ui.page import CSS, build_page, page_uploads
 
@@ -331,7 +335,10 @@ def serve(settings: Settings) -> None:
         from storage.snapshots import restore
 
         restore(snapshots, settings.db_path)
-    store = Store(settings.db_path)
+    try:
+        store = Store(settings.db_path)
+    except StorageError as error:
+        sys.exit(f"{_prog()}: {error}")
     snapshotting = start_snapshots(settings, store)
     if settings.retention_days:
         # Purged at start and then every few hours, so a long-running app keeps to the limit.
@@ -460,14 +467,18 @@ def backup(argv: list[str]) -> None:
     parser.add_argument("--db", default=None, help="database to copy")
     args = parser.parse_args(argv)
     settings = settings_from(["--db", args.db] if args.db else [])
-    from storage.errors import StorageError
+    from storage.errors import InvalidRequest, StorageError
 
     # recover=False: answers still streaming in the running app are not cut off.
     try:
-        with Store(settings.db_path, recover=False) as store:
+        with Store.existing(settings.db_path, recover=False) as store:
             store.backup(Path(args.dest))
+    except InvalidRequest as exc:  # refused before anything was written
+        parser.error(str(exc))
     except StorageError as exc:
         parser.exit(1, f"{parser.prog}: incomplete: {exc}\n")
+    except OSError as exc:
+        parser.exit(1, f"{parser.prog}: cannot write {args.dest}: {exc.strerror}\n")
     print(f"backed up {settings.db_path} to {args.dest}")
 
 
@@ -490,12 +501,14 @@ def evaluate(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     settings = settings_from_args(args, parser)
     options = options_from(args, parser)
-    if not settings.db_path.exists():
-        parser.error(f"no database at {settings.db_path}")
+    from storage import InvalidRequest
+
     # A command line with no web server beside it: the model runs in this process.
     engine = build_engine(settings, in_process=True)
     try:
         run(engine, settings.db_path, options, settings.adapters)
+    except InvalidRequest as error:  # the database, before the model was loaded
+        parser.error(str(error))
     except StudioError as error:
         parser.exit(1, f"{parser.prog}: {error}\n")
     finally:

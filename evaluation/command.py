@@ -79,7 +79,7 @@ def run(engine: Engine, db_path: str | Path, options: Options, adapter_paths: Ma
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    with Store(db_path, recover=False) as store:
+    with Store.existing(db_path, recover=False) as store:
         engine.load()
         report = evaluate(engine, store, split=options.split,
                           eval_fraction=options.eval_fraction, beta=options.beta,

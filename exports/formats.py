@@ -608,8 +608,6 @@ def main(argv: list[str] | None = None, *, default_db: str | Path | None = None)
     db = args.db or default_db
     if db is None:
         parser.error("--db PATH is required")
-    if not Path(db).exists():  # opening it would make an empty one, and export nothing
-        parser.error(f"no database at {db}")
     if not args.counts and (args.format is None or args.out is None):
         parser.error("--format and --out are required (or --counts)")
     filters = {
@@ -618,7 +616,11 @@ def main(argv: list[str] | None = None, *, default_db: str | Path | None = None)
         "keep_reasoning": args.keep_reasoning,
         "consent_versions": args.consent_version,
     }
-    with Store(db, recover=False) as store:
+    try:
+        store = Store.existing(db, recover=False)
+    except InvalidRequest as error:
+        parser.error(str(error))
+    with store:
         try:
             if args.counts:
                 for fmt, count in count_examples(store, **filters).items():
@@ -634,6 +636,8 @@ def main(argv: list[str] | None = None, *, default_db: str | Path | None = None)
             )
         except InvalidRequest as error:
             parser.error(str(error))
+        except OSError as error:  # --out under a file, a folder it may not write, a full disk
+            parser.exit(1, f"{parser.prog}: cannot write {args.out}: {error.strerror}\n")
     balance = ""
     if result.desirable is not None:
         balance = f", desirable:undesirable {result.desirable}:{result.undesirable}"

@@ -71,6 +71,8 @@ NO_SPACE = ("The server is out of disk space: nothing was saved. "
 NO_SPACE_TO_ERASE = ("The server is out of disk space, so your data could not be deleted "
                      "just now; nothing was changed. Please try again later.")
 _SQLITE_FULL = 13
+_SQLITE_CANTOPEN = 14
+_SQLITE_NOTADB = 26
 
 # Long enough for any single write to finish; a writer waiting this long means a bug.
 BUSY_TIMEOUT_S = 30.0
@@ -108,9 +110,15 @@ class Store:
         clock: Callable[[], datetime] = _system_clock,
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise InvalidRequest(f"{self.path} is a folder: give the path of a database file.")
         self.images_dir = Path(images_dir) if images_dir else self.path.parent / "images"
-        self.images_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.path.parent, self.images_dir):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise InvalidRequest(
+                    f"Cannot make the folder {folder}: {error.strerror}.") from error
         self._local = threading.local()
         # Weak, so a connection goes away with the thread that made it; close() reaches
         # the ones still alive.
@@ -124,10 +132,26 @@ class Store:
         self._erasure_listeners: list[Callable[[list[str]], None]] = []
         # Timestamps (activity, retention) come from here, so retention can be tested.
         self._clock = clock
-        self._db().enable_wal()
-        with self._write() as db:
-            migrate(db)
+        try:
+            self._db().enable_wal()
+            with self._write() as db:
+                migrate(db)
+        except sqlite3.DatabaseError as error:
+            self.close()
+            if getattr(error, "sqlite_errorcode", None) in (_SQLITE_CANTOPEN, _SQLITE_NOTADB):
+                raise InvalidRequest(
+                    f"{self.path} cannot be opened as a database ({error}).") from error
+            raise
         self.recovered = self.recover() if recover else 0
+
+    @classmethod
+    def existing(cls, path: str | Path, **options: Any) -> Store:
+        """The store at `path`, which must already exist: a command that reads or copies
+        the data would otherwise make an empty database at a mistyped path and report
+        success."""
+        if not Path(path).exists():
+            raise InvalidRequest(f"no database at {path}")
+        return cls(path, **options)
 
     # -- connections and transactions -------------------------------------------------
 
@@ -873,9 +897,12 @@ class Store:
         then read only new images); `prune` removes images the copy no longer refers to, so
         erased images leave the backup too.
         """
-        dest = Path(dest_path).absolute()
-        if dest == self.path.absolute():
+        # Resolved: through ".." or a link, the database itself must not be the copy's name.
+        dest = Path(dest_path).resolve()
+        if dest == self.path.resolve() or (dest.exists() and dest.samefile(self.path)):
             raise InvalidRequest("A backup cannot overwrite the database it copies.")
+        if dest.is_dir():
+            raise InvalidRequest(f"{dest_path} is a folder: name the file to write.")
         dest.parent.mkdir(parents=True, exist_ok=True)
         for leftover in dest.parent.glob(f".{dest.name}.*"):
             leftover.unlink(missing_ok=True)
@@ -893,7 +920,7 @@ class Store:
             Path(temporary).unlink(missing_ok=True)
             raise
         dest_images = Path(images_dir) if images_dir else dest.parent / "images"
-        if dest_images.absolute() != self.images_dir.absolute():
+        if dest_images.resolve() != self.images_dir.resolve():
             copy = sqlite3.connect(dest)
             try:
                 wanted = copy.execute("SELECT sha256, format FROM images").fetchall()

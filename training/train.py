@@ -121,6 +121,8 @@ def check_options(options: TrainOptions) -> None:
         raise TrainingError("The LoRA rank must be at least 1.")
     if not options.epochs > 0:
         raise TrainingError("The number of epochs must be above 0.")
+    if options.min_examples < 1:
+        raise TrainingError("The minimum number of examples must be at least 1.")
     if options.batch_size < 1 or options.gradient_accumulation < 1:
         raise TrainingError("The batch size and gradient accumulation must be at least 1.")
     if "kto" in METHODS[options.method] and options.batch_size < 2:
@@ -138,13 +140,13 @@ def train(store: Store, options: TrainOptions, progress: Progress | None = None)
     check_options(options)
     started = time.perf_counter()
     out = Path(options.out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
     kinds = METHODS[options.method]
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-training-", dir=out.parent))
-    try:
-        with tempfile.TemporaryDirectory(prefix="vqa-studio-train-") as scratch:
-            data = {kind: _training_data(store, kind, options, Path(scratch), progress)
-                    for kind in kinds}
+    with tempfile.TemporaryDirectory(prefix="vqa-studio-train-") as scratch:
+        # The data first: a refusal for too little of it leaves nothing behind.
+        data = {kind: _training_data(store, kind, options, Path(scratch), progress)
+                for kind in kinds}
+        staging = _staging_folder(out)
+        try:
             model, processor, base = _load_base(options, progress)
             stages = []
             for kind in kinds:
@@ -152,16 +154,32 @@ def train(store: Store, options: TrainOptions, progress: Progress | None = None)
                                           Path(scratch), progress)
                 stages.append(stage)
             _save_adapter(model, staging)
-        result = TrainResult(out_dir=out, method=options.method, base_model=options.base_model,
-                             stages=tuple(stages), duration_s=time.perf_counter() - started)
-        _write_card(staging, result, options, base, store)
-        if out.exists():
-            out.rmdir()  # checked empty above
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            result = TrainResult(out_dir=out, method=options.method,
+                                 base_model=options.base_model, stages=tuple(stages),
+                                 duration_s=time.perf_counter() - started)
+            _write_card(staging, result, options, base, store)
+            if out.exists():
+                out.rmdir()  # checked empty above
+            staging.rename(out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     progress(f"wrote the adapter to {out} in {result.duration_s:.0f} s")
     return result
+
+
+def _staging_folder(out: Path) -> Path:
+    """An empty folder beside `out` to write the adapter into, renamed to `out` when it is
+    complete; made with the permissions any new folder gets (mkdtemp's are owner-only)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-training-", dir=out.parent))
+    except OSError as error:
+        raise TrainingError(f"Cannot write the adapter to {out}: {error.strerror}.") from error
+    probe = out.parent / f"{staging.name}-mode"
+    probe.mkdir()
+    staging.chmod(probe.stat().st_mode & 0o7777)
+    probe.rmdir()
+    return staging
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -194,11 +212,11 @@ def _training_data(store: Store, kind: str, options: TrainOptions, scratch: Path
     except InvalidRequest as error:
         raise TrainingError(str(error)) from error
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    count = result.counts["train"]
+    count = result.counts.get("train", 0)
     if count < options.min_examples:
         raise TrainingError(
             f"Only {count} {kind.upper()} example(s) in the train split "
-            f"({result.counts['eval']} held out for evaluation); at least "
+            f"({result.counts.get('eval', 0)} held out for evaluation); at least "
             f"{options.min_examples} are needed. Collect more feedback (see "
             f"`python app.py export --counts`), widen --since, or lower --min-examples."
         )
@@ -207,7 +225,7 @@ def _training_data(store: Store, kind: str, options: TrainOptions, scratch: Path
             f"KTO needs both liked and disliked answers; the data holds {result.desirable} "
             f"desirable and {result.undesirable} undesirable. Train with --method sft or dpo."
         )
-    progress(f"{kind}: {count} training examples, {result.counts['eval']} held out")
+    progress(f"{kind}: {count} training examples, {result.counts.get('eval', 0)} held out")
     # Progress bars of reading a scratch file say nothing; leave the global switch as found.
     quiet_already = are_progress_bars_disabled()
     disable_progress_bars()
@@ -501,8 +519,6 @@ def main(argv: Sequence[str] | None = None, *, default_db: str | Path | None = N
     db = args.db or default_db
     if db is None:
         parser.error("--db PATH is required")
-    if not Path(db).exists():
-        parser.error(f"no database at {db}")
     options = TrainOptions(
         out_dir=args.out, method=args.method, base_model=args.model, quantize=args.quantize,
         since=args.since,
@@ -516,12 +532,17 @@ def main(argv: Sequence[str] | None = None, *, default_db: str | Path | None = N
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    with Store(db, recover=False) as store:
+    try:
+        store = Store.existing(db, recover=False)
+    except InvalidRequest as error:
+        parser.error(str(error))
+    with store:
         try:
             result = train(store, options, progress)
         except StudioError as error:
-            parser.exit(1, f"app.py train: {error}\n")
+            parser.exit(1, f"{parser.prog}: {error}\n")
     summary = ", ".join(f"{s.kind} {s.examples} examples, {s.steps} steps, loss {s.train_loss:.4f}"
                         for s in result.stages)
+    # The base it was trained on goes with it: an adapter fits only that model.
     print(f"wrote {result.out_dir} ({summary}); load it with "
-          f"--adapter {result.out_dir.name}={result.out_dir}")
+          f"--model {result.base_model} --adapter {result.out_dir.name}={result.out_dir}")

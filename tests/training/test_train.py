@@ -47,10 +47,12 @@ def test_train_command_writes_an_adapter_that_prefers_the_users_answers(
               "--batch-size", "4"])
     captured = capsys.readouterr()
     assert "sft: step" in captured.err and "dpo: step" in captured.err  # progress
-    assert f"--adapter colors={out}" in captured.out
+    assert f"--model tiny-random:llava --adapter colors={out}" in captured.out
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md",
             "training.json"} <= set(leftovers(out))
     assert leftovers(out.parent) == ["colors"]  # no staging folder left
+    # Readable as any new folder is (the parent was made by mkdir), not owner-only.
+    assert out.stat().st_mode & 0o777 == out.parent.stat().st_mode & 0o777
     card = json.loads((out / "training.json").read_text())
     assert card["method"] == "sft-then-dpo"
     assert [stage["kind"] for stage in card["stages"]] == ["sft", "dpo"]
@@ -98,6 +100,7 @@ def test_only_the_train_split_is_trained_on(filled_db, tmp_path):
         (["--lora-rank", "0"], "LoRA rank must be at least 1"),
         (["--model", "/nowhere/model"], "base model could not be loaded"),
         (["--min-examples", "100"], "Only 8 SFT example(s) in the train split"),
+        (["--min-examples", "0"], "minimum number of examples must be at least 1"),
         (["--method", "kto", "--batch-size", "1"], "KTO needs a batch size of at least 2"),
         (["--quantize", "4bit"], "QLoRA (--quantize 4bit) needs a CUDA GPU"),
     ],
@@ -115,6 +118,8 @@ def test_bad_input_gets_a_clear_message_and_leaves_no_adapter(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert leftovers(tmp_path / "adapters") == []
+    if not {"--model", "--quantize"} & set(argv):  # refused before loading: no folder at all
+        assert not (tmp_path / "adapters").exists()
 
 
 def test_an_empty_store_is_refused_before_the_model_loads(tmp_path):
@@ -122,7 +127,7 @@ def test_an_empty_store_is_refused_before_the_model_loads(tmp_path):
         with pytest.raises(TrainingError, match="Only 0 SFT example"):
             train(store, TrainOptions(out_dir=tmp_path / "adapters" / "a",
                                       base_model="/nowhere/never-loaded"))
-    assert leftovers(tmp_path / "adapters") == []
+    assert not (tmp_path / "adapters").exists()
 
 
 def test_an_existing_adapter_is_never_overwritten(filled_db, tmp_path):
