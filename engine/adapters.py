@@ -16,6 +16,7 @@ message that says which adapter and why; nothing here knows about requests or th
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -42,7 +43,7 @@ def load_adapters(model, adapters: Mapping[str, str | Path]) -> tuple[str, ...]:
             log.exception("loading adapter %s from %s failed", name, path)
             raise ModelLoadError(
                 f"Could not load the adapter {name!r} from {path}: {type(exc).__name__}: {exc}. "
-                "Check that it was trained on this base model."
+                f"{_base_hint(model, path)}"
             ) from exc
         missing = sorted(key for key in getattr(info, "missing_keys", ()) or ()
                          if _adapter_key(key, name))
@@ -51,13 +52,26 @@ def load_adapters(model, adapters: Mapping[str, str | Path]) -> tuple[str, ...]:
             # or another transformers version): they would silently do nothing.
             raise ModelLoadError(
                 f"The adapter {name!r} from {path} does not fit this model: {len(missing)} of "
-                f"its layers found no weights (first: {missing[0]}). Check that it was trained "
-                "on this base model."
+                f"its layers found no weights (first: {missing[0]}). {_base_hint(model, path)}"
             )
         names.append(name)
     if names:
         model.disable_adapters()
     return tuple(names)
+
+
+def _base_hint(model, path: Path) -> str:
+    """What to check, naming the base the adapter's config records, if it records one."""
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        trained_on = config.get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        trained_on = None
+    if not isinstance(trained_on, str) or not trained_on:
+        return "Check that it was trained on this base model."
+    current = getattr(model, "name_or_path", "") or "another model"
+    return (f"It was trained on {trained_on}, and this model is {current}: start the app "
+            f"with --model {trained_on}, or give an adapter trained on this model.")
 
 
 def _adapter_key(key: str, name: str) -> bool:

@@ -90,9 +90,13 @@ def test_an_adapter_works_on_a_4bit_base(adapter_dir):
 def test_adapter_for_another_model_fails_to_load_with_a_message(adapter_dir):
     engine = LocalEngine("tiny-random:llava", quantize="none", device="cpu",
                          adapters={"tuned": adapter_dir})
-    with pytest.raises(ModelLoadError, match="trained on this base model"):
+    with pytest.raises(ModelLoadError, match="It was trained on "):
         engine.load()
     assert "tuned" in engine.load_error
+    # Which base it needs, from the adapter's own config.
+    trained_on = json.loads((adapter_dir / "adapter_config.json").read_text())[
+        "base_model_name_or_path"]
+    assert f"--model {trained_on}" in engine.load_error
 
 
 def test_missing_adapter_folder_or_bad_name_fails_to_load(tmp_path, adapter_dir):
