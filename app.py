@@ -443,8 +443,9 @@ def upload_tracker(uploads):
     return Middleware(UploadTracker, uploads=uploads)
 
 
-def start_push(settings: Settings, store) -> None:
-    """Push exports to a dataset repo every few hours, when a repo and a token are given."""
+def start_push(settings: Settings, store):
+    """Push exports to a dataset repo every few hours and after each erasure, when a repo and a
+    token are given; returns the pushing chore (None when there is none)."""
     token = os.environ.get("HF_TOKEN", "")
     if not settings.push_repo:
         return
@@ -454,9 +455,14 @@ def start_push(settings: Settings, store) -> None:
     from exports.push import push_exports
     from studio.periodic import Periodic
 
-    Periodic(lambda: push_exports(store, settings.push_repo, token),
-             settings.push_every_hours, "push-exports").start()
-    log.info("pushing exports to %s every %d h", settings.push_repo, settings.push_every_hours)
+    pushing = Periodic(lambda: push_exports(store, settings.push_repo, token),
+                       settings.push_every_hours, "push-exports").start()
+    # Each push replaces the last one, so erased data leaves the repo with the next push:
+    # push at once rather than hours later.
+    store.on_erasure(pushing.wake)
+    log.info("pushing exports to %s every %d h, and after each erasure", settings.push_repo,
+             settings.push_every_hours)
+    return pushing
 
 
 def backup(argv: list[str]) -> None:

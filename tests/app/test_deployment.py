@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -110,20 +111,19 @@ def test_push_exports_uploads_each_format_of_consented_data(tmp_path):
 
     uploads = []
 
-    def upload(folder, repo_id, path_in_repo, token):
+    def upload(folder, repo_id, message, token):
         files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-        uploads.append((repo_id, path_in_repo, token, files))
+        uploads.append((repo_id, message, token, files))
 
     with Store(tmp_path / "studio.db") as store:
         conversation, question = ask(store, KEY, "q?")
         good = answer(store, KEY, conversation, question, "good")
         bad = answer(store, KEY, conversation, question, "bad")
         store.add_pick(KEY, good, bad, good)
-        path = push_exports(store, "team/data", "hf_token", ["swift-dpo", "trl-dpo"],
-                            upload=upload)
-    (repo, in_repo, token, files) = uploads[0]
-    assert repo == "team/data" and token == "hf_token" and in_repo == path
-    assert path.startswith("exports/")
+        message = push_exports(store, "team/data", "hf_token", ["swift-dpo", "trl-dpo"],
+                               upload=upload)
+    (repo, sent_message, token, files) = uploads[0]
+    assert repo == "team/data" and token == "hf_token" and sent_message == message
     assert any(f.startswith("swift-dpo/") and f.endswith(".jsonl") for f in files)
     assert any(f.startswith("trl-dpo/") and f.endswith(".parquet") for f in files)
 
@@ -228,3 +228,69 @@ def test_gradio_hot_reload_says_what_to_run_instead():
                          text=True, timeout=120)
     assert "is not supported" in ran.stderr and "Run `python app.py`" in ran.stderr
     assert "Running on" not in ran.stdout
+
+
+def test_an_erasure_pushes_the_exports_again_at_once(tmp_path, monkeypatch):
+    """Each push replaces the last, so erased data leaves the repo with the next push; the app
+    makes that push right after the erasure, not at the next scheduled time."""
+    import exports.push
+    from storage import Store
+    from testing.data import KEY, ask
+
+    pushed = threading.Event()
+    monkeypatch.setattr(exports.push, "push_exports",
+                        lambda store, repo, token: pushed.set())
+    monkeypatch.setenv("HF_TOKEN", "hf_token")
+    settings = studio_app.settings_from(["--push-repo", "team/data"], {})
+    with Store(tmp_path / "studio.db") as store:
+        conversation, _ = ask(store, KEY, "q?")
+        pushing = studio_app.start_push(settings, store)
+        try:
+            assert not pushed.is_set()  # the first scheduled push is hours away
+            store.delete_conversation(KEY, conversation)
+            assert pushed.wait(timeout=30), "the erasure did not push the exports"
+        finally:
+            pushing.stop()
+
+
+def test_a_hub_push_replaces_the_last_and_leaves_no_older_copy(tmp_path, monkeypatch):
+    """What `hub_upload` asks of the Hub: the new files replace all of exports/, history is
+    squashed, and the stored files only older commits used are deleted for good."""
+    import huggingface_hub
+    from huggingface_hub.hf_api import LFSFileInfo, RepoFile
+
+    from exports.push import hub_upload
+
+    calls = []
+
+    class Hub:
+        def __init__(self, token):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, **options):
+            calls.append(("create", repo_id, options["private"]))
+
+        def upload_folder(self, **options):
+            calls.append(("upload", options["path_in_repo"], options["delete_patterns"]))
+
+        def super_squash_history(self, repo_id, **options):
+            calls.append(("squash", repo_id))
+
+        def list_repo_tree(self, repo_id, **options):
+            return [RepoFile(path="exports/trl-dpo/train.parquet", size=9, oid="b1",
+                             lfs={"size": 9, "oid": "kept", "pointerSize": 130}),
+                    RepoFile(path="exports/trl-dpo/manifest.json", size=3, oid="b2")]
+
+        def list_lfs_files(self, repo_id, **options):
+            # Built from the Hub's answer, as huggingface_hub builds them.
+            return [LFSFileInfo(fileOid=oid, filename="exports/x", oid=oid, size=1,
+                                pushedAt="2026-12-01T00:00:00.000Z") for oid in ("kept", "erased")]
+
+        def permanently_delete_lfs_files(self, repo_id, lfs_files, **options):
+            calls.append(("delete", [lfs.file_oid for lfs in lfs_files]))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Hub)
+    hub_upload(tmp_path, "team/data", "exports of today", "hf_token")
+    assert calls == [("token", "hf_token"), ("create", "team/data", True),
+                     ("upload", "exports", "*"), ("squash", "team/data"),
+                     ("delete", ["erased"])]

@@ -23,3 +23,19 @@ def test_a_periodic_task_keeps_running_after_a_failure():
     finally:
         periodic.stop()
     assert len(runs) >= 2
+
+
+def test_a_woken_task_runs_at_once_and_a_stopped_one_never_again():
+    runs = []
+    ran = threading.Event()
+
+    def task():
+        runs.append(1)
+        ran.set()
+
+    periodic = Periodic(task, hours=1000, name="test-wake").start()
+    periodic.wake()
+    assert ran.wait(timeout=30), "wake() did not run the task"
+    periodic.stop()
+    periodic._thread.join(timeout=30)
+    assert not periodic._thread.is_alive() and runs == [1]
