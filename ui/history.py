@@ -47,7 +47,7 @@ class ConsentBox:
 
 def build_sidebar() -> Sidebar:
     with gr.Sidebar(label="Conversations", open=False, elem_id="sidebar"):
-        new_chat = gr.Button("＋ New conversation", elem_id="new-chat", variant="primary")
+        new_chat = gr.Button("+ New conversation", elem_id="new-chat", variant="primary")
         history_filter = gr.Textbox(label="Find a conversation", placeholder="words of "
                                     "its title", elem_id="history-filter")
         conversations = gr.Radio([], label="Your conversations, newest first",

@@ -91,6 +91,11 @@ CSS = """
   label:has(> input[type=checkbox]), label:has(> input[type=radio]) {
     min-height: 40px; align-items: center;
   }
+  /* The sidebar's toggle sits over the page's top-left corner, and the chat's toolbar, with
+     finger-sized buttons, over the top of the chat: the title and the first message start
+     clear of them. */
+  #intro h2 { padding-left: 14px; }
+  #chatbot .bubble-wrap { padding-top: 52px; }
 }
 /* Gradio's footer lies outside the part of the page its media queries reach. */
 footer a, footer button { min-height: 40px; display: inline-flex; align-items: center; }
@@ -148,7 +153,7 @@ def build_page(studio: Studio, settings, uploads: Uploads | None = None) -> gr.B
         sidebar = history.build_sidebar()
 
         gr.Markdown("## VQA Studio\nAsk a vision-language model about your images; "
-                    "your likes, corrections and picks become training data.")
+                    "your likes, corrections and picks become training data.", elem_id="intro")
         status = gr.Markdown(model_status.status_text(engine), elem_id="model-status")
         if getattr(settings, "on_space", False) and not getattr(settings, "persistent", True):
             gr.Markdown("⚠️ This Space has no persistent storage: saved conversations and "

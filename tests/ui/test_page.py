@@ -332,6 +332,20 @@ def test_on_a_phone_every_control_is_finger_sized_and_nothing_overflows(browser,
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
     for element in ("#question", "#chatbot"):
         assert page.locator(element).bounding_box()["width"] <= 390
+    # Nothing lies over the title's text, nor, scrolled to the top, over the first message.
+    covered = page.evaluate("""() => {
+        const box = element => element.getBoundingClientRect();
+        const title = document.createRange();
+        title.selectNodeContents(document.querySelector('#intro h2'));
+        const chat = document.querySelector('#chatbot .bubble-wrap');
+        chat.scrollTop = 0;
+        return {toggle: box(document.querySelector('button[aria-label="Toggle Sidebar"]')),
+                title: title.getBoundingClientRect(),
+                toolbar: box(document.querySelector('#chatbot .top-panel')),
+                first: box(document.querySelector('#chatbot .message-row'))};
+    }""")
+    assert covered["title"]["left"] >= covered["toggle"]["right"], covered
+    assert covered["first"]["top"] >= covered["toolbar"]["bottom"], covered
     # The settings come before the examples.
     settings = page.locator("#settings-column").bounding_box()
     example = page.get_by_text("How many shapes are there").first.bounding_box()
