@@ -97,6 +97,13 @@ CSS = """
   #intro h2 { padding-left: 14px; }
   #chatbot .bubble-wrap { padding-top: 52px; }
 }
+/* A thumbnail's remove button lies over the thumbnail and shows only on hover: on a touch
+   screen it was an invisible button there, and tapping the picture removed it. */
+@media (hover: none) {
+  #question button[aria-label="Remove file"] {
+    opacity: 1; background: rgba(0, 0, 0, 0.45); color: white; border-radius: 6px;
+  }
+}
 /* Gradio's footer lies outside the part of the page its media queries reach. */
 footer a, footer button { min-height: 40px; display: inline-flex; align-items: center; }
 """

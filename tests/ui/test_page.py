@@ -309,11 +309,18 @@ CONTROLS = """() => {
 }"""
 
 
-def test_on_a_phone_every_control_is_finger_sized_and_nothing_overflows(browser, app):
+def test_on_a_phone_every_control_is_finger_sized_and_nothing_overflows(browser, app,
+                                                                        tmp_path):
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
                                   has_touch=True)
     page = context.new_page()
     open_page(page, app)
+    # A touch screen has no hover: a picture's remove button, which lies over it, shows.
+    page.locator("#question input[type=file]").set_input_files(str(_image(tmp_path)))
+    remove = page.locator('#question button[aria-label="Remove file"]')
+    assert remove.evaluate("button => getComputedStyle(button).opacity") == "1"
+    remove.tap()
+    page.locator("#question img").wait_for(state="detached")
     page.get_by_label("Think before answering").uncheck()
     _ask(page, "ph: what is this?")
     page.locator(BOT).last.tap()  # a phone has no hover: a tap shows the message's buttons
