@@ -86,7 +86,7 @@ CSS = """
   #answer-version { width: auto; min-width: 0; }
   /* A finger needs about 40 px each way: every button, the icons in the chat and the
      question box, and the whole line of a checkbox or radio choice, not just its box. */
-  button { min-height: 40px; }
+  button, input[type=number] { min-height: 40px; }
   button.icon-button, .toggle-button, #question button, .reset-button { min-width: 40px; }
   label:has(> input[type=checkbox]), label:has(> input[type=radio]) {
     min-height: 40px; align-items: center;

@@ -297,7 +297,7 @@ def test_tab_on_a_fresh_page_reaches_the_question_box_first_then_every_control(b
 # and hidden controls are left out.
 CONTROLS = """() => {
   const selector = 'button, [role=tab], label:has(> input[type=checkbox]), ' +
-                   'label:has(> input[type=radio]), footer a';
+                   'label:has(> input[type=radio]), footer a, input[type=number]';
   return [...document.querySelectorAll(selector)].flatMap(element => {
     const box = element.getBoundingClientRect();
     if (!box.width || !box.height || box.right <= 0 || element.closest('[inert]')) return [];
