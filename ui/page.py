@@ -29,8 +29,9 @@ BROWSER_STATE_SECRET = "vqa-studio-browser-state"
 # ahead of every other control, which then follow in page order (the sidebar toggle, the
 # tabs, the consent box, upload, send...). Gradio may draw the box anew, so the tabindex is
 # set again whenever it does. The closed sidebar stays in the page; made inert, its controls
-# leave the keyboard order. On a wide screen the box also takes the focus at once (not on a
-# phone, where that would open the keyboard over the page).
+# leave the keyboard order, and Escape closes it (or a deletion's confirmation first). On a
+# wide screen the box also takes the focus at once (not on a phone, where that would open the
+# keyboard over the page).
 KEYBOARD_JS = """
 () => {
   const question = document.querySelector('#question');
@@ -49,6 +50,21 @@ KEYBOARD_JS = """
     };
     new MutationObserver(sync).observe(panel, {attributes: true, attributeFilter: ['class']});
     sync();
+    // Escape backs out: first of a deletion being confirmed, then of the open sidebar,
+    // handing the keyboard back to the question box.
+    document.addEventListener('keydown', event => {
+      if (event.key !== 'Escape' || event.defaultPrevented) return;
+      const cancel = document.querySelector('#cancel-delete');
+      if (cancel && cancel.offsetParent !== null) {
+        cancel.click();
+      } else if (panel.classList.contains('open')) {
+        document.querySelector("button[aria-label='Toggle Sidebar']")?.click();
+        document.querySelector('#question textarea')?.focus({preventScroll: true});
+      } else {
+        return;
+      }
+      event.preventDefault();
+    });
   }
   if (window.matchMedia('(min-width: 721px)').matches) {
     // Without preventScroll the browser scrolls the box into view, and a short window

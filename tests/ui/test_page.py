@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image
+from playwright.sync_api import expect
 
 from tests.conftest import rows, wait_rows
 from tests.page_actions import (
@@ -291,6 +292,26 @@ def test_tab_on_a_fresh_page_reaches_the_question_box_first_then_every_control(b
     assert visited.index("consent") < visited.index("send") < visited.index("compare")
     assert "sidebar" not in visited and "question" not in visited
     context.close()
+
+
+
+def test_escape_backs_out_of_a_deletion_then_out_of_the_sidebar(ready, app):
+    give_consent(ready)
+    _ask(ready, "esc: keep me")
+    is_open = "() => document.querySelector('#sidebar').closest('.sidebar').classList" \
+              ".contains('open')"
+    ready.locator(SIDEBAR).click()
+    ready.wait_for_function(is_open)
+    ready.locator("#delete-all").click()
+    expect(ready.locator("#cancel-delete")).to_be_visible()
+    ready.keyboard.press("Escape")
+    expect(ready.locator("#cancel-delete")).to_be_hidden()
+    assert ready.evaluate(is_open)
+    ready.keyboard.press("Escape")
+    ready.wait_for_function(f"() => !({is_open})()")
+    assert ready.evaluate(FOCUSED) == "question"
+    # Backing out deleted nothing.
+    assert _rows(app, "select * from messages where text = ?", "esc: keep me")
 
 
 # Every control a finger may aim at, with its size; the closed sidebar (off screen, inert)
