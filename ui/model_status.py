@@ -38,8 +38,11 @@ def status_text(engine: Engine) -> str:
                 f"{adapters}")
     if engine.load_error:
         return (f"⚠️ **The model could not be loaded.** {safe_markdown(engine.load_error)}\n\n"
-                "Start with local weights: `python app.py --model /path/to/model-folder`, "
-                "or try the app with `python app.py --model tiny-random`.")
+                # Whatever failed (the model, an adapter, a model server), the message says
+                # what; the way on is the same.
+                "Fix that and start the app again (`python app.py --help` lists its options); "
+                "`python app.py --model tiny-random` tries the app with a tiny model built "
+                "here.")
     progress = engine.progress
     text = (f"⏳ Loading **{safe_markdown(str(engine.model_ref))}**: "
             f"{safe_markdown(progress.message)}")

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from engine.errors import ModelLoadError
 from engine.loading import LoadProgress
 from engine.local import LocalEngine
 from testing.app import loaded_status
@@ -50,3 +51,15 @@ def test_the_loaded_rule_takes_only_a_loaded_models_line(tiny_engine, family):
         assert bool(rule.search(text)) is says_loaded, text
         assert bool(rule.search(text.replace("**", ""))) is says_loaded, text
     assert not loaded_status("llava").search(loaded)
+
+
+def test_an_adapter_that_fails_is_named_and_no_other_model_is_proposed(tmp_path):
+    """The adapter was the trouble, not the model: the line says which and where, and the
+    way on is to fix it and start again, not to pick other weights."""
+    engine = LocalEngine("tiny-random", quantize="none", device="cpu",
+                         adapters={"tuned": tmp_path / "missing"})
+    with pytest.raises(ModelLoadError):
+        engine.load()
+    text = _status_text(engine)
+    assert "No LoRA adapter for 'tuned'" in text and "start the app again" in text
+    assert "local weights" not in text
