@@ -276,10 +276,12 @@ def test_a_hub_push_replaces_the_last_and_leaves_no_older_copy(tmp_path, monkeyp
         def super_squash_history(self, repo_id, **options):
             calls.append(("squash", repo_id))
 
+        tree = [RepoFile(path="exports/trl-dpo/train.parquet", size=9, oid="b1",
+                         lfs={"size": 9, "oid": "kept", "pointerSize": 130}),
+                RepoFile(path="exports/trl-dpo/manifest.json", size=3, oid="b2")]
+
         def list_repo_tree(self, repo_id, **options):
-            return [RepoFile(path="exports/trl-dpo/train.parquet", size=9, oid="b1",
-                             lfs={"size": 9, "oid": "kept", "pointerSize": 130}),
-                    RepoFile(path="exports/trl-dpo/manifest.json", size=3, oid="b2")]
+            return self.tree
 
         def list_lfs_files(self, repo_id, **options):
             # Built from the Hub's answer, as huggingface_hub builds them.
@@ -294,3 +296,9 @@ def test_a_hub_push_replaces_the_last_and_leaves_no_older_copy(tmp_path, monkeyp
     assert calls == [("token", "hf_token"), ("create", "team/data", True),
                      ("upload", "exports", "*"), ("squash", "team/data"),
                      ("delete", ["erased"])]
+    # A stored file listed without its sha256: nothing is deleted rather than a current one.
+    Hub.tree = [*Hub.tree, RepoFile(path="exports/trl-kto/train.parquet", size=9, oid="b3",
+                                    xetHash="x1")]
+    calls.clear()
+    hub_upload(tmp_path, "team/data", "exports of today", "hf_token")
+    assert calls[-1] == ("squash", "team/data")
