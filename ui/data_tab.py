@@ -221,22 +221,24 @@ def build_data_tab(studio, settings, tab: gr.Tab) -> None:
         return archive
 
     def try_unlock(given: str, request: gr.Request):
+        # The field is emptied either way: a password does not stay on the page, and a wrong
+        # one is typed again from scratch.
         if gate_keeper is None:
-            return False, gr.skip(), gr.skip()
+            return False, gr.skip(), gr.skip(), ""
         client = client_address(getattr(request, "headers", None),
                                 getattr(getattr(request, "client", None), "host", None))
         verdict = gate_keeper.attempt(client, given or "")
         if verdict.ok:
-            return True, gr.Group(visible=False), gr.Column(visible=True)
+            return True, gr.Group(visible=False), gr.Column(visible=True), ""
         gr.Warning(verdict.message)
-        return False, gr.skip(), gr.skip()
+        return False, gr.skip(), gr.skip(), ""
 
     outputs = [summary, per_day_plot, by_kind_plot, yields, pairs, pair_images]
     refresh.click(refresh_data, [unlocked], outputs, api_visibility="private")
     run_export.click(make_export, [unlocked, export_format, keep_reasoning], [download],
                      api_visibility="private")
     if locked and password:
-        unlock.click(try_unlock, [secret], [unlocked, gate, content],
+        unlock.click(try_unlock, [secret], [unlocked, gate, content, secret],
                      api_visibility="private").then(
             refresh_data, [unlocked], outputs, api_visibility="private")
     tab.select(refresh_data, [unlocked], outputs, api_visibility="private")
