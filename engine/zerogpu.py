@@ -15,13 +15,22 @@ before it lends a GPU, so it must cover the whole answer without asking for more
 `quota_note()` tells visitors what their quota allows. It implements `engine.protocol.Engine`
 by passing everything else to the inner engine, except scoring, which would need a GPU outside
 a decorated call and is refused. Elsewhere the app uses engines unwrapped.
+
+The answer runs in the forked worker, where the app's `cancel` cannot reach the inner engine:
+Stop reaches it through a flag file the worker checks after each event, and the engine there
+ends the answer itself, with its real counts, as it does elsewhere. A stream closed early (a
+closed tab) has `spaces` stop the worker.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import logging
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.errors import RequestError
@@ -31,6 +40,8 @@ from engine.types import Capabilities, Event, GenerationRequest, Message, Score,
 
 if TYPE_CHECKING:
     from engine.protocol import Engine
+
+log = logging.getLogger(__name__)
 
 # Qwen3.5-9B in bf16 decoded 18 tokens/s for one user on a whole H200 with transformers'
 # generate (docs/benchmarks.md, "GPU"; its linear-attention layers run in reference PyTorch
@@ -93,18 +104,30 @@ class ZeroGPUEngine:
         self.inner = inner
         self.max_new_tokens_limit = max_new_tokens_limit
         self._gpu_stream = spaces_module.GPU(duration=self._duration)(self._stream)
+        self._streaming: set[str] = set()  # request ids, in this (the app's) process
 
     def _duration(self, request: GenerationRequest) -> int:
         return gpu_seconds(request, self.max_new_tokens_limit)
 
     def _stream(self, request: GenerationRequest) -> Iterator[Event]:
-        yield from self.inner.stream(request)
+        # Runs in the worker ZeroGPU forks: the app's cancel cannot reach this engine's
+        # requests, only the flag file can.
+        flag, cancelled = _cancel_flag(request.request_id), False
+        for event in self.inner.stream(request):
+            yield event
+            if not cancelled and flag.exists():
+                self.inner.cancel(request.request_id)
+                cancelled = True
 
     def stream(self, request: GenerationRequest) -> Iterator[Event]:
+        self._streaming.add(request.request_id)
         try:
             yield from self._gpu_stream(request)
         except Exception as exc:  # ZeroGPU refused or lost the GPU: the answer ends with why
             yield Event("done", stats=Stats(finish_reason="error"), error=_refusal(exc))
+        finally:
+            self._streaming.discard(request.request_id)
+            _cancel_flag(request.request_id).unlink(missing_ok=True)
 
     def quota_note(self) -> str | None:
         return quota_note(self.max_new_tokens_limit)
@@ -147,6 +170,13 @@ class ZeroGPUEngine:
         return self.inner.capabilities()
 
     def cancel(self, request_id: str) -> None:
+        if request_id in self._streaming:
+            flag = _cancel_flag(request_id)
+            try:
+                flag.parent.mkdir(parents=True, exist_ok=True)
+                flag.touch()
+            except OSError:  # the answer then runs to its end, as if Stop were not pressed
+                log.exception("could not ask ZeroGPU's worker to stop %s", request_id)
         self.inner.cancel(request_id)
 
     def queue_position(self, request_id: str) -> int | None:
@@ -154,6 +184,12 @@ class ZeroGPUEngine:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _cancel_flag(request_id: str) -> Path:
+    """The file whose presence tells the worker running `request_id` to stop it."""
+    name = hashlib.sha256(request_id.encode()).hexdigest()
+    return Path(tempfile.gettempdir()) / "vqa-studio-zerogpu-stop" / name
 
 
 def _refusal(error: Exception) -> str:
