@@ -87,7 +87,8 @@ CSS = """
 .verdict-row button { min-width: 0; }
 #answer-tools { align-items: center; gap: 8px; }
 #answer-tools button { min-width: 44px; min-height: 40px; flex-grow: 0; }
-#answer-version { flex: 0 0 auto; min-width: 7em; }
+/* Gradio gives the note a whole line; it sits between ‹ and › instead. */
+#answer-version { flex: 0 0 auto; width: auto; min-width: 7em; }
 #answer-tools #correct { flex: 0 0 auto; }
 /* A title with no spaces (a pasted address) wraps inside the sidebar instead of leaving it. */
 #conversations label { overflow-wrap: anywhere; }
@@ -99,7 +100,7 @@ CSS = """
   #compare-row > * { flex: 0 0 auto; }
   /* ‹ "Answer 2 of 3" › and Correct stay on one line. */
   #answer-tools { flex-wrap: nowrap; }
-  #answer-version { width: auto; min-width: 0; }
+  #answer-version { min-width: 0; }
   /* A finger needs about 40 px each way: every button, the icons in the chat and the
      question box, and the whole line of a checkbox or radio choice, not just its box. */
   button, input[type=number] { min-height: 40px; }

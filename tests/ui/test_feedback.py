@@ -185,6 +185,14 @@ def test_dislike_on_a_thinking_answer_opens_the_reasons_and_stores_them(page, ap
     assert kinds == ["like", "dislike", "dislike"]
 
 
+def _assert_pager_on_one_line(page) -> None:
+    """‹ "Answer 2 of 2" › and Correct side by side."""
+    boxes = [page.locator(s).bounding_box()
+             for s in ("#prev-answer", "#answer-version", "#next-answer", "#correct")]
+    middles = [box["y"] + box["height"] / 2 for box in boxes]
+    assert max(middles) - min(middles) < 20, boxes
+
+
 def test_after_regenerate_feedback_lands_on_the_answer_shown(page, app):
     open_page(page, app)
     give_consent(page)
@@ -193,6 +201,7 @@ def test_after_regenerate_feedback_lands_on_the_answer_shown(page, app):
     page.locator(BOT).last.hover()
     page.locator("#chatbot button[aria-label=Retry]").last.click()
     page.wait_for_selector("#answer-version:has-text('Answer 2 of 2')", timeout=90_000)
+    _assert_pager_on_one_line(page)
     first, second = _wait_rows(app, """select a.* from messages a join messages q
                                        on a.parent_id = q.id where q.text = 'rg2: again'
                                        and a.status = 'done' order by a.id""", count=2)
@@ -410,10 +419,7 @@ def test_feedback_on_a_phone(browser, app):
                                " and corrects_id = ?", answer["id"])
         # ‹ "Answer 2 of 2" › and Correct on one line, as on a wide screen.
         page.wait_for_selector("#answer-version:has-text('Answer 2 of 2')")
-        boxes = [page.locator(s).bounding_box()
-                 for s in ("#prev-answer", "#answer-version", "#next-answer", "#correct")]
-        middles = [box["y"] + box["height"] / 2 for box in boxes]
-        assert max(middles) - min(middles) < 20
+        _assert_pager_on_one_line(page)
     finally:
         context.close()
 
