@@ -200,6 +200,8 @@ def _refusal(error: Exception) -> str:
     if not isinstance(message, str):
         return failure_message(error)
     if title == "ZeroGPU worker error":
-        return (f"The GPU lent for this answer failed ({message}); nothing more could be "
-                f"generated. Please try again.")
+        # `message` names the worker's exception class: for the log, not for visitors.
+        log.warning("ZeroGPU's worker failed: %s", message)
+        return ("The GPU lent for this answer failed; nothing more could be generated. "
+                "Please try again.")
     return f"{title}: {message}" if title else message

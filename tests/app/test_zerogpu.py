@@ -163,6 +163,7 @@ def test_an_answer_runs_in_a_worker_the_package_forks_and_attaches_to_the_gpu():
         assert release[1]["fail"] == "true"
         assert result["finish_reason"] == "error"
         assert result["error"].startswith("The GPU lent for this answer failed")
+        assert "Error" not in result["error"]  # no exception class shown to a visitor
 
 
 def test_an_answer_over_the_visitors_quota_is_refused_with_zerogpus_reason():
