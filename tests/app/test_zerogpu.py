@@ -173,3 +173,15 @@ def test_an_answer_over_the_visitors_quota_is_refused_with_zerogpus_reason():
     assert [path for path, _ in result["calls"]] == ["/schedule"], stderr
     assert result["finish_reason"] == "error" and result["answer"] == ""
     assert result["error"].startswith("ZeroGPU quota exceeded: ")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_gpu(), reason="needs a CUDA GPU")
+def test_stop_ends_the_answer_in_the_worker_with_its_real_count():
+    """The answer runs in the worker the package forks; Stop, pressed in the app's process,
+    must still end it there (tests/engine/test_zerogpu_stop.py checks the same on a CPU,
+    with a fork of its own)."""
+    result, stderr = _answer({"ZEROGPU_TEST_STOP": "1"})
+    assert result["finish_reason"] == "cancelled", stderr
+    assert 0 < result["answer_tokens"] < 400, stderr
+    assert result["calls"][-1][1]["fail"] == "false", stderr

@@ -7,6 +7,7 @@ thread, and streams one greedy answer through `ZeroGPUEngine`, which the package
 forked worker attached to the GPU (ZEROGPU_TEST_QUOTA_LEFT=N: the API refuses durations over
 N seconds, as for a visitor with that much quota left). Prints one JSON object: the answer, its
 finish reason or error, the device the model was loaded on and the API calls made.
+ZEROGPU_TEST_STOP=1: 400 tokens are asked for, and Stop is pressed at the first one.
 """
 
 from __future__ import annotations
@@ -56,11 +57,15 @@ def main() -> None:
     settings = app.settings_from(["--model", "tiny-random"], dict(os.environ))
     engine = zerogpu.ZeroGPUEngine(app.build_engine(settings, batching=False, in_process=True))
     report = engine.load()
+    stop = os.environ.get("ZEROGPU_TEST_STOP") == "1"
     request = GenerationRequest((Message("user", "Describe the sky."),),
-                                sampling=Sampling(max_new_tokens=16, temperature=0.0))
+                                sampling=Sampling(max_new_tokens=400 if stop else 16,
+                                                  temperature=0.0))
     answer, done = "", None
     for event in engine.stream(request):
         if event.kind == "answer":
+            if stop and not answer:
+                engine.cancel(request.request_id)
             answer += event.text
         elif event.kind == "done":
             done = event
