@@ -285,20 +285,20 @@ def wire_consent(history: History, consent_box: ConsentBox, consent_memory: gr.B
 
 
 def wire(history: History, demo: gr.Blocks, sidebar: Sidebar, chatbot: gr.Chatbot,
-         view_outputs: list, state: gr.State, close_compare, compare_outputs: list) -> None:
+         view_outputs: list, state: gr.State, on_leave, leave_outputs: list) -> None:
     """New, open, rename, filter, delete and erase; and a closed tab's end. Leaving a
-    conversation runs `close_compare` to hide its comparison.
+    conversation runs `on_leave` (into `leave_outputs`) to hide what belonged to it.
 
     None of these waits for the model, so none waits for another visitor either.
     """
     for event, handler in ((sidebar.new_chat.click, history.start_new),
                            (chatbot.clear, history.clear_chat)):
         event(handler, [state], [*view_outputs, state, sidebar.conversations, sidebar.title],
-              **NEVER_WAITS).then(close_compare, [state], compare_outputs, **NEVER_WAITS)
+              **NEVER_WAITS).then(on_leave, [state], leave_outputs, **NEVER_WAITS)
     opened = sidebar.conversations.input(history.open_conversation,
                                          [sidebar.conversations, state],
                                          [*view_outputs, state, sidebar.title], **NEVER_WAITS)
-    opened.then(close_compare, [state], compare_outputs, **NEVER_WAITS)
+    opened.then(on_leave, [state], leave_outputs, **NEVER_WAITS)
     sidebar.rename.click(history.rename_conversation, [sidebar.title, state],
                          [sidebar.conversations], **NEVER_WAITS)
     sidebar.history_filter.change(history._conversation_choices,

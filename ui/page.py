@@ -226,7 +226,14 @@ def build_page(studio: Studio, settings, uploads: Uploads | None = None) -> gr.B
         compare.wire(compare.Compare(studio, uploads), chat_view, box, compare_panel,
                      compare_mode, compare_button, settings_column, state, model_limit,
                      sidebar_handlers._conversation_choices, sidebar.conversations)
+
+        def leave_conversation(chat_state):
+            # Its settled comparison goes, and the correction editor, opened on one of its
+            # answers (a save would be refused there).
+            return (*compare.close_compare(chat_state), gr.Group(visible=False))
+
         history.wire(sidebar_handlers, demo, sidebar, chat_view.chatbot, chat_view.outputs,
-                     state, compare.close_compare, compare_panel.outputs)
+                     state, leave_conversation,
+                     [*compare_panel.outputs, feedback_panels.editor_panel])
         demo.load(None, None, None, js=FORGET_RUNS_JS)
     return demo

@@ -286,6 +286,18 @@ def test_a_correction_is_one_editor_and_one_event_and_can_be_rated(page, app):
                       edits[0]["id"])
 
 
+def test_the_editor_goes_with_the_conversation_it_was_opened_in(page, app):
+    open_page(page, app)
+    page.get_by_label("Think before answering").uncheck()
+    submit_question(page, "ed3: leave me")
+    _wait_answers(page, 1)
+    page.locator("#correct").click()
+    editor = page.locator("#answer-editor textarea")
+    editor.fill("A correction of an answer left behind.")
+    start_new_chat(page)
+    editor.wait_for(state="hidden")
+
+
 def test_compare_with_thinking_off_reveals_the_sides_and_the_pick_can_be_rated(page, app):
     open_page(page, app)
     page.get_by_label("Think before answering").uncheck()
