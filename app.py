@@ -328,6 +328,7 @@ def serve(settings: Settings) -> None:
     from engine.images import ImagePolicy
     from storage import StorageError, Store
     from studio.turns import Studio
+    from ui.common import start_queue
     from ui.page import CSS, build_page, page_uploads
 
     snapshots = settings.snapshot_dir
@@ -375,7 +376,7 @@ def serve(settings: Settings) -> None:
     uploads = page_uploads(settings)
     demo = build_page(studio, settings, uploads)
     log.info("storing data in %s", settings.db_path)
-    demo.queue(max_size=settings.max_queue, default_concurrency_limit=1)
+    start_queue(demo, settings.max_queue)
     # A stopping Space (or `kill`) sends SIGTERM: close the server as Ctrl-C does, so that the
     # last snapshot below is taken.
     signal.signal(signal.SIGTERM, _interrupt)

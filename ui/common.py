@@ -6,8 +6,8 @@ traceback behind a one-line apology. `options` turns the settings column's value
 `TurnOptions`; `received` makes the question box's text valid before any of it is sent
 back; `view` gives the updates for the chat and the controls under it, in the order
 of `ChatView.outputs`; `checked_here` checks an answering event's inputs in its handler's
-thread. `NEVER_WAITS` and `model_lane` are the lanes every event is wired into. Nothing here
-touches the engine or the store.
+thread. `NEVER_WAITS` and `model_lane` are the lanes every event is wired into, and
+`start_queue` bounds only the second. Nothing here touches the engine or the store.
 """
 
 from __future__ import annotations
@@ -47,12 +47,38 @@ VIEW_SIZE = 6
 # after an answer, waited in line for each other. Queued rather than unqueued, because only
 # queued events show their gr.Info / gr.Warning on the page.
 NEVER_WAITS = {"concurrency_limit": None}
+MODEL_LANE = "model"
 
 
 def model_lane(width: int) -> dict:
     """The lane of the events that answer: one shared by them all, as wide as the engine's
     batch (`Engine.concurrency`); a visitor beyond it waits in the queue, with a position."""
-    return {"concurrency_id": "model", "concurrency_limit": width}
+    return {"concurrency_id": MODEL_LANE, "concurrency_limit": width}
+
+
+def start_queue(demo: gr.Blocks, max_waiting: int) -> None:
+    """Turn on the page's queue, refusing a question when `max_waiting` already wait for the
+    model, and nothing else.
+
+    Gradio's own bound (`max_size`) counts every waiting event: with the model's lane full,
+    a visitor could no longer tick "Save my data", open a conversation or erase their data
+    ("Queue is full"), although those never wait for the model and take no time. This
+    reaches into Gradio's queue (its version is pinned, and a test fills the lane)."""
+    demo.queue(max_size=None, default_concurrency_limit=1)
+    queue = demo._queue
+    join = queue.push
+
+    async def push(body, request, username):
+        fn = demo.fns.get(body.fn_index) if body.fn_index is not None else None
+        if fn is not None and fn.concurrency_id == MODEL_LANE:
+            lane = queue.event_queue_per_concurrency_id.get(MODEL_LANE)
+            waiting = len(lane.queue) if lane is not None else 0
+            if waiting >= max_waiting:
+                return (False, f"Queue is full: {waiting} questions are already waiting for "
+                        "the model. Please try again in a minute.", "queue_full")
+        return await join(body, request, username)
+
+    queue.push = push
 
 
 @contextmanager

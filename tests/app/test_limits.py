@@ -56,7 +56,11 @@ def test_a_second_user_is_answered_while_the_first_answer_is_still_streaming(lau
         short_client.close()
 
 
-def test_a_full_queue_refuses_with_a_clear_message(launch_app):
+def test_a_full_queue_refuses_questions_and_nothing_else(launch_app):
+    """Only questions wait for the model, so only they are refused when its line is full: a
+    visitor can still tick "Save my data" and erase what they kept."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
     from gradio_client import Client
 
     # One answer at a time, so the others wait in the queue and it fills up.
@@ -64,19 +68,31 @@ def test_a_full_queue_refuses_with_a_clear_message(launch_app):
     question = {"text": "a long answer please", "files": []}
     settings = (False, 0, 4000, 0.0, 1.0, 0, 1, "Base model")
     clients = [Client(app.url, verbose=False) for _ in range(4)]
-    # A question asked while the model still loads is given back at once, which empties the
-    # queue again before it can fill: ask the four once the model answers.
-    _wait_until_answering(clients[0])
-    jobs = [client.submit(question, *settings, api_name="/chat") for client in clients]
-    errors = []
-    for job in jobs:
-        try:
-            job.result(timeout=240)
-        except Exception as exc:  # the client raises what the server answered
-            errors.append(str(exc))
-    assert any("queue is full" in error.lower() for error in errors), errors
-    for client in clients:
-        client.close()
+    keeper = Client(app.url, verbose=False)
+    try:
+        keeper.predict(True, api_name="/set_consent")
+        # A question asked while the model still loads is given back at once, which empties
+        # the queue again before it can fill: ask the four once the model answers.
+        _wait_until_answering(keeper)
+        assert _message_count(app) > 0
+        jobs = [client.submit(question, *settings, api_name="/chat") for client in clients]
+        # Two are refused at once; one is answered and one waits, the model's line full.
+        pending = [job.future for job in jobs]
+        while len(pending) > 2:
+            _, left = wait(pending, timeout=240, return_when=FIRST_COMPLETED)
+            assert len(left) < len(pending), "nobody was refused"
+            pending = list(left)
+        errors = [str(job.exception()) for job in jobs if job.done()]
+        assert all("queue is full" in error.lower() for error in errors), errors
+        keeper.predict(False, api_name="/set_consent")
+        keeper.predict(api_name="/delete_my_data")
+        assert sum(not job.done() for job in jobs) == 2, "the line emptied meanwhile"
+        assert _message_count(app) == 0
+        for job in jobs:
+            job.cancel()
+    finally:
+        for client in (*clients, keeper):
+            client.close()
 
 
 def test_an_oversized_upload_is_refused_and_nothing_is_stored(launch_app, page, tmp_path):
