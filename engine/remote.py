@@ -24,8 +24,11 @@ serve for the families it knows), or between `<think>` tags in the content when 
 both go through one ThinkingParser, so whitespace and tags are treated as in the local engine.
 Token counts come from the usage the server reports, else from the chunks seen. A server that
 sends more than max_tokens chunks, an answer longer than MAX_CHARS_PER_TOKEN characters per
-token asked for, or endless lines that carry no token, is cut off there (hung up on), and the
-answer ends as "length".
+token asked for, endless lines that carry no token, or a line that never ends, is cut off there
+(hung up on), and the answer ends as "length". Lines end where server-sent events say they do
+(CR, LF, CRLF) and nowhere else: JSON carries U+2028 and U+2029 unescaped. Usage figures
+beyond what was asked for are no counts; the chunks seen are counted instead. A reply that is
+no stream of events (a JSON body, a web page) is said to be one.
 
 Failures (server down, timeouts, HTTP error statuses, a stream broken off) end the stream with a
 "done" event whose finish reason is "error" and whose message says what happened; nothing is
@@ -39,6 +42,7 @@ import contextlib
 import json
 import logging
 import queue
+import re
 import socket
 import threading
 import time
@@ -88,6 +92,12 @@ MAX_CHARS_PER_TOKEN = 32
 # token asked for, plus LINES_SLACK, are read before the server is hung up on.
 MAX_LINES_PER_TOKEN = 8
 LINES_SLACK = 256
+# One line carries one chunk, however much of the answer a server packs into it; a line that
+# never ends would otherwise be held in memory until the server stops sending.
+MAX_LINE_BYTES = 16 << 20
+# Of a reply that is no stream of events (an error's body, a web page), this much is read.
+MAX_BODY_BYTES = 1 << 20
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 # Put on a request's queue by `cancel` so that a waiting consumer wakes at once.
 _WAKE = object()
@@ -124,7 +134,9 @@ class _Call:
     def stats(self, finish: FinishReason) -> Stats:
         reasoning, answer = self.reasoning_chunks, self.answer_chunks
         completion = (self.usage or {}).get("completion_tokens")
-        if _count(completion):
+        # More tokens than were asked for is no count (a server cut off at max_tokens chunks
+        # is hung up on before it reports any).
+        if _count(completion) and completion <= self.max_tokens:
             # Servers stream about one token per chunk; the reported total is exact, and the
             # reasoning share is taken from the server when it reports one. A share outside
             # 0..total is no count at all: the chunks seen are the better guess.
@@ -148,6 +160,43 @@ def _count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+class _EndlessLine(Exception):
+    """A line went on past MAX_LINE_BYTES."""
+
+
+def _event_lines(response: httpx.Response) -> Iterator[str]:
+    """The lines of a stream of server-sent events, which end at CR, LF or CRLF only: httpx's
+    `iter_lines` also ends them at U+2028, U+2029 and U+0085, which JSON leaves unescaped in
+    the middle of a chunk. Raises `_EndlessLine` for a line longer than MAX_LINE_BYTES."""
+    buffer = bytearray()
+    for piece in response.iter_bytes():
+        # Only the new bytes can hold a line end (and a CR just before them, ending a CRLF).
+        searched = max(0, len(buffer) - 1)
+        buffer += piece
+        start = 0
+        for end in _LINE_END.finditer(buffer, searched):
+            if end.group() == b"\r" and end.end() == len(buffer):
+                break  # maybe the first half of a CRLF: wait for the next piece
+            yield buffer[start:end.start()].decode("utf-8", errors="replace")
+            start = end.end()
+        del buffer[:start]
+        if len(buffer) > MAX_LINE_BYTES:
+            raise _EndlessLine
+    if buffer:
+        yield buffer.decode("utf-8", errors="replace")
+
+
+def _body(response: httpx.Response) -> str:
+    """The start of a reply that is no stream of events, as text: at most MAX_BODY_BYTES, so
+    that a body without end is not read to its end."""
+    data = bytearray()
+    for piece in response.iter_bytes():
+        data += piece
+        if len(data) >= MAX_BODY_BYTES:
+            break
+    return bytes(data[:MAX_BODY_BYTES]).decode(response.encoding or "utf-8", errors="replace")
+
+
 def _shutdown(response: httpx.Response) -> None:
     """Shut the response's socket down: a read blocked on it in another thread returns at once.
 
@@ -168,7 +217,7 @@ def _data_url(image) -> str:
     return "data:image/png;base64," + base64.b64encode(encode_png(image)).decode("ascii")
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(response: httpx.Response, text: str) -> str:
     """The server's own words about an error, in one short line: FastAPI `detail`, OpenAI
     `error.message`, or a line of a text body.
 
@@ -177,13 +226,13 @@ def _detail(response: httpx.Response) -> str:
     page, the status's reason).
     """
     try:
-        body = response.json()
+        body = json.loads(text)
     except ValueError:
         log.warning("the model server answered %s %s with HTTP %d: %s", response.request.method,
-                    response.request.url, response.status_code, response.text)
-        lines = [line for line in response.text.splitlines() if line.strip()]
+                    response.request.url, response.status_code, text)
+        lines = [line for line in text.splitlines() if line.strip()]
         # An HTML error page (a proxy's 502) says no more than its status does.
-        html = response.text.lstrip().startswith("<")
+        html = text.lstrip().startswith("<")
         text = lines[-1] if lines and not html else response.reason_phrase
     else:
         text = ""
@@ -374,8 +423,8 @@ class RemoteEngine:
         if response.status_code >= 400:
             raise ModelLoadError(
                 f"The model server at {self.base_url} answered GET /models with HTTP "
-                f"{response.status_code} ({_detail(response)}). Check the address: it usually "
-                "ends in /v1.")
+                f"{response.status_code} ({_detail(response, response.text)}). Check the address: "
+                "it usually ends in /v1.")
         try:
             entries = response.json()["data"]
             if not isinstance(entries, list):
@@ -517,8 +566,10 @@ class RemoteEngine:
             if call.cancelled.is_set():
                 return "cancelled"
             if response.status_code >= 400:
-                response.read()
                 raise RemoteError(self._status_message(response))
+            kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+            if kind in ("application/json", "text/html"):
+                raise RemoteError(self._not_a_stream_message(response, kind))
             return self._read(response, call)
         except httpx.TimeoutException:
             raise RemoteError(self._timeout_message()) from None
@@ -537,7 +588,17 @@ class RemoteEngine:
         finish: str | None = None
         ended = False
         lines_left = call.max_tokens * MAX_LINES_PER_TOKEN + LINES_SLACK
-        for line in response.iter_lines():
+        lines = _event_lines(response)
+        while True:
+            try:
+                line = next(lines, None)
+            except _EndlessLine:
+                log.warning("the model server at %s sent a line of over %d bytes; the answer "
+                            "was cut there", self.base_url, MAX_LINE_BYTES)
+                finish, ended = "length", True
+                break
+            if line is None:
+                break
             if call.cancelled.is_set():
                 return "cancelled"
             lines_left -= 1
@@ -551,6 +612,8 @@ class RemoteEngine:
             if not line.startswith("data:"):
                 continue  # blank separators, comments, event names
             data = line[len("data:"):].strip()
+            if not data:
+                continue  # an event with no data carries nothing
             if data == "[DONE]":
                 ended = True
                 break
@@ -609,7 +672,17 @@ class RemoteEngine:
                     "Check the API key.")
         verb = "failed on" if code >= 500 else "refused"
         return (f"The model server at {self.base_url} {verb} this request (HTTP {code}: "
-                f"{_detail(response)}).")
+                f"{_detail(response, _body(response))}).")
+
+    def _not_a_stream_message(self, response: httpx.Response, kind: str) -> str:
+        """A streamed answer was asked for, and a JSON body or a web page came back."""
+        text = _body(response)
+        if kind == "text/html":
+            return (f"The model server at {self.base_url} answered with a web page instead of "
+                    "a stream of tokens. Check the address: it usually ends in /v1.")
+        return (f"The model server at {self.base_url} answered with one JSON reply instead of "
+                f"a stream of tokens ({_detail(response, text)}). Is it an OpenAI-compatible "
+                "server that streams?")
 
     def _server_error_message(self, text: str) -> str:
         text = " ".join(text.split())[:MAX_DETAIL_CHARS]

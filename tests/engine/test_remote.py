@@ -333,6 +333,8 @@ class Scripted:
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
         self.reply: tuple[int, list[str]] = (200, [])
+        # The reply's content type; by default a stream of events, or JSON for an error.
+        self.kind: str | None = None
         self.listing: dict = {"object": "list", "data": [
             {"id": "served-model", "object": "model", "owned_by": "vllm",
              "max_model_len": 32768, "parent": None},
@@ -356,7 +358,8 @@ class Scripted:
                 scripted.bodies.append(json.loads(self.rfile.read(length)))
                 scripted.headers.append(dict(self.headers))
                 status, lines = scripted.reply
-                kind = "text/event-stream" if status == 200 else "application/json"
+                kind = scripted.kind or (
+                    "text/event-stream" if status == 200 else "application/json")
                 self._send(status, kind, lines)
 
             def _send(self, status, kind, lines):
@@ -570,6 +573,59 @@ def test_impossible_usage_counts_are_not_reported(scripted, scripted_engine):
         {"object": "chat.completion.chunk", "choices": [], "usage": usage}, "[DONE]"))
     _, _, done = collect(scripted_engine.stream(_request()))
     assert (done.stats.reasoning_tokens, done.stats.answer_tokens) == (0, 3)
+
+
+def test_impossible_usage_totals_give_way_to_the_chunks_seen(scripted, scripted_engine):
+    for total in (10**30, 2**63 + 5, 25):  # more than the 24 tokens asked for
+        usage = {"completion_tokens": total, "completion_tokens_details": {}}
+        scripted.reply = (200, _sse(
+            _delta(content="two "), _delta(content="chunks"), _delta(finish="stop"),
+            {"object": "chat.completion.chunk", "choices": [], "usage": usage}, "[DONE]"))
+        _, _, done = collect(scripted_engine.stream(_request(max_new=24)))
+        assert (done.stats.reasoning_tokens, done.stats.answer_tokens) == (0, 2), total
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_lines_end_where_server_sent_events_end_them(scripted, scripted_engine, end):
+    # JSON leaves U+2028, U+2029 and U+0085 unescaped inside a string: no line ends there.
+    text = "one\u2028two\u2029three\x85four"
+    chunks = [json.dumps(_delta(content=text), ensure_ascii=False), "",
+              json.dumps(_delta(finish="stop")), "[DONE]"]
+    scripted.reply = (200, [f"data: {chunk}{end}{end}" for chunk in chunks])
+    texts, _, done = collect(scripted_engine.stream(_request()))
+    assert done.error is None and done.stats.finish_reason == "stop"
+    assert texts["answer"] == text
+
+
+def test_a_line_without_end_is_cut_off_and_hung_up_on(scripted, scripted_engine):
+    start = 'data: {"choices": [{"index": 0, "delta": {"content": "'
+    scripted.reply = (200, itertools.chain(_sse(_delta(content="Hi ")), [start],
+                                           itertools.repeat("x" * 65536, 1_000_000)))
+    texts, _, done = collect(scripted_engine.stream(_request(max_new=24)))
+    assert done.error is None and done.stats.finish_reason == "length"
+    assert texts["answer"] == "Hi "
+    wait_until(lambda: scripted.hangups == 1, EVENT_TIMEOUT_S)
+    scripted.reply = (200, _sse(_delta(content="Fine."), _delta(finish="stop")))
+    texts, _, done = collect(scripted_engine.stream(_request()))
+    assert done.error is None and texts["answer"] == "Fine."
+
+
+@pytest.mark.parametrize("kind, body, expected", [
+    ("application/json",
+     {"object": "chat.completion", "choices": [{"message": {"content": "Red."}}]},
+     "answered with one JSON reply instead of a stream of tokens"),
+    ("application/json", {"error": {"message": "streaming is not supported"}},
+     "(streaming is not supported)"),
+    ("text/html", "<html><body>Welcome to nginx!</body></html>",
+     "answered with a web page instead of a stream of tokens"),
+])
+def test_a_reply_that_is_no_stream_is_said_to_be_one(scripted, scripted_engine, kind, body,
+                                                      expected):
+    scripted.kind = kind
+    scripted.reply = (200, [body if isinstance(body, str) else json.dumps(body)])
+    _, _, done = collect(scripted_engine.stream(_request()))
+    assert done.stats.finish_reason == "error"
+    assert expected in done.error
 
 
 def test_a_stack_trace_from_the_server_is_shown_as_one_line(scripted, scripted_engine, caplog):
