@@ -73,6 +73,8 @@ NO_SPACE_TO_ERASE = ("The server is out of disk space, so your data could not be
 _SQLITE_FULL = 13
 _SQLITE_CANTOPEN = 14
 _SQLITE_NOTADB = 26
+# SQLite's integers are 64-bit: a larger Python int cannot be written at all.
+_MAX_INTEGER = 2**63 - 1
 
 # Long enough for any single write to finish; a writer waiting this long means a bug.
 BUSY_TIMEOUT_S = 30.0
@@ -475,6 +477,12 @@ class Store:
         """Store the final text and stats and mark the answer done; False as in save_partial."""
         if stats.finish_reason not in FINISH_REASONS:
             raise InvalidRequest(f"Unknown finish reason {stats.finish_reason!r}.")
+        for name in ("reasoning_tokens", "answer_tokens"):
+            value = getattr(stats, name)
+            if not isinstance(value, int) or not 0 <= value <= _MAX_INTEGER:
+                raise InvalidRequest(f"{name} must be a count, not {value!r}.")
+        if stats.seed is not None and not -_MAX_INTEGER - 1 <= stats.seed <= _MAX_INTEGER:
+            raise InvalidRequest(f"The seed {stats.seed} is out of range.")
         now = self._now()
         with self._write() as db:
             cursor = db.execute(

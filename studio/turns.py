@@ -1143,19 +1143,22 @@ class Studio:
         if answer_id is None or update.stats is None:
             return
         stats = update.stats
-        try:
-            self.store.finish_answer(answer_id, text=update.answer, reasoning=update.reasoning,
-                                     stats=AnswerStats(
-                                         reasoning_tokens=stats.reasoning_tokens,
-                                         answer_tokens=stats.answer_tokens,
-                                         time_to_first_token_s=stats.time_to_first_token_s,
-                                         duration_s=stats.duration_s,
-                                         finish_reason=stats.finish_reason,
-                                         error=update.error,
-                                         seed=stats.seed,
-                                         budget_exhausted=stats.budget_exhausted))
-        except Exception:  # the answer was shown; losing its row must not hide it
-            log.exception("could not save answer %s", answer_id)
+        measured = AnswerStats(reasoning_tokens=stats.reasoning_tokens,
+                               answer_tokens=stats.answer_tokens,
+                               time_to_first_token_s=stats.time_to_first_token_s,
+                               duration_s=stats.duration_s, finish_reason=stats.finish_reason,
+                               error=update.error, seed=stats.seed,
+                               budget_exhausted=stats.budget_exhausted)
+        # A row left "streaming" hides the turns asked after it when the conversation is
+        # opened again: figures the store refuses leave the text and how it ended.
+        bare = AnswerStats(finish_reason=stats.finish_reason, error=update.error)
+        for kept in (measured, bare):
+            try:
+                self.store.finish_answer(answer_id, text=update.answer,
+                                         reasoning=update.reasoning, stats=kept)
+                return
+            except Exception:  # the answer was shown; losing its row must not hide it
+                log.exception("could not save answer %s", answer_id)
 
 
 def _with_images(turn: Turn) -> Message:

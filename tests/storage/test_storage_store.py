@@ -70,6 +70,19 @@ def test_a_turn_is_stored_with_its_images_settings_and_stats(store):
     assert stored_answer.meta == AnswerMeta(**{**meta.__dict__, "seed": 4321})
 
 
+def test_figures_sqlite_cannot_hold_are_refused_and_the_answer_stays_open(store):
+    conversation = store.create_conversation(KEY, consent_version=CONSENT)
+    question = store.add_user_message(KEY, conversation, text="Hi?")
+    answer_id = store.start_answer(KEY, conversation, parent_id=question,
+                                   meta=AnswerMeta(model_id="m"))
+    for stats in (AnswerStats(answer_tokens=10**30), AnswerStats(reasoning_tokens=-1),
+                  AnswerStats(seed=2**64)):
+        with pytest.raises(InvalidRequest):
+            store.finish_answer(answer_id, text="Hello.", stats=stats)
+    assert store.get_conversation(KEY, conversation).message(answer_id).status == "streaming"
+    assert store.finish_answer(answer_id, text="Hello.", stats=AnswerStats(answer_tokens=2))
+
+
 def test_finished_answers_take_no_more_writes(store):
     conversation = store.create_conversation(KEY, consent_version=CONSENT)
     question = store.add_user_message(KEY, conversation, text="Hi?")

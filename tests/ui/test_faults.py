@@ -185,3 +185,33 @@ def test_a_comparison_whose_rows_cannot_be_written_says_so_and_offers_no_verdict
             list(studio.compare(state, "which?", [], LONG, "samples", session_key="tab"))
         assert studio.streaming == 0 and state.comparison is None
         assert [row["role"] for row in _rows(store, "select * from messages")] == ["user"]
+
+
+class _FiguresRefused(Store):
+    """A real store that refuses an answer's figures (as it refuses numbers SQLite cannot
+    hold), and takes the same answer without them."""
+
+    def finish_answer(self, answer_id, *, text, reasoning="", stats):
+        from storage import InvalidRequest
+
+        if stats.answer_tokens or stats.reasoning_tokens:
+            raise InvalidRequest("answer_tokens must be a count.")
+        return super().finish_answer(answer_id, text=text, reasoning=reasoning, stats=stats)
+
+
+def test_an_answer_whose_figures_cannot_be_stored_keeps_its_text_and_later_turns(
+        tiny_engine, tmp_path):
+    short = TurnOptions(sampling=Sampling(max_new_tokens=4, temperature=0.0))
+    with _FiguresRefused(tmp_path / "studio.db") as store:
+        studio = Studio(tiny_engine, store)
+        state = _consented()
+        first = list(studio.ask(state, "first?", [], short, session_key="tab"))[-1]
+        list(studio.ask(state, "second?", [], short, session_key="tab"))
+        row = _rows(store, "select * from messages where id = ?", first.answer_id)[0]
+        assert (row["status"], row["text"]) == ("done", first.answer)
+        assert row["finish_reason"] == first.stats.finish_reason
+        # Opened again, the conversation goes on past that answer.
+        reopened = _consented()
+        reopened.client_key = state.client_key
+        studio.open_conversation(reopened, state.conversation_id)
+        assert [turn.question.text for turn in reopened.turns] == ["first?", "second?"]
