@@ -128,7 +128,8 @@ _HELP = {
     "in_process": "with the local engine: run the model in the web server's process, not in "
                   "a process of its own (always so on ZeroGPU)",
     "retention_days": "delete stored data older than this many days (0 keeps everything)",
-    "public": "serve strangers: the data tab needs --admin-password (on by default on a Space)",
+    "public": "serve strangers: the data tab needs --admin-password (on by default on a "
+              "Space, with --share, and on an address other than this machine's)",
     "admin_password": "password that unlocks the data tab when the app is public",
     "password_wait_s": "after three wrong admin passwords, seconds a client waits before its "
                        "next guess; doubled after each further wrong one (at most 15 minutes)",
@@ -243,8 +244,12 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
             value = tuple(value)
         if value is not None:
             values[f.name] = value
-    # A Hugging Face Space serves strangers: public defaults unless told otherwise.
-    if "public" not in values and environ.get("SPACE_ID"):
+    # A Hugging Face Space, a share link or an address beyond this machine serves strangers:
+    # public defaults (the data tab, everyone's data, behind the password) unless told
+    # otherwise.
+    host = values.get("host") or environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    beyond = host not in ("localhost", "::1") and not host.startswith("127.")
+    if "public" not in values and (environ.get("SPACE_ID") or values.get("share") or beyond):
         values["public"] = True
     from engine.zerogpu import DEFAULT_MAX_NEW_TOKENS, on_zerogpu
 

@@ -41,6 +41,17 @@ def test_a_space_is_public_by_default_unless_told_otherwise():
     assert told.public is False
 
 
+def test_a_share_link_or_an_open_address_is_public_unless_told_otherwise():
+    """Everyone's data is in the data tab: strangers reaching it need the password."""
+    assert studio_app.settings_from(["--share"], {}).public is True
+    assert studio_app.settings_from(["--host", "0.0.0.0"], {}).public is True
+    assert studio_app.settings_from([], {"GRADIO_SERVER_NAME": "192.168.1.20"}).public is True
+    for host in ("127.0.0.1", "localhost", "::1"):
+        assert studio_app.settings_from(["--host", host], {}).public is False
+    told = studio_app.settings_from(["--share"], {"VQA_STUDIO_PUBLIC": "0"})
+    assert told.public is False
+
+
 def test_batch_limits_reach_the_engine_and_zerogpu_turns_batching_off():
     settings = studio_app.settings_from(["--model", "tiny-random", "--max-batch-tokens", "999"],
                                         {"VQA_STUDIO_MAX_BATCH": "4"})
