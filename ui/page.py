@@ -104,6 +104,9 @@ CSS = """
   /* A finger needs about 40 px each way: every button, the icons in the chat and the
      question box, and the whole line of a checkbox or radio choice, not just its box. */
   button, input[type=number] { min-height: 40px; }
+  /* Gradio fixes the height of a slider's number box and of the tab bar, and hides what
+     overflows it: grown to a finger's size, their controls were cut in half. */
+  .tab-like-container:has(input[type=number]), .tab-container { height: auto; }
   button.icon-button, .toggle-button, #question button, .reset-button { min-width: 40px; }
   label:has(> input[type=checkbox]), label:has(> input[type=radio]) {
     min-height: 40px; align-items: center;

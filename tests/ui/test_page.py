@@ -314,18 +314,27 @@ def test_escape_backs_out_of_a_deletion_then_out_of_the_sidebar(ready, app):
     assert _rows(app, "select * from messages where text = ?", "esc: keep me")
 
 
-# Every control a finger may aim at, with its size; the closed sidebar (off screen, inert)
-# and hidden controls are left out.
+# Every control a finger may aim at, with its size as shown: the part that a box around it
+# which hides its overflow cuts off is neither seen nor tapped. The closed sidebar (off
+# screen, inert) and hidden controls are left out.
 CONTROLS = """() => {
   const selector = 'button, [role=tab], label:has(> input[type=checkbox]), ' +
                    'label:has(> input[type=radio]), footer a, input[type=number]';
   return [...document.querySelectorAll(selector)].flatMap(element => {
     const box = element.getBoundingClientRect();
     if (!box.width || !box.height || box.right <= 0 || element.closest('[inert]')) return [];
+    let top = box.top, bottom = box.bottom;
+    for (let outer = element.parentElement; outer; outer = outer.parentElement) {
+      if (['hidden', 'clip'].includes(getComputedStyle(outer).overflowY)) {
+        const edge = outer.getBoundingClientRect();
+        top = Math.max(top, edge.top);
+        bottom = Math.min(bottom, edge.bottom);
+      }
+    }
     const text = element.innerText.trim();
     return [{name: element.getAttribute('aria-label') || text.slice(0, 30),
              icon: !text || element.classList.contains('icon-button'),
-             width: box.width, height: box.height, left: box.left, right: box.right}];
+             width: box.width, height: bottom - top, left: box.left, right: box.right}];
   });
 }"""
 
