@@ -304,6 +304,9 @@ class Studio:
         self.save_interval_s = save_interval_s
         # Per session, the requests streaming for it (two while comparing).
         self._running: dict[str, list[str]] = {}
+        # Browsers (client keys) whose latest word, in any of their tabs, was to stop saving:
+        # another tab of theirs that still shows "Save my data" ticked keeps nothing either.
+        self._withdrawn: set[str] = set()
         self._running_lock = threading.Lock()
         self._running_changed = threading.Condition(self._running_lock)
         self.scratch_dir: Path | None = None
@@ -433,6 +436,7 @@ class Studio:
         return None if not request_ids else self.engine.queue_position(request_ids[0])
 
     def storing(self, state: ChatState) -> bool:
+        self.consent_withdrawn(state)
         return self.store is not None and state.consented
 
     # -- one turn ------------------------------------------------------------------------
@@ -773,6 +777,7 @@ class Studio:
             raise RequestError("Give your verdict on the two answers first, then tick "
                                "“Save my data”.")
         state.consented = True
+        self._withdrawn.discard(state.owner())
         missing = [turn for turn in state.turns if turn.question_id is None]
         for turn in missing:
             self._store_turn(state, turn)
@@ -781,6 +786,19 @@ class Studio:
             return (f"Saving on: the conversation so far ({count} question"
                     f"{'s' if count != 1 else ''}) was saved, and what follows will be.")
         return "Saving on: your conversations, images and feedback will be kept."
+
+    def withdraw_consent(self, state: ChatState) -> None:
+        """Stop saving, in this tab and in every other tab of the same browser."""
+        state.consented = False
+        self._withdrawn.add(state.owner())
+
+    def consent_withdrawn(self, state: ChatState) -> bool:
+        """Whether this tab consented and its browser has since stopped saving in another
+        tab; the tab then stops saving too."""
+        withdrawn = state.consented and state.client_key in self._withdrawn
+        if withdrawn:
+            state.consented = False
+        return withdrawn
 
     def _store_turn(self, state: ChatState, turn: Turn) -> None:
         """Store a question and its answers that were shown before the user consented."""

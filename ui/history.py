@@ -43,6 +43,7 @@ class Sidebar:
 class ConsentBox:
     consent: gr.Checkbox
     consent_note: gr.Markdown
+    consent_changed: gr.Button
 
 
 def build_sidebar() -> Sidebar:
@@ -81,7 +82,9 @@ def build_consent() -> ConsentBox:
         consent = gr.Checkbox(label="Save my data", value=False, info=CONSENT_TEXT,
                               elem_id="consent")
         consent_note = gr.Markdown("", elem_id="consent-note")
-    return ConsentBox(consent, consent_note)
+        # Pressed by the page when another tab of the browser changes its consent.
+        consent_changed = gr.Button(visible="hidden", elem_id="consent-changed")
+    return ConsentBox(consent, consent_note, consent_changed)
 
 
 def _history_label(conversation) -> str:
@@ -139,7 +142,7 @@ class History:
     def set_consent(self, value: bool, chat_state: ChatState):
         memory = {"version": CONSENT_VERSION, "consented": bool(value)}
         if not value:
-            chat_state.consented = False
+            self.studio.withdraw_consent(chat_state)
             note = "Saving off: nothing from now on is kept."
             gr.Info(note)
             return gr.skip(), note, memory, chat_state, gr.skip()
@@ -154,6 +157,16 @@ class History:
             return gr.Checkbox(value=False), gr.skip(), gr.skip(), chat_state, gr.skip()
         gr.Info(note)
         return gr.skip(), note, memory, chat_state, self._conversation_choices(chat_state)
+
+    def follow_consent(self, chat_state: ChatState):
+        """Another tab of this browser changed "Save my data": a withdrawal there unticks it
+        here. (Consent given there is not taken here: ticking keeps this tab's conversation
+        so far, which is for this tab to decide.)"""
+        if not self.studio.consent_withdrawn(chat_state):
+            return gr.skip(), gr.skip(), chat_state
+        note = "Saving off (in another tab): nothing from now on is kept."
+        gr.Info(note)
+        return gr.Checkbox(value=False), note, chat_state
 
     def _leave(self, chat_state: ChatState, request: gr.Request | None) -> None:
         """Going elsewhere stops what this tab was generating; its answer keeps what it
@@ -282,6 +295,9 @@ def wire_consent(history: History, consent_box: ConsentBox, consent_memory: gr.B
     consent_box.consent.input(history.set_consent, [consent_box.consent, state],
                               [consent_box.consent, consent_box.consent_note, consent_memory,
                                state, sidebar.conversations], **NEVER_WAITS)
+    consent_box.consent_changed.click(history.follow_consent, [state],
+                                      [consent_box.consent, consent_box.consent_note, state],
+                                      api_visibility="private", **NEVER_WAITS)
 
 
 def wire(history: History, demo: gr.Blocks, sidebar: Sidebar, chatbot: gr.Chatbot,

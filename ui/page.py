@@ -73,6 +73,16 @@ KEYBOARD_JS = """
   }
 }
 """
+# Where the browser remembers its consent. A tab that writes it fires `storage` in the
+# browser's other tabs (never in itself), which ask the server whether to stop saving too.
+CONSENT_KEY = "vqa-studio-consent"
+FOLLOW_CONSENT_JS = f"""
+() => {{
+  window.addEventListener('storage', event => {{
+    if (event.key === '{CONSENT_KEY}') document.querySelector('#consent-changed')?.click();
+  }});
+}}
+"""
 # The app runs without Gradio's run history (see `serve`), but a browser that used it before
 # still holds every question it sent then, under keys Gradio names per start of the server;
 # the page clears them at load, since "Delete my data" cannot reach them otherwise.
@@ -163,7 +173,7 @@ def build_page(studio: Studio, settings, uploads: Uploads | None = None) -> gr.B
                                      secret=BROWSER_STATE_SECRET)
         # Consent is remembered per browser apart from the identity key, with the version of
         # the text agreed to.
-        consent_memory = gr.BrowserState(None, storage_key="vqa-studio-consent",
+        consent_memory = gr.BrowserState(None, storage_key=CONSENT_KEY,
                                          secret=BROWSER_STATE_SECRET)
         # A session's state goes when Gradio drops it (a closed tab, after a while); its
         # images are on disk, not in it, and go with it.
@@ -239,4 +249,5 @@ def build_page(studio: Studio, settings, uploads: Uploads | None = None) -> gr.B
                      state, leave_conversation,
                      [*compare_panel.outputs, feedback_panels.editor_panel])
         demo.load(None, None, None, js=FORGET_RUNS_JS)
+        demo.load(None, None, None, js=FOLLOW_CONSENT_JS)
     return demo

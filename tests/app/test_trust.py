@@ -14,6 +14,7 @@ from functools import partial
 
 import pytest
 from PIL import Image
+from playwright.sync_api import expect
 
 from testing.processes import free_port
 from tests.conftest import rows, wait_rows
@@ -141,6 +142,28 @@ def test_two_browsers_at_once_see_only_their_own_history(launch_app, browser, tm
     finally:
         for context in contexts:
             context.close()
+
+
+def test_saving_turned_off_in_one_tab_is_off_in_the_browsers_other_tabs(launch_app, browser):
+    """Two tabs of one browser: unticking "Save my data" in one unticks it in the other, and
+    what the other asks next is not kept."""
+    app = launch_app("--max-new-tokens-limit", "48")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        first, second = context.new_page(), context.new_page()
+        _ready(first, app)
+        give_consent(first)
+        _ready(second, app)  # comes up ticked: the browser consented
+        expect(second.get_by_label("Save my data")).to_be_checked()
+        first.get_by_label("Save my data").uncheck()
+        first.wait_for_selector("#consent-note:has-text('Saving off')")
+        expect(second.get_by_label("Save my data")).not_to_be_checked()
+        expect(second.locator("#consent-note")).to_contain_text("in another tab")
+        submit_question(second, "second tab: not to be kept")
+        _wait_answer(second)
+        assert _rows(app, "select * from messages") == []
+    finally:
+        context.close()
 
 
 def test_two_visitors_who_upload_the_same_picture_both_get_their_answer(launch_app, browser,

@@ -435,6 +435,23 @@ def test_an_untouched_seed_gives_a_new_stored_sample_each_time(studio, store, im
     assert seeds == [first.stats.seed, second.stats.seed]
 
 
+def test_saving_stopped_in_one_tab_stops_in_the_browsers_other_tabs(studio, store):
+    """Tabs of one browser share its client key; the browser's latest word on saving counts
+    in each, until one of its tabs consents again."""
+    first, second = _consented(), ChatState()
+    second.client_key, second.consented = first.owner(), True
+    _run(studio.ask(second, "kept?", [], FAST))
+    assert _count(store, "messages") == 2
+    studio.withdraw_consent(first)
+    _run(studio.ask(second, "not kept", [], FAST))
+    assert _count(store, "messages") == 2 and not second.consented
+    # Ticked again, it keeps the conversation so far, as it says, and what follows.
+    assert "1 question" in studio.give_consent(second)
+    _run(studio.ask(second, "kept again", [], FAST))
+    assert _count(store, "messages") == 6
+    assert not studio.storing(first)  # the tab that stopped stays stopped
+
+
 def test_consent_mid_conversation_stores_the_whole_conversation(studio, store, image_path):
     state = ChatState()
     _run(studio.ask(state, "First?", [image_path], FAST))
