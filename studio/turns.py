@@ -84,6 +84,8 @@ STOP_WAIT_S = 10.0
 NO_CONSENT_FEEDBACK = "Feedback is only kept when “Save my data” is ticked."
 CONVERSATION_GONE = ("This conversation was deleted, perhaps in another tab. Anything you "
                      "were sending is still in its box: send it again to start a new one.")
+JUDGED_GONE = ("This conversation was deleted, perhaps in another tab, so this was not "
+               "recorded. Ask a question to start a new one.")
 
 # A browser's key is a random bearer credential: whoever holds it is that person, and the
 # store keeps only its sha256. Keys made by earlier versions (32 hex digits) still qualify.
@@ -91,6 +93,11 @@ CLIENT_KEY = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 CompareMode = Literal["samples", "thinking", "adapter"]
 Verdict = Literal["A", "B", "tie", "both_bad"]
+
+
+class ConversationGone(RequestError):
+    """The tab's conversation was deleted meanwhile (by another tab of the same browser);
+    the tab has left it and shows an empty chat."""
 
 
 class NotAnswered(StudioError):
@@ -629,7 +636,7 @@ class Studio:
         chosen = right if verdict == "B" else left
         stored = self.storing(state) and left.answer_id and right.answer_id
         if stored:
-            with self._in_its_conversation(state):
+            with self._in_its_conversation(state, judging=True):
                 if verdict in ("A", "B"):
                     other = left if verdict == "B" else right
                     self.store.add_pick(state.owner(), chosen.answer_id, other.answer_id,
@@ -665,7 +672,7 @@ class Studio:
         if not self.storing(state) or not answer_id:
             return NO_CONSENT_FEEDBACK
         kind = "clear" if liked is None else "like" if liked else "dislike"
-        with self._in_its_conversation(state):
+        with self._in_its_conversation(state, judging=True):
             self.store.add_feedback(state.owner(), answer_id, kind,
                                     reasons=list(reasons) if kind == "dislike" else (),
                                     comment=(valid_text(comment).strip() or None)
@@ -755,7 +762,7 @@ class Studio:
             return "Nothing changed."
         edit_id = None
         if self.storing(state) and turn.answer.answer_id:
-            with self._in_its_conversation(state):
+            with self._in_its_conversation(state, judging=True):
                 edit_id = self.store.add_edit(state.owner(), turn.answer.answer_id, text)
         turn.add_version(TurnUpdate(answer=text, done=True, answer_id=edit_id, label="Edited",
                                     model="your correction", corrects=turn.answer))
@@ -953,17 +960,18 @@ class Studio:
                 parent_id=parent_id)
 
     @contextmanager
-    def _in_its_conversation(self, state: ChatState):
-        """Around a write to the tab's conversation. One deleted meanwhile (by the same
-        browser's other tab: erasure reaches every tab's data) is said so once, and the tab
-        starts afresh: asking on would otherwise fail the same way every time."""
+    def _in_its_conversation(self, state: ChatState, judging: bool = False):
+        """Around a write to the tab's conversation (a judgement when `judging`). One deleted
+        meanwhile (by the same browser's other tab: erasure reaches every tab's data) is
+        said so once, and the tab starts afresh: asking on would otherwise fail the same way
+        every time."""
         try:
             yield
         except NotFound:
             if state.conversation_id is None or self._still_stored(state):
                 raise
             state.erased(state.conversation_id)
-            raise RequestError(CONVERSATION_GONE) from None
+            raise ConversationGone(JUDGED_GONE if judging else CONVERSATION_GONE) from None
 
     def _still_stored(self, state: ChatState) -> bool:
         try:

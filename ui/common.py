@@ -22,7 +22,7 @@ import gradio as gr
 from engine.errors import RequestError, StudioError
 from engine.types import Sampling
 from storage import StorageError
-from studio.turns import ChatState, Studio, TurnOptions, valid_text
+from studio.turns import ChatState, ConversationGone, Studio, TurnOptions, valid_text
 from ui.render import feedback_values, inert_html, render_chat, version_label
 
 # Named as before the page was split, so log filters that pick out its failures still do.
@@ -234,3 +234,9 @@ def tools_shown(chat_state: ChatState) -> bool:
 def keep_view() -> list:
     """`view`'s place in a handler's outputs, left as it is."""
     return [gr.skip()] * VIEW_SIZE
+
+
+def view_after(exc: Exception, chat_state: ChatState) -> list:
+    """`view`'s place after a handler failed with `exc`: a conversation deleted meanwhile,
+    which the tab has left, goes from the page too; anything else leaves it as it was."""
+    return list(view(chat_state)) if isinstance(exc, ConversationGone) else keep_view()

@@ -28,6 +28,7 @@ from ui.common import (
     redraw_interval,
     session_key,
     view,
+    view_after,
     warn,
 )
 from ui.render import answer_messages
@@ -172,7 +173,7 @@ class Compare:
                 note = self.studio.judge(chat_state, verdict)
             except Exception as exc:
                 warn(exc)
-                return (*keep_view(), chat_state, gr.skip(), gr.skip(),
+                return (*view_after(exc, chat_state), chat_state, gr.skip(), gr.skip(),
                         gr.skip(), gr.skip(), *off)
             gr.Info(note)
             # Which settings produced each side is told only after the verdict, and

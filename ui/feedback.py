@@ -14,7 +14,7 @@ import gradio as gr
 
 from studio.turns import DISLIKE_REASONS, ChatState, Studio
 from ui.chat import ChatView
-from ui.common import NEVER_WAITS, keep_view, view, warn
+from ui.common import NEVER_WAITS, keep_view, view, view_after, warn
 
 
 @dataclass
@@ -67,15 +67,15 @@ class Feedback:
         slot = _slot(message_slots, data.index)
         if slot is None or slot.part not in ("reasoning", "answer"):
             gr.Warning("Only answers can be rated.")
-            return gr.skip(), chat_state
+            return (*keep_view(), gr.skip(), chat_state)
         liked = True if data.liked is True else False if data.liked is False else None
         try:
             note = self.studio.rate(chat_state, slot.turn, liked)
         except Exception as exc:
             warn(exc)
-            return gr.Group(visible=False), chat_state
+            return (*view_after(exc, chat_state), gr.Group(visible=False), chat_state)
         gr.Info(note)
-        return gr.Group(visible=liked is False), chat_state
+        return (*keep_view(), gr.Group(visible=liked is False), chat_state)
 
     def on_reasons(self, chat_state: ChatState, chosen: list[str], text: str):
         try:
@@ -97,7 +97,7 @@ class Feedback:
             gr.Info(self.studio.save_correction(chat_state, text or ""))
         except Exception as exc:
             warn(exc)  # the editor stays open with the text typed
-            return (*keep_view(), gr.skip(), chat_state)
+            return (*view_after(exc, chat_state), gr.skip(), chat_state)
         return (*view(chat_state), gr.Group(visible=False), chat_state)
 
 
@@ -105,7 +105,7 @@ def wire(feedback: Feedback, chat_view: ChatView, panels: FeedbackPanels,
          state: gr.State) -> None:
     # Judgements never wait for the model, and run queued to show their gr.Info on the page.
     chat_view.chatbot.like(feedback.on_like, [state, chat_view.slots],
-                           [panels.dislike_panel, state], **NEVER_WAITS)
+                           [*chat_view.outputs, panels.dislike_panel, state], **NEVER_WAITS)
     panels.send_reasons.click(feedback.on_reasons, [state, panels.reasons, panels.comment],
                               [panels.dislike_panel, panels.reasons, panels.comment],
                               **NEVER_WAITS)

@@ -24,10 +24,11 @@ import gradio as gr
 import pytest
 
 from storage import Store
-from studio.turns import ChatState, Studio
+from studio.turns import JUDGED_GONE, ChatState, Studio
 from ui.chat import Chat
 from ui.common import VIEW_SIZE
 from ui.compare import Compare
+from ui.render import inert_html
 from ui.uploads import Uploads
 
 # think, thinking budget, max new tokens, temperature, top p, top k, seed, adapter
@@ -263,3 +264,31 @@ def test_a_comparisons_redraws_after_the_first_carry_the_two_answers_alone(tiny_
         assert list(update[1:VIEW_SIZE + 1]) == [gr.skip()] * VIEW_SIZE
     assert [button.interactive for button in last[tail + 4:]] == [True] * 4
     assert _answers(store) == ["done", "done"]
+
+
+def test_a_like_in_a_tab_whose_conversation_another_tab_erased_says_so_and_clears_it(
+        tiny_engine, store, tmp_path, monkeypatch):
+    """Two tabs of one browser: the second erases everything; a like in the first, still
+    showing the conversation, records nothing, says that, and empties its chat."""
+    from ui.feedback import Feedback
+    from ui.history import History
+
+    studio, uploads = _studio(tiny_engine, store, tmp_path)
+    chat, history, feedback = Chat(studio, uploads), History(studio), Feedback(studio)
+    first, second = _consented(), _consented()
+    second.client_key = first.owner()
+    *_, pending, _ = chat.echo({"text": "erased elsewhere", "files": []}, first)
+    message_slots = list(chat.respond(pending, first, *SETTINGS, None))[-1][1]
+    answer = next(i for i, slot in enumerate(message_slots) if slot.part == "answer")
+    history.delete_my_data(second)
+    warnings = []
+    monkeypatch.setattr(gr, "Warning", warnings.append)
+    drawn = feedback.on_like(first, message_slots,
+                             gr.LikeData(None, {"index": answer, "value": "", "liked": True}))
+    assert warnings == [inert_html(JUDGED_GONE)]
+    chatbot = drawn[0]
+    assert (chatbot.value if isinstance(chatbot, gr.Chatbot) else chatbot) == []
+    assert first.turns == [] and first.conversation_id is None
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("select count(*) from feedback").fetchone() == (0,)
+        assert db.execute("select count(*) from messages").fetchone() == (0,)
