@@ -470,6 +470,16 @@ class LocalEngine:
                 f"at most {context}). Start a new conversation or use fewer images.")
         if context:
             max_new = min(max_new, context - prompt_tokens)
+        # One answer may take the whole of a batch's budget, and no more: a question of a
+        # megabyte would otherwise hold the model for minutes, reading it in one step that
+        # nothing interrupts.
+        most = self.batch_limits.max_batch_tokens
+        if prompt_tokens >= most:
+            raise RequestError(
+                f"This question is too long for this server ({prompt_tokens} tokens with the "
+                f"conversation before it; it takes at most {most}). Shorten it, start a new "
+                "conversation or use fewer images.")
+        max_new = min(max_new, most - prompt_tokens)
         prefilled = prompt_text.rstrip().endswith(OPEN_TAG)
         tracker = AnswerTracker(self.processor.tokenizer, emit, prefilled=prefilled,
                                 budget=budget, started=started, eos_ids=self.eos_ids())

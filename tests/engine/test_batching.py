@@ -268,10 +268,13 @@ def test_batch_size_cap_holds_and_everyone_is_served_in_order():
     assert max(results[0]["finished_at"], results[1]["finished_at"]) < results[4]["finished_at"]
 
 
-def test_token_cap_runs_an_oversized_request_alone_instead_of_starving_it():
-    # Each request reserves its prompt plus 40 new tokens: more than the cap, so one at a time.
-    engine = _engine("tiny-random", max_batch_tokens=16)
+def test_token_cap_runs_requests_that_fill_it_one_at_a_time_and_starves_none():
+    # Each request reserves its prompt plus 40 new tokens, the whole cap: one at a time.
+    engine = _engine("tiny-random")
     requests = [_request(max_new=40, seed=s) for s in range(3)]
+    prompt = engine._build_inputs(requests[0].messages, False)[0]["input_ids"].shape[1]
+    engine.close()
+    engine = _engine("tiny-random", max_batch_tokens=prompt + 40)
     results = _together(engine, requests, queued_first=True)
     assert all(r["done"].error is None and r["answer"] for r in results)
     assert engine.peak_batch_size == 1

@@ -181,6 +181,24 @@ def test_too_long_conversation_arrives_as_an_error_event(tiny_engine):
     assert "too long for the model" in done.error
 
 
+def test_a_question_beyond_the_batch_budget_is_refused_and_an_answer_kept_within_it():
+    engine = LocalEngine("tiny-random", quantize="none", device="cpu",
+                         batch_limits=BatchLimits(max_batch_size=1, max_batch_tokens=120))
+    engine.load()
+    try:
+        long = " ".join(["word"] * 200)
+        texts, kinds, done = collect(engine.stream(_request(text=long, max_new=5, images=0)))
+        assert done.stats.finish_reason == "error"
+        assert "too long for this server" in done.error and "at most 120" in done.error
+        request = _request(text="hi", max_new=500, images=0, temperature=1.0)
+        prompt = engine._build_inputs(request.messages, False)[0]["input_ids"].shape[1]
+        texts, kinds, done = collect(engine.stream(request))
+        assert done.error is None and done.stats.finish_reason == "length"
+        assert done.stats.answer_tokens + done.stats.reasoning_tokens == 120 - prompt
+    finally:
+        engine.close()
+
+
 def test_failure_inside_the_worker_arrives_as_an_error_event(tiny_engine):
     # An image that is not an image (which the safe loader never lets through) breaks the
     # processor inside the generation thread: the caller gets a done event with a generic
