@@ -173,7 +173,7 @@ def _seed(value) -> int | None:
         return None
     try:
         return int(float(text))
-    except ValueError:
+    except (ValueError, OverflowError):  # "abc", "nan"; "inf", "1e400"
         raise RequestError("The seed must be a whole number, or empty for a new sample "
                            "each time.") from None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import gradio as gr
 import pytest
 
 from engine.remote import RemoteEngine
@@ -32,8 +33,11 @@ def _with_seed(seed: str) -> list:
     return settings
 
 
-@pytest.mark.parametrize("seed", ["abc", "99999999999999999999", "1e30", "-1"])
-def test_a_seed_that_cannot_be_used_gives_the_question_back(tab, seed):
+@pytest.mark.parametrize("seed", ["abc", "99999999999999999999", "1e30", "-1", "inf", "1e400",
+                                  "nan"])
+def test_a_seed_that_cannot_be_used_gives_the_question_back(tab, seed, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(gr, "Warning", warnings.append)
     asked = {"text": "what colour is it?", "files": []}
     tab.run("echo", asked, None)
     refused = tab.run("respond", None, None, *_with_seed(seed))
@@ -50,6 +54,8 @@ def test_a_seed_that_cannot_be_used_gives_the_question_back(tab, seed):
     assert tab.questions() == []
     assert not tab.state.busy
     assert finished(tab.ask("and with the usual seed?"))
+    # Each refusal said what was wrong with the seed.
+    assert len(warnings) == 3 and all("seed" in warning for warning in warnings), warnings
 
 
 def test_the_largest_seed_compares_two_samples(tab):
