@@ -134,6 +134,12 @@ CSS = """
     opacity: 1; background: rgba(0, 0, 0, 0.45); color: white; border-radius: 6px;
   }
 }
+/* Messages lay over the sidebar's toggle and the chat's toolbar at the top: on a phone they
+   come from the bottom, as a phone's own do, with a close button for a finger. They lie
+   outside the part of the page that Gradio lets a media query reach, so the query is nested
+   (and the class doubled to outweigh Gradio's own rule). */
+div.toast-wrap.toast-wrap { @media (max-width: 720px) { top: auto; bottom: 12px; } }
+button.toast-close.toast-close { @media (max-width: 720px) { width: 40px; height: 40px; } }
 /* Gradio's footer lies outside the part of the page its media queries reach. */
 footer a, footer button { min-height: 40px; display: inline-flex; align-items: center; }
 """

@@ -345,6 +345,13 @@ def test_on_a_phone_every_control_is_finger_sized_and_nothing_overflows(browser,
                                   has_touch=True)
     page = context.new_page()
     open_page(page, app)
+    # A message (here: saving on) comes from the bottom, clear of the sidebar's toggle, and
+    # its close button is finger-sized too.
+    page.get_by_label("Save my data").check()
+    close = page.locator(".toast-close").first.bounding_box()
+    toggle = page.locator("button[aria-label='Toggle Sidebar']").bounding_box()
+    assert close["width"] >= 40 and close["height"] >= 40, close
+    assert close["y"] > toggle["y"] + toggle["height"] + 300, (close, toggle)
     # A touch screen has no hover: a picture's remove button, which lies over it, shows.
     page.locator("#question input[type=file]").set_input_files(str(_image(tmp_path)))
     remove = page.locator('#question button[aria-label="Remove file"]')
