@@ -456,6 +456,9 @@ class Studio:
         before anything is stored when the turn cannot start.
         """
         question = self._question(text, image_sources)
+        # Asking on without a verdict continues from the left answer: the model reads that
+        # history, as the store records it.
+        self._settle_comparison(state)
         request = self._request([*state.history(), question], options)
         events = self.engine.stream(request)  # refuses here, before anything is written
         turn, (events,) = self._begin(state, question, image_sources, session_key or "",
@@ -534,6 +537,7 @@ class Studio:
         """
         caps = self.engine.capabilities()
         question = self._question(text, image_sources)
+        self._settle_comparison(state)  # as in `ask`
         history = [*state.history(), question]
         first, second = self._compare_options(options, mode, caps)
         if (rng or random).random() < 0.5:

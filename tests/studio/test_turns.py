@@ -212,6 +212,40 @@ def test_compare_stores_two_sides_and_the_pick_continues(studio, store, image_pa
     assert pick["left_message_id"] == left.answer_id
 
 
+class _Recording:
+    """The real engine, with the requests it was sent kept for the test to read."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.requests = engine, []
+
+    def stream(self, request):
+        self.requests.append(request)
+        return self.engine.stream(request)
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+
+@pytest.mark.parametrize("next_step", ["ask", "compare"])
+def test_asking_on_without_a_verdict_shows_the_model_what_is_stored(tiny_engine, store,
+                                                                      image_path, next_step):
+    """No verdict: the conversation continues from the left answer, in the store and in what
+    the model reads (through the API, nothing settled the comparison first)."""
+    engine = _Recording(tiny_engine)
+    studio, state = Studio(engine, store), _consented()
+    left, _ = list(studio.compare(state, "Which shape?", [image_path], FAST, "samples",
+                                  rng=random.Random(1)))[-1]
+    if next_step == "ask":
+        _run(studio.ask(state, "And its colour?", [], FAST))
+    else:
+        list(studio.compare(state, "And its colour?", [], FAST, "samples"))
+    read = engine.requests[-1].messages
+    assert [(m.role, m.text) for m in read] == [
+        ("user", "Which shape?"), ("assistant", left.answer), ("user", "And its colour?")]
+    question = _rows(store, "select parent_id from messages where text = 'And its colour?'")
+    assert question[0]["parent_id"] == left.answer_id
+
+
 def test_tie_and_both_bad_are_recorded(studio, store, image_path):
     state = _consented()
     _run(studio.compare(state, "Which shape?", [image_path], FAST, "samples"))
