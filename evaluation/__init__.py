@@ -2,7 +2,7 @@
 
 `evaluation.runs.evaluate(engine, store, ...)` measures the loaded model and each of its
 adapters against the stored feedback, on the held-out split by default (the export's split
-by image, so nothing an adapter was trained on leaks into its score): preference accuracy
+by conversation, so nothing an adapter was trained on leaks into its score): preference accuracy
 on DPO pairs (`evaluation.preference`), answer agreement on accepted answers
 (`evaluation.agreement`) and head-to-head counts from users' verdicts on side-by-side
 answers (`evaluation.head_to_head`). It returns a `Report` (`evaluation.results`), which

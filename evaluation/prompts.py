@@ -1,6 +1,6 @@
 """What to evaluate on: the examples of a split, and their prompts as engine messages.
 
-`held_out` keeps the examples of the eval or train split, using the export's split by image,
+`held_out` keeps the examples of the eval or train split, using the export's split by conversation,
 so nothing an adapter was trained on leaks into its score. `PromptImages` turns a stored
 example's prompt into engine messages, keeping the most recently used images decoded.
 """
@@ -22,7 +22,7 @@ DEFAULT_EVAL_FRACTION = 0.1
 
 
 def held_out(examples: Iterable[Example], split: Split, eval_fraction: float) -> list[Example]:
-    """The examples of `split`, using the export's split by image."""
+    """The examples of `split`, using the export's split by conversation."""
     if split == "all":
         return list(examples)
     wanted = split == "eval"

@@ -84,12 +84,15 @@ class Example:
 
     @property
     def split_group(self) -> str:
-        """Examples with the same group always land in the same split: the sorted image
-        hashes of the prompt, or the opening question when the prompt has no image."""
-        shas = sorted(set(self.image_shas))
-        if shas:
-            return "images:" + ",".join(shas)
-        return "text:" + self.prompt[0].text
+        """Examples with the same group always land in the same split: the conversation's
+        opening question, by its first image (by its text when it has none). A later turn's
+        prompt holds the earlier turns whole, so every example of one conversation must go
+        together, whatever images later turns add; so do conversations that open on the
+        same picture."""
+        opening = self.prompt[0]
+        if opening.image_shas:
+            return "image:" + opening.image_shas[0]
+        return "text:" + opening.text
 
 
 def in_eval_split(example: Example, eval_fraction: float) -> bool:

@@ -3,8 +3,9 @@
 `export(store, format, out_dir)` gathers the examples of one kind (see exports.examples for
 which feedback makes which example), keeps only conversations with a recorded consent (and,
 if asked, only some consent versions), applies the filters, removes duplicates (same images,
-prompt and answers), splits train/eval by image so that every example about one image lands
-in the same split, and writes into an empty `out_dir` (a split without examples gets no file):
+prompt and answers), splits train/eval by conversation (by the opening question's first
+image, so conversations that open on one picture go together too), and writes into an empty
+`out_dir` (a split without examples gets no file):
 
 - swift-dpo | swift-kto | swift-sft: train.jsonl and eval.jsonl in ms-swift's standard
   format (`messages`, `images`, plus `rejected_response` or `label`), one `<image>` tag per
@@ -376,7 +377,7 @@ def _write_manifest(
         "models": models,
         "date_range": {"first": decided[0], "last": decided[-1]} if decided else None,
         "filters": filters,
-        "split_rule": "sha256 of the prompt's sorted image hashes (text-only: its first question)",
+        "split_rule": "sha256 of the opening question's first image hash (none: its text)",
         "dropped": dict(sorted(dropped.items())),
         "image_paths": image_paths,
         "control_tokens": "removed from every question, answer, correction and reasoning",

@@ -401,6 +401,37 @@ def test_the_split_follows_the_images_and_is_repeatable(built, tmp_path):
     assert len(splits[0]) == 10
 
 
+def test_every_example_of_a_conversation_lands_in_one_split(tmp_path):
+    """A later turn's prompt holds the earlier turns: were it in another split than theirs,
+    the eval split would be trained on. Turns that add an image, and a conversation that
+    opens without one, included; for every split fraction."""
+    from exports.examples import in_eval_split
+    from exports.formats import collect
+    from storage import Store
+    from testing.data import CONSENT, KEY, answer, ask, png_blob
+
+    with Store(tmp_path / "studio.db") as store:
+        for n in range(6):
+            first_image = png_blob((n * 40, 10, 10)) if n % 2 else None
+            conversation, question = ask(store, KEY, f"first question {n}", image=first_image)
+            parent = answer(store, KEY, conversation, question, f"first answer {n}")
+            store.add_feedback(KEY, parent, "like")
+            for turn in range(2):
+                shas = [store.put_image(png_blob((n * 40, 90, turn * 90)))]
+                question = store.add_user_message(KEY, conversation, text=f"next {n}.{turn}",
+                                                  image_shas=shas, parent_id=parent)
+                parent = answer(store, KEY, conversation, question, f"answer {n}.{turn}")
+                store.add_feedback(KEY, parent, "like")
+        examples, _ = collect(store, "kto", consent_versions=[CONSENT])
+        assert len(examples) == 18
+        for fraction in (i / 20 for i in range(1, 20)):
+            sides: dict[str, set[bool]] = {}
+            for example in examples:
+                conversation = example.provenance["conversation_id"]
+                sides.setdefault(conversation, set()).add(in_eval_split(example, fraction))
+            assert all(len(side) == 1 for side in sides.values()), fraction
+
+
 def test_unconsented_and_old_consent_data_stay_out(built, tmp_path):
     store, ids = built
     counts = count_examples(store)
