@@ -108,6 +108,12 @@ def answer_text(message: StoredMessage, keep_reasoning: bool) -> str:
     return text
 
 
+def _no_answer(message: StoredMessage) -> bool:
+    """Nothing said after the reasoning (an answer cut off while thinking): whether or not the
+    reasoning is kept, there is no answer to learn from."""
+    return not without_control_tokens(message.text).strip()
+
+
 def _usable(message: StoredMessage) -> bool:
     if message.role != "assistant" or message.status != "done":
         return False
@@ -264,7 +270,8 @@ def _pairs(
     for decision in decisions.values():
         chosen = context.text(context.by_id[decision.chosen_id])
         rejected = context.text(context.by_id[decision.rejected_id])
-        if not chosen.strip() or not rejected.strip():
+        if _no_answer(context.by_id[decision.chosen_id]) or _no_answer(
+                context.by_id[decision.rejected_id]):
             dropped["dpo_empty"] += 1
             continue
         if chosen.strip() == rejected.strip():
@@ -340,7 +347,7 @@ def _completion_examples(context: _Context, kind: Kind, decisions: dict[str, _De
     examples = []
     for message_id, decision in decisions.items():
         completion = context.text(context.by_id[message_id])
-        if not completion.strip():
+        if _no_answer(context.by_id[message_id]):
             dropped[f"{kind}_empty"] += 1
             continue
         examples.append(

@@ -473,6 +473,29 @@ def test_filters_since_model_and_reasoning(built, tmp_path):
     assert (P3, "Green then red.", None, (green, red)) in found
 
 
+@pytest.mark.parametrize("keep_reasoning", [False, True])
+def test_an_answer_cut_off_while_thinking_makes_no_example(tmp_path, keep_reasoning):
+    """Reasoning and no answer: nothing to learn, kept reasoning or not."""
+    from exports.formats import collect
+    from testing.data import CONSENT, KEY, answer, ask
+
+    with Store(tmp_path / "studio.db") as store:
+        conversation, question = ask(store, KEY, "How many sides?")
+        cut = store.start_answer(KEY, conversation, parent_id=question,
+                                 meta=AnswerMeta(model_id="m"))
+        store.finish_answer(cut, text="", reasoning="Let me count the sides one by",
+                            stats=AnswerStats(reasoning_tokens=8, finish_reason="length"))
+        good = answer(store, KEY, conversation, question, "Four.")
+        store.add_feedback(KEY, good, "like")
+        store.add_feedback(KEY, cut, "dislike")
+        for kind, empty in (("dpo", "dpo_empty"), ("kto", "kto_empty")):
+            examples, dropped = collect(store, kind, consent_versions=[CONSENT],
+                                        keep_reasoning=keep_reasoning)
+            assert all("Let me count" not in (e.completion + (e.rejected or ""))
+                       for e in examples), kind
+            assert dropped[empty] == 1, (kind, dropped)
+
+
 def test_preview_shows_the_latest_pairs_with_their_images(built):
     store, ids = built
     pairs = preview_pairs(store, 2)
