@@ -10,7 +10,8 @@ For every question (user message) of a conversation, looking only at its finishe
 - KTO labels: liked answers are desirable, disliked ones undesirable; "both bad" makes both
   undesirable; an edit makes the original undesirable and the correction desirable. The latest
   event about an answer decides its label.
-- SFT demonstrations: liked answers and corrections (unless later disliked).
+- SFT demonstrations: liked answers and corrections (unless later disliked, or later
+  corrected: then the correction is shown instead).
 Votes are the latest per answer ("clear" withdraws one), pair verdicts the latest per pair,
 edits the latest per corrected answer. Pairs with an empty side or two identical sides are
 dropped and counted. Reasoning is left out unless `keep_reasoning`, which puts it before the
@@ -336,6 +337,13 @@ def _demonstrations(
         message_id = edit.edit_message_id or ""
         if message_id in usable and state.vote(message_id) != "dislike":
             chosen.setdefault(message_id, _Decision(edit.created_at, (edit.id,), "edit"))
+    # An answer corrected after it was chosen (liked, or itself a correction) is shown no
+    # longer: its correction is, as the KTO labels and DPO pairs say.
+    for original_id, edit in state.edits.items():
+        decision = chosen.get(original_id)
+        if (decision is not None and edit.edit_message_id in usable
+                and edit.created_at >= decision.at):
+            del chosen[original_id]
 
     return _completion_examples(context, "sft", chosen, dropped)
 

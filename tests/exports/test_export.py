@@ -496,6 +496,23 @@ def test_an_answer_cut_off_while_thinking_makes_no_example(tmp_path, keep_reason
             assert dropped[empty] == 1, (kind, dropped)
 
 
+def test_a_correction_corrected_again_is_no_longer_a_demonstration(tmp_path):
+    from exports.formats import collect
+    from testing.data import CONSENT, KEY, answer, ask
+
+    with Store(tmp_path / "studio.db") as store:
+        conversation, question = ask(store, KEY, "How many sides?")
+        liked = answer(store, KEY, conversation, question, "Three.")
+        store.add_feedback(KEY, liked, "like")
+        first = store.add_edit(KEY, liked, "Four sides, first try.")
+        store.add_edit(KEY, first, "Four.")
+        examples, _ = collect(store, "sft", consent_versions=[CONSENT])
+        assert [e.completion for e in examples] == ["Four."]
+        labels, _ = collect(store, "kto", consent_versions=[CONSENT])
+        assert {(e.completion, e.label) for e in labels} == {
+            ("Three.", False), ("Four sides, first try.", False), ("Four.", True)}
+
+
 def test_preview_shows_the_latest_pairs_with_their_images(built):
     store, ids = built
     pairs = preview_pairs(store, 2)
