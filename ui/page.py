@@ -31,7 +31,8 @@ BROWSER_STATE_SECRET = "vqa-studio-browser-state"
 # set again whenever it does. The closed sidebar stays in the page; made inert, its controls
 # leave the keyboard order, and Escape closes it (or a deletion's confirmation first). On a
 # wide screen the box also takes the focus at once (not on a phone, where that would open the
-# keyboard over the page).
+# keyboard over the page). On a phone, where the open sidebar covers the whole page,
+# choosing a conversation in it closes it, so that the conversation shows.
 KEYBOARD_JS = """
 () => {
   const question = document.querySelector('#question');
@@ -64,6 +65,13 @@ KEYBOARD_JS = """
         return;
       }
       event.preventDefault();
+    });
+    sidebar.addEventListener('change', event => {
+      if (event.target.matches('#conversations input[type=radio]') &&
+          window.matchMedia('(max-width: 720px)').matches &&
+          panel.classList.contains('open')) {
+        document.querySelector("button[aria-label='Toggle Sidebar']")?.click();
+      }
     });
   }
   if (window.matchMedia('(min-width: 721px)').matches) {

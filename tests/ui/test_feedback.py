@@ -7,6 +7,7 @@ database: likes and dislikes on a thinking answer, after Regenerate and after a 
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import rows, wait_rows
 from tests.page_actions import (
@@ -432,6 +433,13 @@ def test_feedback_on_a_phone(browser, app):
         # ‹ "Answer 2 of 2" › and Correct on one line, as on a wide screen.
         page.wait_for_selector("#answer-version:has-text('Answer 2 of 2')")
         _assert_pager_on_one_line(page)
+        # The open sidebar covers the page: choosing a conversation closes it.
+        start_new_chat(page)
+        page.locator(SIDEBAR).click()
+        page.locator("#conversations").get_by_text("ph: small screen").click()
+        page.wait_for_function("() => !document.querySelector('#sidebar')"
+                               ".closest('.sidebar').classList.contains('open')")
+        expect(page.locator("#chatbot")).to_contain_text("Corrected on a phone.")
     finally:
         context.close()
 
