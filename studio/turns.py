@@ -779,7 +779,8 @@ class Studio:
         """Start saving; the conversation so far is stored whole, never from the middle.
 
         Questions and answers shown before consent are written in order (with their images,
-        regenerated and corrected answers), so the stored conversation has all its context.
+        regenerated and corrected answers, and the thumbs given them), so the stored
+        conversation has all its context.
         """
         if self.store is None:
             state.consented = True
@@ -833,6 +834,9 @@ class Studio:
                 row = self._answer_row(state, turn.question_id, version.request)
                 version.answer_id = row() if row is not None else None
                 self._close_answer(version.answer_id, version)
+            # The thumb the page shows on it is kept too, before any later correction of it.
+            if version.vote in ("like", "dislike") and version.answer_id is not None:
+                self.store.add_feedback(state.owner(), version.answer_id, version.vote)
 
     # -- history -------------------------------------------------------------------------
 

@@ -490,10 +490,15 @@ def test_consent_mid_conversation_stores_the_whole_conversation(studio, store, i
     state = ChatState()
     _run(studio.ask(state, "First?", [image_path], FAST))
     _run(studio.regenerate(state, FAST))
+    studio.rate(state, 0, True)  # the thumb the page shows is kept with the answer
     studio.edit(state, 0, "A red rectangle.")
     _run(studio.ask(state, "Second?", [], FAST))
     assert _count(store, "messages") == 0
     assert "2 questions" in studio.give_consent(state)
+    liked = state.turns[0].versions[1]
+    feedback = _rows(store, "select * from feedback order by rowid")
+    assert [(r["message_id"], r["kind"]) for r in feedback] == [
+        (liked.answer_id, "like"), (liked.answer_id, "edit")]  # liked, then corrected
     conversation = store.get_conversation(state.client_key, state.conversation_id)
     by_text = {m.text: m for m in conversation.messages if m.role == "user"}
     first, second = by_text["First?"], by_text["Second?"]
