@@ -37,7 +37,9 @@ written here, one per image, and the only "<think>" tags the ones `keep_reasonin
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -624,8 +626,7 @@ def main(argv: list[str] | None = None, *, default_db: str | Path | None = None)
     with store:
         try:
             if args.counts:
-                for fmt, count in count_examples(store, **filters).items():
-                    print(f"{fmt:18} {count}")
+                _print_counts(count_examples(store, **filters))
                 return
             result = export(
                 store,
@@ -646,3 +647,15 @@ def main(argv: list[str] | None = None, *, default_db: str | Path | None = None)
         f"wrote {result.counts['train']} train and {result.counts['eval']} eval examples "
         f"({result.images} images{balance}) to {result.out_dir}"
     )
+
+
+def _print_counts(counts: dict[str, int]) -> None:
+    """One line per format. A reader that stops early (`| head`) ends the command quietly, as
+    it would end any other: the rest has nowhere to go."""
+    try:
+        for fmt, count in counts.items():
+            print(f"{fmt:18} {count}", flush=True)
+    except BrokenPipeError:
+        # Python would report the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

@@ -120,3 +120,23 @@ def test_two_adapters_under_one_name_are_refused(tmp_path, capsys):
                     "--model", "tiny-random", "--adapter", f"a={tmp_path / 'one'}",
                     "--adapter", f"a={tmp_path / 'two'}"], capsys)
     assert "two adapters are named 'a'" in err
+
+
+def test_counts_read_by_a_reader_that_stops_early_end_quietly(tmp_path):
+    """`export --counts | head -1`: the rest has nowhere to go, and that is no error to
+    report (before, it said it could not write an output that was never asked for)."""
+    import os
+    import subprocess
+    import sys
+
+    db = _database(tmp_path / "studio.db")
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run(
+            [sys.executable, str(Path(app.__file__)), "export", "--db", str(db), "--counts"],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write)
+    assert done.stderr == ""
+    assert done.returncode == 1
