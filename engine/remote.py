@@ -676,13 +676,12 @@ class RemoteEngine:
 
     def _not_a_stream_message(self, response: httpx.Response, kind: str) -> str:
         """A streamed answer was asked for, and a JSON body or a web page came back."""
-        text = _body(response)
         if kind == "text/html":
             return (f"The model server at {self.base_url} answered with a web page instead of "
                     "a stream of tokens. Check the address: it usually ends in /v1.")
         return (f"The model server at {self.base_url} answered with one JSON reply instead of "
-                f"a stream of tokens ({_detail(response, text)}). Is it an OpenAI-compatible "
-                "server that streams?")
+                f"a stream of tokens ({_detail(response, _body(response))}). Is it an "
+                "OpenAI-compatible server that streams?")
 
     def _server_error_message(self, text: str) -> str:
         text = " ".join(text.split())[:MAX_DETAIL_CHARS]

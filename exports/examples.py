@@ -269,12 +269,11 @@ def _pairs(
 
     examples = []
     for decision in decisions.values():
-        chosen = context.text(context.by_id[decision.chosen_id])
-        rejected = context.text(context.by_id[decision.rejected_id])
-        if _no_answer(context.by_id[decision.chosen_id]) or _no_answer(
-                context.by_id[decision.rejected_id]):
+        sides = context.by_id[decision.chosen_id], context.by_id[decision.rejected_id]
+        if any(_no_answer(side) for side in sides):
             dropped["dpo_empty"] += 1
             continue
+        chosen, rejected = (context.text(side) for side in sides)
         if chosen.strip() == rejected.strip():
             dropped["dpo_identical"] += 1
             continue
@@ -354,10 +353,11 @@ def _completion_examples(context: _Context, kind: Kind, decisions: dict[str, _De
     dropped and counted."""
     examples = []
     for message_id, decision in decisions.items():
-        completion = context.text(context.by_id[message_id])
-        if _no_answer(context.by_id[message_id]):
+        message = context.by_id[message_id]
+        if _no_answer(message):
             dropped[f"{kind}_empty"] += 1
             continue
+        completion = context.text(message)
         examples.append(
             Example(
                 kind=kind,

@@ -1037,7 +1037,6 @@ class Studio:
         try:
             pngs = self._encode_soon(question.images)
             turn = self._new_turn(state, question, image_sources, session_key, pngs)
-            self._settle_comparison(state)
             turn.question_id = self._store_question(state, question, state.last_answer_id(),
                                                     pngs)
             for events, request in streams:
